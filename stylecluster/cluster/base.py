@@ -1,0 +1,87 @@
+"""One estimator interface for every clustering method, and the registry behind ``--method``.
+
+Every method follows scikit-learn: ``__init__`` only stores parameters; ``fit(X)`` returns self
+and sets
+
+* ``labels_``        (n,) int cluster per point, ``-1`` for outliers where the method has them;
+* ``probabilities_`` (n,) float in [0, 1], how sure the assignment of each point is;
+* ``n_clusters_``    number of clusters found (outliers not counted).
+
+``predict(X)`` assigns new points; ``predict_proba(X)`` returns (n, n_clusters_) soft
+assignments where the method defines them (``has_proba``).
+
+Methods differ in what ``k`` means to them (``k_meaning``): ``"exact"`` (k-means), ``"upper_bound"``
+(BGMM infers the number, k caps it) or ``None`` (HDBSCAN infers it from density; k is refused).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+
+_REGISTRY: dict[str, type["ClusterMethod"]] = {}
+
+
+class ClusterMethod(BaseEstimator, ClusterMixin):
+    #: what ``k`` means to this method: "exact", "upper_bound" or None (k not used)
+    k_meaning: str | None = "exact"
+    #: whether predict_proba is defined
+    has_proba: bool = True
+    #: default k when the user gives none (None: the method needs no k)
+    default_k: int | None = None
+
+    def fit(self, X: np.ndarray, y: Any = None) -> "ClusterMethod":  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} defines no soft assignment")
+
+
+def register_method(name: str) -> Callable[[type[ClusterMethod]], type[ClusterMethod]]:
+    def decorator(cls: type[ClusterMethod]) -> type[ClusterMethod]:
+        if name in _REGISTRY:
+            raise ValueError(f"cluster method {name!r} registered twice")
+        cls.method_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_methods() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_clusterer(method: str, k: int | None = None, seed: int = 0, **params: Any) -> ClusterMethod:
+    """Build a clustering estimator by registry name.
+
+    ``k`` is routed to the method's ``k`` parameter according to its ``k_meaning``; methods
+    that infer the number of clusters from density refuse it rather than ignore it.
+    """
+    try:
+        cls = _REGISTRY[method]
+    except KeyError:
+        raise ValueError(f"unknown cluster method {method!r}; choose from {', '.join(available_methods())}") from None
+    if k is not None:
+        if cls.k_meaning is None:
+            raise ValueError(f"{method} infers the number of clusters itself; do not pass k")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        params["k"] = k
+    params.setdefault("random_state", seed)
+    accepted = cls._get_param_names()
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"{method} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
+    return cls(**params)
+
+
+def student_t_assignments(X: np.ndarray, centers: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Soft assignments q_ij ∝ (1 + ||x_i - μ_j||² / α)^(-(α+1)/2) (DEC, Xie et al. 2016, eq. 1)."""
+    d2 = (X**2).sum(1)[:, None] - 2.0 * X @ centers.T + (centers**2).sum(1)[None, :]
+    q = (1.0 + np.maximum(d2, 0.0) / alpha) ** (-(alpha + 1.0) / 2.0)
+    return q / q.sum(axis=1, keepdims=True)

@@ -1,0 +1,97 @@
+"""Fusion: the stored branch vectors → one space in which distances mean "style".
+
+The store holds one vector per branch (``global``, ``local``), each made of named parts (for the
+default global branch: the pooled CNN vector and Gram statistics of two intermediate levels).
+Parts differ wildly in dimension and scale, so each part is a *block* that is
+
+1. L2-normalised per image (cosine geometry; removes exposure/contrast magnitude effects),
+2. reduced by PCA to at most ``pca_components`` dimensions (fitted on the collection), and
+3. scaled so that its total variance equals ``weight²``,
+
+then the blocks are concatenated. Step 3 is what keeps a 6,000-dimensional Gram block from
+drowning a 64-dimensional local block through its dimension alone; the weights then say how much
+each block counts. All blocks of a branch share that branch's weight, divided evenly among them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import PCA
+
+
+@dataclass(frozen=True)
+class Block:
+    column: str  # store column ("global" or "local")
+    part: str
+    start: int
+    stop: int
+    weight: float
+
+
+def _l2_normalise(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, 1e-12)
+
+
+class Fuser(BaseEstimator, TransformerMixin):
+    """Balance and concatenate blocks of columns; ``fit`` learns each block's PCA and scale.
+
+    Parameters
+    ----------
+    blocks : list of Block
+        Column ranges of the input matrix and their weights.
+    pca_components : int
+        Upper bound on the dimensions kept per block (0 keeps all).
+    whiten : bool
+        Whiten each block's PCA (every kept direction gets equal variance before scaling).
+    random_state : int
+    """
+
+    def __init__(self, blocks: list[Block], pca_components: int = 64, whiten: bool = True, random_state: int = 0):
+        self.blocks = blocks
+        self.pca_components = pca_components
+        self.whiten = whiten
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y=None) -> "Fuser":
+        self.pcas_ = []
+        self.scales_ = []
+        for block in self.blocks:
+            part = _l2_normalise(np.asarray(X[:, block.start : block.stop], dtype=np.float64))
+            n_keep = part.shape[1] if self.pca_components <= 0 else min(self.pca_components, part.shape[1], max(1, part.shape[0] - 1))
+            pca = PCA(n_components=n_keep, whiten=self.whiten, svd_solver="auto", random_state=self.random_state).fit(part)
+            total_var = float(pca.transform(part).var(axis=0).sum())
+            self.pcas_.append(pca)
+            self.scales_.append(block.weight / np.sqrt(max(total_var, 1e-12)))
+        self.n_features_out_ = sum(p.n_components_ for p in self.pcas_)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        out = []
+        for block, pca, scale in zip(self.blocks, self.pcas_, self.scales_):
+            part = _l2_normalise(np.asarray(X[:, block.start : block.stop], dtype=np.float64))
+            out.append(pca.transform(part) * scale)
+        return np.hstack(out).astype(np.float32)
+
+
+def blocks_for_store(store, local_weight: float = 1.0, global_weight: float = 1.0) -> tuple[np.ndarray, list[Block]]:
+    """The store's vectors side by side, and the blocks that describe them.
+
+    Branch weights are split evenly over the branch's parts, so adding a part to a branch does
+    not change how much the branch counts as a whole.
+    """
+    matrices, blocks, offset = [], [], 0
+    for column, weight in (("global", global_weight), ("local", local_weight)):
+        values = store.vectors(column)
+        if values is None or weight <= 0:
+            continue
+        parts = store.parts(column)
+        for name, (start, stop) in parts.items():
+            blocks.append(Block(column, name, offset + start, offset + stop, weight / np.sqrt(len(parts))))
+        matrices.append(values)
+        offset += values.shape[1]
+    if not matrices:
+        raise ValueError("the store holds no vectors to cluster")
+    return np.hstack(matrices), blocks

@@ -1,0 +1,131 @@
+"""Typed configuration: dataclasses whose defaults are the project's defaults.
+
+``configs/default.yaml`` spells the same values out for users to copy and edit; a test keeps
+the two identical. A YAML file may set any subset of fields; unknown keys are an error so a
+typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+@dataclass
+class IngestConfig:
+    """How images are found and decoded."""
+
+    max_pixels: int = 200_000_000  # decompression-bomb guard (width x height)
+    min_side: int = 32  # images with a shorter side are skipped
+    follow_symlinks: bool = True
+
+
+@dataclass
+class GlobalConfig:
+    """The global (whole-image) style branch."""
+
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None  # file path or hub name; None = the backbone's offline default
+    # Gram statistics of these intermediate feature levels are appended to the pooled vector
+    # (see features/global_.py for why and how they were chosen).
+    gram_levels: tuple[int, ...] = (2, 3)
+    gram_channels: int = 64  # channels kept per Gram level (fixed projection) before the Gram product
+    image_size: int | None = None  # None = the weights' own input size (timm data config)
+
+
+@dataclass
+class EmbedConfig:
+    """Running the embedder."""
+
+    device: str = "auto"
+    batch_size: int = 32
+    workers: int = 2
+    chunk_size: int = 512  # rows per store chunk: a crash loses at most this many
+    seed: int = 0
+
+
+@dataclass
+class FuseConfig:
+    """Turning the stored branch vectors into one clustering space."""
+
+    local_weight: float = 1.0
+    pca_components: int = 64  # 0 = no reduction
+    whiten: bool = True
+
+
+@dataclass
+class ClusterConfig:
+    method: str = "bgmm"
+    k: int | None = None  # number of clusters, or the upper bound for methods that infer it
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)  # method-specific parameters
+
+
+@dataclass
+class Config:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    global_: GlobalConfig = field(default_factory=GlobalConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    fuse: FuseConfig = field(default_factory=FuseConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+# YAML section names; ``global`` is a Python keyword, hence the attribute ``global_``.
+_SECTION_ATTRS = {"global": "global_"}
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            key = {v: k for k, v in _SECTION_ATTRS.items()}.get(f.name, f.name)
+            out[key] = _to_plain(getattr(obj, f.name))
+        return out
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        attr = _SECTION_ATTRS.get(key, key)
+        if attr not in fields:
+            raise ValueError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(fields))})")
+        default = getattr(cls(), attr)
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value or {}, f"{where}.{key}")
+        elif isinstance(default, tuple) and value is not None:
+            value = tuple(value)
+        kwargs[attr] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: Mapping[str, Any] | None) -> Config:
+    return _build(Config, values or {}, "config")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load a YAML config; fields it does not set keep their defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read config: {exc}") from exc
+    try:
+        return config_from_dict(values)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc

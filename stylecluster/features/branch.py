@@ -1,0 +1,54 @@
+"""The interface every embedding branch implements, so the embedder never branches on a kind.
+
+A branch is split in two halves because they run in different processes:
+
+* ``preprocess`` runs inside DataLoader workers on one decoded RGB image and returns something
+  ``torch.utils.data.default_collate`` can batch (a tensor or an ndarray of fixed shape);
+* ``encode`` runs in the main process on a collated batch, under ``torch.inference_mode()``,
+  and returns a float32 array of shape (batch, dim).
+
+The vector a branch writes may be made of named *parts* (e.g. a pooled vector and Gram
+statistics); ``parts`` gives their column slices so that fusion can balance them.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class Branch(ABC):
+    #: store column that receives this branch's vectors
+    name: str
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Length of the vector :meth:`encode` returns per image."""
+
+    @property
+    def parts(self) -> dict[str, tuple[int, int]]:
+        """Named column ranges ``[start, stop)`` of the vector; one part by default."""
+        return {self.name: (0, self.dim)}
+
+    @abstractmethod
+    def preprocess(self, image: Image.Image, seed: int) -> Any:
+        """Turn one RGB image into model input (runs in a DataLoader worker)."""
+
+    @abstractmethod
+    def encode(self, batch: Any) -> np.ndarray:
+        """Encode a collated batch into float32 vectors of shape (batch, dim)."""
+
+    @abstractmethod
+    def provenance(self) -> dict[str, Any]:
+        """What determines the vectors (model name, weights hash, parameters).
+
+        Two stores are compatible exactly when their branches' provenance is equal.
+        """
+
+    def to(self, device: torch.device) -> "Branch":
+        """Move any model to ``device``; returns self."""
+        return self
