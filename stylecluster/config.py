@@ -37,6 +37,23 @@ class GlobalConfig:
 
 
 @dataclass
+class LocalConfig:
+    """The local (brush-stroke) branch: gradient-scored DoG patches encoded by an InfoVAE."""
+
+    enabled: bool = True
+    model: str | None = None  # InfoVAE checkpoint; None = the encoder shipped with the package
+    patch_size: int = 64
+    stride: int = 32
+    top_fraction: float = 0.10
+    n_patches: int = 5
+    sigma1: float = 3.0
+    sigma2: float = 5.0
+    patch_scale: str = "pixels"  # "pixels" (fixed side) or "relative" (fraction of the shorter side)
+    relative_size: float = 0.25  # patch side / shorter image side, with patch_scale "relative"
+    aggregate: str = "mean"  # "mean" or "mean+std" of the patch codes
+
+
+@dataclass
 class EmbedConfig:
     """Running the embedder."""
 
@@ -68,6 +85,7 @@ class ClusterConfig:
 class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     global_: GlobalConfig = field(default_factory=GlobalConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     fuse: FuseConfig = field(default_factory=FuseConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
