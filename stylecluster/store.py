@@ -162,8 +162,18 @@ def _describe_difference(old: dict[str, Any], new: dict[str, Any], prefix: str =
 
 @dataclass
 class StoredRow:
-    sha256: str
+    path: str
+    width: int
+    height: int
     vectors: dict[str, np.ndarray]
+
+
+def stored_paths(path: str | Path) -> list[str]:
+    """Distinct image paths in a store, reading only the ``path`` column."""
+    seen: dict[str, None] = {}
+    for f in _chunk_files(Path(path)):
+        seen.update(dict.fromkeys(pq.read_table(f, columns=["path"]).column("path").to_pylist()))
+    return list(seen)
 
 
 class StoreWriter:
@@ -230,17 +240,19 @@ class StoreWriter:
         tmp.write_text(json.dumps(self.metadata, indent=2))
         os.replace(tmp, self.path / META_FILE)
 
-    def existing_rows(self) -> dict[str, tuple[str, StoredRow]]:
-        """Rows already stored, keyed by sha256 → (path, row), for resuming and duplicates."""
+    def existing(self) -> tuple[dict[str, str], dict[str, StoredRow]]:
+        """What the store already holds: {path: sha256} and {sha256: first row with that content}."""
         if not _chunk_files(self.path):
-            return {}
+            return {}, {}
         store = EmbeddingStore(self.path)
-        columns = {c: store.vectors(c) for c in self.metadata["dims"] if self.metadata["dims"][c]}
-        out = {}
-        for i, (path, sha) in enumerate(zip(store.paths, store.sha256)):
-            out.setdefault(sha, (path, StoredRow(sha, {c: m[i] for c, m in columns.items()})))
-        self.stored_paths = {p: s for p, s in zip(store.paths, store.sha256)}
-        return out
+        columns = {c: store.vectors(c) for c, d in self.metadata["dims"].items() if d}
+        table = store.to_pandas()[["path", "sha256", "width", "height"]]
+        by_path, by_sha = {}, {}
+        for i, (path, sha, width, height) in enumerate(table.itertuples(index=False)):
+            by_path[path] = sha
+            if sha not in by_sha:
+                by_sha[sha] = StoredRow(path, int(width), int(height), {c: m[i] for c, m in columns.items()})
+        return by_path, by_sha
 
     def add(self, path: str, sha256: str, width: int, height: int, vectors: dict[str, np.ndarray], duplicate_of: str | None = None) -> None:
         row = {"path": path, "sha256": sha256, "width": int(width), "height": int(height), "duplicate_of": duplicate_of}

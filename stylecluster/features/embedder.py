@@ -1,0 +1,177 @@
+"""Embedding a collection: hash → plan (resume, duplicates) → decode in workers → encode → store."""
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..data.dataset import ImageDataset, WorkItem, collate_items
+from ..data.decode import BadImage, hash_file
+from ..data.discovery import discover_images, relative_name
+from ..device import resolve_device
+from ..store import StoreWriter, stored_paths
+from .branch import Branch
+from .global_ import GlobalBranch
+
+log = logging.getLogger("stylecluster")
+
+
+def build_branches(config: Config, device: torch.device) -> list[Branch]:
+    """The branches ``embed`` runs, in store-column order."""
+    branches: list[Branch] = [GlobalBranch(config.global_)]
+    return [b.to(device) for b in branches]
+
+
+@dataclass
+class EmbedReport:
+    store: Path
+    found: int = 0
+    embedded: int = 0  # newly encoded this run
+    already_stored: int = 0  # skipped because the store had them (resume)
+    duplicates: int = 0  # same bytes as another file: vectors copied, not recomputed
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, kind)
+    stored_total: int = 0
+
+    @property
+    def skipped_by_kind(self) -> dict[str, int]:
+        return dict(Counter(kind for _, _, kind in self.skipped))
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"store: {self.store}",
+            f"images found: {self.found}",
+            f"embedded now: {self.embedded}",
+            f"already in the store (resumed): {self.already_stored}",
+            f"exact duplicates (same content hash; vectors copied): {self.duplicates}",
+            f"skipped: {len(self.skipped)}" + (f" ({', '.join(f'{k} {n}' for k, n in sorted(self.skipped_by_kind.items()))})" if self.skipped else ""),
+            f"rows in the store: {self.stored_total}",
+        ]
+        return lines
+
+
+def _worker_init(_: int) -> None:
+    # Decoding workers must not fight the model for the cores.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(0)
+
+
+def _hash_all(paths: Sequence[Path], quiet: bool) -> list[tuple[Path, str | BadImage]]:
+    def one(path: Path):
+        try:
+            return path, hash_file(path).sha256
+        except BadImage as exc:
+            return path, exc
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(tqdm(pool.map(one, paths), total=len(paths), desc="hashing", unit="file", disable=quiet, leave=False))
+
+
+def embed_images(
+    paths: Sequence[Path],
+    root: Path,
+    out: Path,
+    config: Config | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    branches: Sequence[Branch] | None = None,
+) -> EmbedReport:
+    """Embed ``paths`` (stored relative to ``root``) into the store at ``out``.
+
+    Re-running with the same arguments resumes: files whose (path, content hash) are stored are
+    skipped. Bad files are logged one line each and listed in the report; they never stop the run.
+    """
+    config = config or Config()
+    device = resolve_device(config.embed.device)
+    branches = list(branches) if branches is not None else build_branches(config, device)
+    report = EmbedReport(store=Path(out), found=len(paths))
+
+    def skip(path: Path, exc: BadImage | str, kind: str | None = None) -> None:
+        reason = str(exc)
+        report.skipped.append((relative_name(path, root), reason, kind or getattr(exc, "kind", "corrupt")))
+        log.warning("skipped %s: %s", path, reason)
+
+    writer = StoreWriter(
+        out,
+        branches={b.name: b.provenance() for b in branches},
+        dims={b.name: b.dim for b in branches},
+        parts={b.name: b.parts for b in branches},
+        images_root=str(Path(root).resolve()),
+        chunk_size=config.embed.chunk_size,
+        overwrite=overwrite,
+    )
+    stored_by_path, stored_by_sha = writer.existing()
+
+    items: list[WorkItem] = []
+    pending_duplicates: dict[str, list[tuple[str, str]]] = defaultdict(list)  # sha → [(rel, original rel)]
+    first_in_run: dict[str, str] = {}
+    for path, result in _hash_all(paths, quiet):
+        if isinstance(result, BadImage):
+            skip(path, result)
+            continue
+        rel, sha = relative_name(path, root), result
+        if stored_by_path.get(rel) == sha:
+            report.already_stored += 1
+        elif sha in stored_by_sha:
+            row = stored_by_sha[sha]
+            writer.add(rel, sha, row.width, row.height, row.vectors, duplicate_of=row.path)
+            report.duplicates += 1
+        elif sha in first_in_run:
+            pending_duplicates[sha].append((rel, first_in_run[sha]))
+        else:
+            first_in_run[sha] = rel
+            items.append(WorkItem(len(items), path, sha))
+
+    dataset = ImageDataset(items, branches, config.ingest.max_pixels, config.ingest.min_side, seed=config.embed.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.embed.batch_size,
+        num_workers=config.embed.workers,
+        collate_fn=collate_items,
+        worker_init_fn=_worker_init if config.embed.workers > 0 else None,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if config.embed.workers > 0 else None,
+    )
+    try:
+        with tqdm(total=len(items), desc="embedding", unit="img", disable=quiet) as bar:
+            for batch, failures in loader:
+                for failure in failures:
+                    item = items[failure["index"]]
+                    skip(item.path, failure["error"], failure["kind"])
+                    for rel, _ in pending_duplicates.pop(item.sha256, []):
+                        report.skipped.append((rel, failure["error"], failure["kind"]))
+                if batch is not None:
+                    vectors = {b.name: b.encode(batch["inputs"][b.name]) for b in branches}
+                    for row, index in enumerate(batch["index"].tolist()):
+                        item = items[index]
+                        rel = relative_name(item.path, root)
+                        width, height = int(batch["width"][row]), int(batch["height"][row])
+                        row_vectors = {name: v[row] for name, v in vectors.items()}
+                        writer.add(rel, item.sha256, width, height, row_vectors)
+                        report.embedded += 1
+                        for dup_rel, original in pending_duplicates.pop(item.sha256, []):
+                            writer.add(dup_rel, item.sha256, width, height, row_vectors, duplicate_of=original)
+                            report.duplicates += 1
+                bar.update(len(failures) + (0 if batch is None else len(batch["index"])))
+    finally:
+        # Reached on Ctrl-C too: everything encoded so far is kept.
+        writer.close()
+        writer.write_skipped((p, r) for p, r, _ in report.skipped)
+    report.stored_total = len(stored_paths(out))
+    return report
+
+
+def embed_folder(images_dir: str | Path, out: str | Path, config: Config | None = None, **kwargs) -> EmbedReport:
+    """Embed every image below ``images_dir`` (see :func:`embed_images`)."""
+    config = config or Config()
+    root = Path(images_dir)
+    paths = discover_images(root, follow_symlinks=config.ingest.follow_symlinks)
+    return embed_images(paths, root, Path(out), config, **kwargs)

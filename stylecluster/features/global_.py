@@ -1,0 +1,126 @@
+"""The global branch: a style vector for the whole image from a timm backbone.
+
+Object-trained networks' pooled last-layer features cluster paintings by *content* (a boat, a
+face). Style lives in the correlations between feature channels at intermediate depth — the Gram
+matrices of Gatys et al. (2016, "Image Style Transfer Using CNNs", eq. 3):
+G = F Fᵀ / (H·W) for a feature map F of C channels × H·W positions. The vector is therefore
+made of parts: ``pooled`` (the backbone's pooled output) and one ``gram<level>`` part per
+intermediate level in ``GlobalConfig.gram_levels`` (the upper triangle of G).
+
+To keep the Gram parts affordable (C(C+1)/2 values), each level's channels are first projected
+to ``gram_channels`` dimensions by a fixed, seeded random orthogonal matrix — a Johnson–
+Lindenstrauss style reduction that preserves the channel correlations' geometry on average and is
+identical for every image and every run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+
+from ..config import GlobalConfig
+from ..device import autocast
+from .backbones import Backbone, create_backbone
+from .branch import Branch
+
+
+def gram_upper(features: torch.Tensor) -> torch.Tensor:
+    """Upper triangles (incl. diagonal) of the Gram matrices of a (B, C, H, W) batch → (B, C(C+1)/2)."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w).float()
+    gram = flat @ flat.transpose(1, 2) / (h * w)
+    rows, cols = torch.triu_indices(c, c, device=features.device)
+    return gram[:, rows, cols]
+
+
+def _projection(in_channels: int, out_channels: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(in_channels, in_channels, generator=generator))
+    return q[:, :out_channels].contiguous()  # (C_in, C_out), orthonormal columns
+
+
+class GlobalBranch(Branch):
+    name = "global"
+
+    def __init__(self, config: GlobalConfig | None = None, backbone: Backbone | None = None):
+        self.config = config or GlobalConfig()
+        self.backbone = backbone or create_backbone(self.config.backbone, self.config.weights)
+        self.device = torch.device("cpu")
+        data_config = dict(self.backbone.data_config)
+        if self.config.image_size:
+            data_config["input_size"] = (3, self.config.image_size, self.config.image_size)
+        # The whole painting is style: resize the shorter side and centre-crop a square (no extra
+        # 12.5 % margin crop as ImageNet evaluation does).
+        data_config["crop_pct"] = 1.0
+        self.data_config = data_config
+        self.transform = timm.data.create_transform(**data_config, is_training=False)
+        self._levels = tuple(self.config.gram_levels)
+        self._projections: list[torch.Tensor | None] = []
+        self._parts: dict[str, tuple[int, int]] = {}
+        self._probe_dimensions()
+
+    def _probe_dimensions(self) -> None:
+        size = self.data_config["input_size"][1:]
+        with torch.inference_mode():
+            pooled, maps = self._forward(torch.zeros(1, 3, *size))
+        start = pooled.shape[1]
+        self._parts = {"pooled": (0, start)}
+        for level, fmap in zip(self._levels, maps):
+            channels = fmap.shape[1]
+            keep = min(self.config.gram_channels, channels) if self.config.gram_channels > 0 else channels
+            self._projections.append(_projection(channels, keep, seed=level) if keep < channels else None)
+            stop = start + keep * (keep + 1) // 2
+            self._parts[f"gram{level}"] = (start, stop)
+            start = stop
+        self._dim = start
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model = self.backbone.model
+        if not self._levels:
+            return model(x), []
+        if not hasattr(model, "forward_intermediates"):
+            raise ValueError(f"{self.backbone.name} does not expose intermediate features; set gram_levels: [] for it")
+        final, maps = model.forward_intermediates(x, indices=list(self._levels))
+        return model.forward_head(final, pre_logits=True), maps
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def parts(self) -> dict[str, tuple[int, int]]:
+        return dict(self._parts)
+
+    def preprocess(self, image: Image.Image, seed: int) -> torch.Tensor:
+        return self.transform(image)
+
+    def to(self, device: torch.device) -> "GlobalBranch":
+        self.device = torch.device(device)
+        self.backbone.model.to(self.device)
+        self._projections = [p.to(self.device) if p is not None else None for p in self._projections]
+        return self
+
+    def encode(self, batch: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode(), autocast(self.device):
+            pooled, maps = self._forward(batch.to(self.device, non_blocking=True))
+            out = [pooled.float()]
+            for fmap, proj in zip(maps, self._projections):
+                fmap = fmap.float()
+                if proj is not None:
+                    fmap = torch.einsum("bchw,ck->bkhw", fmap, proj)
+                out.append(gram_upper(fmap))
+        return torch.cat(out, dim=1).cpu().numpy().astype(np.float32)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone.name,
+            "weights": self.backbone.weights_id,
+            "gram_levels": list(self._levels),
+            "gram_channels": self.config.gram_channels,
+            "input": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+        }
