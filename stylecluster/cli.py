@@ -1,0 +1,251 @@
+"""Command-line interface: parses arguments, calls the Python API, prints. Nothing else lives here."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ._version import __version__
+from .config import Config, load_config
+
+log = logging.getLogger("stylecluster")
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+class UserError(Exception):
+    """An error caused by the user's input: reported as one line, exit status 2."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="YAML", help="configuration file (see configs/default.yaml); flags override it")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="more detail, including debug messages")
+    noise.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings and errors")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} exists; pass --overwrite to replace it or choose another --out")
+
+
+# --- embed -------------------------------------------------------------------------------------
+
+def _add_embed(sub) -> None:
+    p = sub.add_parser("embed", help="compute style embeddings of a folder of images into a store")
+    p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder searched recursively for images; stored paths are relative to it")
+    p.add_argument("--out", required=True, metavar="STORE", help="store folder to create or resume")
+    p.add_argument("--list", metavar="FILE", help="embed only the images named in this CSV (a 'path' column) or TXT (one per line), relative to IMAGES_DIR")
+    p.add_argument("--backbone", help="global backbone: a registered name or any timm model name (default: efficientnet_lite0)")
+    p.add_argument("--weights", help="weights for the backbone: a file (.pth/.pt/.safetensors), 'hub' or 'hf-hub:ORG/REPO' (online only), or 'random'")
+    p.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu or cuda")
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default 32)")
+    p.add_argument("--workers", type=int, help="DataLoader processes decoding images (default 2; 0 decodes in the main process)")
+    p.add_argument("--max-pixels", type=int, help="skip images with more pixels than this (decompression-bomb guard; default 200,000,000)")
+    p.add_argument("--overwrite", action="store_true", help="replace a store made with another model or configuration")
+    _common(p)
+    p.set_defaults(command="embed")
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from .data.discovery import discover_images, read_path_list
+    from .features.embedder import embed_images
+
+    config = _config(args)
+    for flag, section, attr in [
+        ("backbone", config.global_, "backbone"),
+        ("weights", config.global_, "weights"),
+        ("device", config.embed, "device"),
+        ("batch_size", config.embed, "batch_size"),
+        ("workers", config.embed, "workers"),
+        ("max_pixels", config.ingest, "max_pixels"),
+    ]:
+        if getattr(args, flag, None) is not None:
+            setattr(section, attr, getattr(args, flag))
+    root = Path(args.images_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder")
+    paths = read_path_list(args.list, root) if args.list else discover_images(root, config.ingest.follow_symlinks)
+    if not paths:
+        raise UserError(f"{args.list or root}: no images found (looked for {', '.join(sorted(_image_exts()))})")
+    report = embed_images(paths, root, Path(args.out), config, overwrite=args.overwrite, quiet=args.quiet)
+    print("\n".join(report.summary_lines()))
+    if report.stored_total == 0:
+        print("stylecluster: error: nothing could be embedded", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _image_exts():
+    from .data.discovery import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
+
+
+# --- cluster -----------------------------------------------------------------------------------
+
+def _parse_param(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--param takes NAME=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def _add_cluster(sub) -> None:
+    from .cluster import available_methods
+
+    p = sub.add_parser("cluster", help="cluster a store's images; writes CLUSTERS.csv and the fitted model beside it")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--method", choices=available_methods(), help="clustering method (default: bgmm)")
+    p.add_argument("--k", type=int, help="number of clusters (kmeans) or its upper bound (bgmm); hdbscan infers it")
+    p.add_argument("--param", action="append", type=_parse_param, default=[], metavar="NAME=VALUE", help="method parameter, repeatable (e.g. --param min_cluster_size=20)")
+    p.add_argument("--local-weight", type=float, help="weight of the local branch relative to the global one (0 = global only)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--out", required=True, metavar="CLUSTERS.csv", help="output CSV: path, cluster, probability")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _common(p)
+    p.set_defaults(command="cluster")
+
+
+def model_path_for(clusters_csv: Path) -> Path:
+    """Where the fitted clustering of CLUSTERS.csv is saved."""
+    return clusters_csv.with_suffix(".model.joblib")
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    from .cluster import StyleClustering
+    from .store import load_store
+
+    config = _config(args)
+    if args.method:
+        config.cluster.method = args.method
+    if args.k is not None:
+        config.cluster.k = args.k
+    if args.seed is not None:
+        config.cluster.seed = args.seed
+    if args.local_weight is not None:
+        config.fuse.local_weight = args.local_weight
+    config.cluster.params.update(dict(args.param))
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    _refuse_existing(model_path_for(out), args.overwrite)
+    store = load_store(args.store)
+    if len(store) == 0:
+        raise UserError(f"{args.store}: the store is empty")
+    clustering = StyleClustering(config.cluster, config.fuse).fit(store)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clustering.to_frame().to_csv(out, index=False)
+    clustering.save(model_path_for(out))
+    summary = clustering.summary()
+    print(f"{summary['method']}: {summary['n_clusters']} clusters over {summary['n_images']} images"
+          + (f", {summary['outlier_share']:.1%} outliers" if summary["outlier_share"] else ""))
+    print(f"wrote {out} and {model_path_for(out)}")
+    return 0
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score clusters against reference labels (purity, NMI, ARI, accuracy)")
+    p.add_argument("clusters", metavar="CLUSTERS.csv")
+    p.add_argument("--labels", required=True, metavar="LABELS.csv", help="CSV with a 'path' column relative to the same images folder")
+    p.add_argument("--label-column", default="style", help="label column to score against (default: style)")
+    p.add_argument("--json", metavar="OUT.json", help="also write the full result (with per-cluster composition) as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
+    _common(p)
+    p.set_defaults(command="evaluate")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .evaluate import evaluate_clusters, format_table, read_labels
+
+    if args.json:
+        _refuse_existing(Path(args.json), args.overwrite)
+    clusters = pd.read_csv(args.clusters)
+    for column in ("path", "cluster"):
+        if column not in clusters.columns:
+            raise UserError(f"{args.clusters}: no {column!r} column; is it a stylecluster CLUSTERS.csv?")
+    result = evaluate_clusters(clusters, read_labels(args.labels, args.label_column), args.label_column)
+    print(format_table(result))
+    if result["unmatched_clusters_rows"]:
+        log.warning("%d clustered images have no label in %s and were not scored", result["unmatched_clusters_rows"], args.labels)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="embed, cluster and evaluate the built-in sample of 267 CC0 paintings")
+    p.add_argument("--out", default="stylecluster-demo", metavar="DIR", help="output folder (default: ./stylecluster-demo)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--workers", type=int, help="decoding processes (default 2)")
+    _common(p)
+    p.set_defaults(command="demo")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    config = _config(args)
+    if args.device:
+        config.embed.device = args.device
+    if args.workers is not None:
+        config.embed.workers = args.workers
+    result = run_demo(Path(args.out), config, quiet=args.quiet)
+    print("\n".join(result.lines()))
+    return 0
+
+
+_COMMANDS.update(embed=_run_embed, cluster=_run_cluster, evaluate=_run_evaluate, demo=_run_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stylecluster",
+        description="Find the style structure of an art collection: embed, cluster, evaluate, explore.",
+    )
+    parser.add_argument("--version", action="version", version=f"stylecluster {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND", required=True)
+    for add in (_add_embed, _add_cluster, _add_evaluate, _add_demo):
+        add(sub)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("stylecluster").setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    from .features.backbones import WeightsError
+    from .store import StoreError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except (UserError, StoreError, WeightsError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"stylecluster: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stylecluster: interrupted; finished chunks are kept — run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

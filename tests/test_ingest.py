@@ -1,0 +1,163 @@
+"""Discovery and safe decoding: every bad-input class becomes a one-line reason, never a crash."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_image
+from stylecluster.data.decode import BadImage, hash_file, load_image
+from stylecluster.data.discovery import discover_images, read_path_list
+
+
+def reason(path, **kw):
+    with pytest.raises(BadImage) as info:
+        load_image(path, **kw)
+    return info.value
+
+
+def test_discovery_is_recursive_case_insensitive_and_skips_other_files(tmp_path):
+    for name in ["a.JPG", "b.jpeg", "sub/c.PNG", "sub/deep/d.TiF", "e.webp", "f.bmp", "g.gif", "h.tiff"]:
+        make_image(tmp_path / name, fmt={"JPG": "JPEG", "JPEG": "JPEG", "PNG": "PNG", "TIF": "TIFF", "WEBP": "WEBP", "BMP": "BMP", "GIF": "GIF", "TIFF": "TIFF"}[name.rsplit(".", 1)[1].upper()])
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".hidden.jpg").write_bytes(b"")
+    found = [p.relative_to(tmp_path).as_posix() for p in discover_images(tmp_path)]
+    assert found == sorted(["a.JPG", "b.jpeg", "sub/c.PNG", "sub/deep/d.TiF", "e.webp", "f.bmp", "g.gif", "h.tiff"])
+
+
+def test_discovery_survives_symlink_loops(tmp_path):
+    make_image(tmp_path / "x" / "a.png")
+    os.symlink(tmp_path, tmp_path / "x" / "loop")
+    found = discover_images(tmp_path)
+    assert [p.name for p in found] == ["a.png"]
+
+
+def test_path_list_csv_and_txt(tmp_path):
+    make_image(tmp_path / "a.png")
+    (tmp_path / "list.csv").write_text("path,style\na.png,x\nsub/b.png,y\n")
+    (tmp_path / "list.txt").write_text("# comment\na.png\n\n/abs/c.png\n")
+    assert read_path_list(tmp_path / "list.csv") == [tmp_path / "a.png", tmp_path / "sub/b.png"]
+    assert read_path_list(tmp_path / "list.txt") == [tmp_path / "a.png", Path("/abs/c.png")]
+
+
+def test_zero_byte_file(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert reason(tmp_path / "empty.jpg").kind == "empty"
+    with pytest.raises(BadImage, match="0 bytes"):
+        hash_file(tmp_path / "empty.jpg")
+
+
+def test_truncated_jpeg(tmp_path):
+    full = make_image(tmp_path / "full.jpg", size=(256, 256), noise_seed=1, fmt="JPEG")
+    data = full.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    exc = reason(tmp_path / "cut.jpg")
+    assert exc.kind == "truncated" and "truncated" in str(exc)
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "text.png").write_text("this is not a picture at all")
+    exc = reason(tmp_path / "text.png")
+    assert exc.kind == "not_image" and "not an image" in str(exc)
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    path = make_image(tmp_path / "locked.png")
+    if os.geteuid() != 0:  # a real permission error where the OS enforces one
+        path.chmod(0)
+        assert reason(path).kind == "unreadable"
+        path.chmod(0o644)
+    # root reads anything: simulate the OS refusing instead
+    real_read_bytes = Path.read_bytes
+
+    def refuse(self):
+        if self.name == "locked.png":
+            raise PermissionError(13, "Permission denied")
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    exc = reason(path)
+    assert exc.kind == "unreadable" and "permission denied" in str(exc)
+
+
+def test_folder_with_image_name_is_unreadable(tmp_path):
+    (tmp_path / "dir.jpg").mkdir()
+    assert reason(tmp_path / "dir.jpg").kind == "unreadable"
+
+
+def test_decompression_bomb_is_rejected_from_the_header(tmp_path):
+    # 20,000 x 20,000 one-bit PNG: tiny on disk, 400 megapixels when decoded.
+    Image.new("1", (20_000, 20_000)).save(tmp_path / "bomb.png", optimize=False)
+    assert (tmp_path / "bomb.png").stat().st_size < 5_000_000
+    exc = reason(tmp_path / "bomb.png")
+    assert exc.kind == "too_large" and "400,000,000" in str(exc)
+    # the cap is configurable
+    small = make_image(tmp_path / "small.png", size=(100, 100))
+    assert reason(small, max_pixels=5_000).kind == "too_large"
+    assert load_image(small, max_pixels=10_000).size == (100, 100)
+
+
+def test_too_small(tmp_path):
+    path = make_image(tmp_path / "tiny.png", size=(31, 200))
+    exc = reason(path)
+    assert exc.kind == "too_small" and "31x200" in str(exc)
+    assert load_image(path, min_side=16).size == (31, 200)
+    assert reason(make_image(tmp_path / "one.png", size=(1, 1))).kind == "too_small"
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (80, 40), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    assert load_image(tmp_path / "rot.jpg").size == (40, 80)
+
+
+@pytest.mark.parametrize(
+    "mode,expected",
+    [
+        ("L", (128, 128, 128)),
+        ("CMYK", None),
+        ("1", None),
+    ],
+)
+def test_modes_become_rgb(tmp_path, mode, expected):
+    src = Image.new("RGB", (40, 40), (128, 128, 128))
+    path = tmp_path / f"m{mode}.{'jpg' if mode == 'CMYK' else 'png'}"
+    src.convert(mode).save(path)
+    out = load_image(path)
+    assert out.mode == "RGB" and out.size == (40, 40)
+    if expected:
+        assert out.getpixel((5, 5)) == expected
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    rgba = Image.new("RGBA", (40, 40), (255, 0, 0, 0))  # fully transparent red
+    rgba.save(tmp_path / "t.png")
+    assert load_image(tmp_path / "t.png").getpixel((0, 0)) == (255, 255, 255)
+    la = Image.new("LA", (40, 40), (0, 128))  # half-transparent black
+    la.save(tmp_path / "la.png")
+    assert load_image(tmp_path / "la.png").getpixel((0, 0)) == (127, 127, 127)
+    pal = Image.new("P", (40, 40), 0)
+    pal.putpalette([10, 20, 30] + [0] * 765)
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "p.png", transparency=0)
+    assert load_image(tmp_path / "p.png").getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    arr = np.full((40, 40), 32_768, dtype=np.uint16)  # mid grey in 16 bits
+    Image.fromarray(arr).save(tmp_path / "g16.png")
+    pixel = load_image(tmp_path / "g16.png").getpixel((0, 0))
+    assert pixel[0] == pixel[1] == pixel[2] and abs(pixel[0] - 128) <= 1
+
+
+def test_gif_first_frame(tmp_path):
+    frames = [Image.new("RGB", (40, 40), c) for c in [(255, 0, 0), (0, 255, 0)]]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    r, g, b = load_image(tmp_path / "anim.gif").getpixel((0, 0))
+    assert r > 200 and g < 50
