@@ -209,6 +209,83 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- patches -----------------------------------------------------------------------------------
+
+def _add_patch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--patch-scale", choices=["pixels", "relative"], help="patch side in image pixels (default) or as a fraction of the shorter side")
+    p.add_argument("--relative-size", type=float, help="patch side / shorter image side with --patch-scale relative (default 0.25)")
+
+
+def _local_config(args: argparse.Namespace):
+    config = _config(args)
+    if args.patch_scale:
+        config.local.patch_scale = args.patch_scale
+    if args.relative_size is not None:
+        config.local.relative_size = args.relative_size
+    return config
+
+
+def _add_patches(sub) -> None:
+    p = sub.add_parser("patches", help="write an image's brush-stroke patches (gradient-sampled) and their DoG versions as PNGs")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for <name>_p<i>_raw.png, <name>_p<i>_dog.png and <name>_patches.json")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed: the same image and seed give the same patches (default 0)")
+    _add_patch_options(p)
+    _common(p)
+    p.set_defaults(command="patches")
+
+
+def _run_patches(args: argparse.Namespace) -> int:
+    from .data.decode import BadImage
+    from .features.patches import extract_patches_to_dir
+
+    config = _local_config(args)
+    try:
+        written = extract_patches_to_dir(args.image, args.out, config.local, seed=args.seed, max_pixels=config.ingest.max_pixels)
+    except BadImage as exc:
+        raise UserError(f"{args.image}: {exc}") from None
+    print(f"wrote {len(written)} patch images to {args.out}")
+    return 0
+
+
+# --- train-local -------------------------------------------------------------------------------
+
+def _add_train_local(sub) -> None:
+    p = sub.add_parser("train-local", help="train the local-branch InfoVAE on the top-scoring DoG patches of image folders")
+    p.add_argument("images_dirs", nargs="+", metavar="IMAGES_DIR", help="folder(s) searched recursively for images")
+    p.add_argument("--out", required=True, metavar="local.pt", help="checkpoint, rewritten after every epoch; rerun the same command to resume")
+    p.add_argument("--epochs", type=int, default=5, help="total epochs (default 5)")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=128, help="patches per step (default 128)")
+    p.add_argument("--workers", type=int, default=2, help="processes extracting patches (default 2; 0 = in this process)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-scales", nargs="+", choices=["pixels", "relative"], help="patch-scale modes whose patches form the training set (default: the configured one)")
+    p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint of the same data")
+    p.add_argument("--export", metavar="PATH", help="afterwards also write the encoder alone in fp16 (small; usable as embed --local-model)")
+    _add_patch_options(p)
+    _common(p)
+    p.set_defaults(command="train-local")
+
+
+def _run_train_local(args: argparse.Namespace) -> int:
+    from .features.infovae import export_encoder
+    from .train.infovae import train_local
+
+    config = _local_config(args)
+    history = train_local(
+        args.images_dirs, args.out, epochs=args.epochs, device=args.device, config=config.local, patch_scales=args.train_scales,
+        batch_size=args.batch_size, seed=args.seed, workers=args.workers, resume=not args.no_resume, progress=not args.quiet,
+    )
+    for record in history:
+        print(f"epoch {record['epoch']}: loss {record['loss']:.1f} (recon {record['recon']:.1f}, kl {record['kl']:.2f}, mmd {record['mmd']:.4f}), {record['seconds']:.0f} s")
+    if args.export:
+        print(f"wrote encoder {export_encoder(args.out, args.export)}")
+    return 0
+
+
+_COMMANDS.update({"patches": _run_patches, "train-local": _run_train_local})
+
+
 _COMMANDS.update(embed=_run_embed, cluster=_run_cluster, evaluate=_run_evaluate, demo=_run_demo)
 
 
@@ -219,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stylecluster {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
-    for add in (_add_embed, _add_cluster, _add_evaluate, _add_demo):
+    for add in (_add_embed, _add_cluster, _add_evaluate, _add_demo, _add_patches, _add_train_local):
         add(sub)
     return parser
 

@@ -260,3 +260,14 @@ def test_patches_cli_api_writes_pngs(tmp_path):
     _png_header_only(bomb, 20_000, 20_000)
     with pytest.raises(BadImage):
         extract_patches_to_dir(bomb, tmp_path / "out", LocalConfig())
+
+
+def test_patches_command(tmp_path, capsys):
+    from stylecluster.cli import main
+
+    source = tmp_path / "painting.png"
+    Image.fromarray(textured(260, 330)).save(source)
+    assert main(["patches", str(source), "--out", str(tmp_path / "out"), "--patch-scale", "relative", "-q"]) == 0
+    record = json.loads((tmp_path / "out" / "painting_patches.json").read_text())
+    assert record["params"]["patch_scale"] == "relative" and len(list((tmp_path / "out").glob("*_dog.png"))) == 5
+    assert main(["patches", str(tmp_path / "missing.png"), "--out", str(tmp_path / "out")]) == 2

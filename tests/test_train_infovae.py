@@ -62,3 +62,18 @@ def test_train_local_on_a_folder(tmp_path):
     assert (tmp_path / "local.pt.patches.npz").is_file()
     # Rerunning the finished command trains nothing more and reuses the patch cache.
     assert train_local(images, tmp_path / "local.pt", epochs=1, device="cpu", batch_size=8, workers=0, progress=False) == history
+
+
+def test_train_local_command(tmp_path, capsys):
+    from stylecluster.cli import main
+    from stylecluster.features.infovae import load_encoder
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (130, 170, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    args = ["train-local", str(images), "--out", str(tmp_path / "local.pt"), "--epochs", "1", "--batch-size", "8", "--workers", "0", "-q"]
+    assert main([*args, "--export", str(tmp_path / "encoder.pt")]) == 0
+    assert "epoch 1: loss" in capsys.readouterr().out
+    encoder, payload = load_encoder(tmp_path / "encoder.pt")
+    assert payload["epoch"] == 1 and payload.get("optimizer") is None
