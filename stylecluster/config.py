@@ -31,7 +31,7 @@ class GlobalConfig:
     weights: str | None = None  # file path or hub name; None = the backbone's offline default
     # Gram statistics of these intermediate feature levels are appended to the pooled vector
     # (see features/global_.py for why and how they were chosen).
-    gram_levels: tuple[int, ...] = (2, 3)
+    gram_levels: tuple[int, ...] = (1, 2, 3, 4)
     gram_channels: int = 64  # channels kept per Gram level (fixed projection) before the Gram product
     image_size: int | None = None  # None = the weights' own input size (timm data config)
 

@@ -5,7 +5,10 @@ default global branch: the pooled CNN vector and Gram statistics of two intermed
 Parts differ wildly in dimension and scale, so each part is a *block* that is
 
 1. L2-normalised per image (cosine geometry; removes exposure/contrast magnitude effects),
-2. reduced by PCA to at most ``pca_components`` dimensions (fitted on the collection), and
+2. reduced by PCA to at most ``pca_components`` dimensions (fitted on the collection), and to
+   at most one dimension per 10 images: whitened directions estimated from fewer samples are
+   noise, and scaling them to unit variance makes every image equidistant (measured on 44
+   WikiArt images, 11 styles: k-means ARI −0.00 with 43 whitened components, 0.15 with 4), and
 3. scaled so that its total variance equals ``weight²``,
 
 then the blocks are concatenated. Step 3 is what keeps a 6,000-dimensional Gram block from
@@ -60,7 +63,8 @@ class Fuser(BaseEstimator, TransformerMixin):
         self.scales_ = []
         for block in self.blocks:
             part = _l2_normalise(np.asarray(X[:, block.start : block.stop], dtype=np.float64))
-            n_keep = part.shape[1] if self.pca_components <= 0 else min(self.pca_components, part.shape[1], max(1, part.shape[0] - 1))
+            cap = self.pca_components if self.pca_components > 0 else part.shape[1]
+            n_keep = min(cap, part.shape[1], max(2, len(part) // 10))
             pca = PCA(n_components=n_keep, whiten=self.whiten, svd_solver="auto", random_state=self.random_state).fit(part)
             total_var = float(pca.transform(part).var(axis=0).sum())
             self.pcas_.append(pca)

@@ -1,0 +1,109 @@
+"""Embedding and clustering speed, and memory.
+
+    python benchmarks/speed.py                 # 256 wikiart images, batch 1 and 32
+    python benchmarks/speed.py --images 1024 --cluster-sizes 1000 10000 100000
+
+Embedding: images/s end to end (decode in workers + model), with the time split into decoding
+(``ImageDataset`` per image, one process) and model (``encode`` per batch), and peak RSS.
+Clustering: seconds per method on synthetic points at the store's fused dimensionality
+(benchmarks/cluster_speed.py). Writes benchmarks/out/speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import WIKIART, print_table, stratified_labels, write_json
+
+from stylecluster import Config
+from stylecluster.data.dataset import ImageDataset, WorkItem, collate_items
+from stylecluster.data.decode import hash_file
+from stylecluster.data.discovery import read_path_list
+from stylecluster.device import resolve_device
+from stylecluster.features.embedder import build_branches, embed_images
+
+
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int) -> dict:
+    config = Config()
+    config.embed.batch_size = batch_size
+    config.embed.workers = workers
+    device = resolve_device(config.embed.device)
+    branches = build_branches(config, device)
+
+    # decode + preprocess, one process, per image
+    items = [WorkItem(i, p, hash_file(p).sha256) for i, p in enumerate(paths)]
+    dataset = ImageDataset(items, branches, config.ingest.max_pixels, config.ingest.min_side)
+    start = time.perf_counter()
+    samples = [dataset[i] for i in range(len(dataset))]
+    decode_s = (time.perf_counter() - start) / len(paths)
+
+    # model only, per batch
+    model_s = 0.0
+    for i in range(0, len(samples), batch_size):
+        batch, _ = collate_items(samples[i : i + batch_size])
+        start = time.perf_counter()
+        for b in branches:
+            b.encode(batch["inputs"][b.name])
+        model_s += time.perf_counter() - start
+    model_s /= len(paths)
+
+    # end to end through the real embed path (workers decode while the model runs)
+    out = Path(tempfile.mkdtemp()) / "speed.store"
+    start = time.perf_counter()
+    embed_images(paths, root, out, config, quiet=True, branches=branches)
+    total = time.perf_counter() - start
+    shutil.rmtree(out.parent)
+    return {
+        "batch_size": batch_size, "workers": workers, "device": str(device), "images": len(paths),
+        "images_per_s": len(paths) / total, "decode_ms_per_image": 1000 * decode_s, "model_ms_per_image": 1000 * model_s,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 32])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cluster-sizes", type=int, nargs="*", default=[1000, 10000, 100000])
+    parser.add_argument("--skip-cluster", action="store_true")
+    args = parser.parse_args()
+    if not (WIKIART / "labels.csv").is_file():
+        print(f"shared data not found at {WIKIART}", file=sys.stderr)
+        return 2
+    labels = stratified_labels(WIKIART / "labels.csv", "style", -(-args.images // 11))[: args.images]
+    paths = [WIKIART / p for p in labels["path"]]
+    print(f"torch threads: {torch.get_num_threads()}")
+    embed_rows = [embed_speed(paths, WIKIART, bs, args.workers) for bs in args.batch_sizes]
+    print_table(embed_rows, list(embed_rows[0]))
+
+    cluster_rows = []
+    if not args.skip_cluster:
+        from cluster_speed import time_methods
+
+        from stylecluster.cluster.fuse import blocks_for_store  # noqa: F401  (dimension below)
+
+        config = Config()
+        dim = config.fuse.pca_components * (1 + len(config.global_.gram_levels)) + (config.fuse.pca_components if config.local.enabled else 0)
+        print(f"\nclustering synthetic points at the fused dimensionality ({dim})")
+        cluster_rows = time_methods(args.cluster_sizes, dim)
+        print_table(cluster_rows, list(cluster_rows[0]))
+    path = write_json("speed.json", {"embed": embed_rows, "cluster": cluster_rows})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
