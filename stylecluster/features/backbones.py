@@ -11,9 +11,16 @@ come from (in the order ``resolve`` tries them):
 * ``"hub"`` (timm's own pretrained weights for the name) or ``"hf-hub:org/repo"`` — downloads, so
   only when the machine is online and only when asked for explicitly;
 * ``"random"``: random initialisation (a baseline for measurements).
+
+Foreign checkpoint layouts mapped here: lukemelas EfficientNet, DINO (``teacher``/``student``
+dicts with ``backbone.`` prefixes and a projection head) and CSD (a CLIP visual transformer with
+``last_layer_style``/``last_layer_content`` projections). A checkpoint that carries a style
+projection (CSD's, or one trained by ``stylecluster train-global``) gives the backbone a
+``style_head``; the global branch then uses its normalised output as the style vector.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -22,6 +29,7 @@ from typing import Callable
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 StateDict = "OrderedDict[str, torch.Tensor]"
@@ -39,6 +47,9 @@ class BackboneEntry:
     default_weights: Callable[[], Path | None] = lambda: None
     #: timm kwargs beyond num_classes=0
     timm_kwargs: dict = field(default_factory=dict)
+    #: for entries whose offline starting point is not one file (e.g. a pretrained CNN stem under
+    #: new transformer blocks): fills a freshly built model in place and returns its weights id
+    default_init: Callable[[nn.Module], str] | None = None
 
 
 _BACKBONES: dict[str, BackboneEntry] = {}
@@ -71,6 +82,11 @@ def _lite0_package_weights() -> Path | None:
 # normalisation), i.e. the features are the ones the weights were trained to produce.
 register_backbone(BackboneEntry("efficientnet_lite0", "tf_efficientnet_lite0", default_weights=_lite0_package_weights))
 
+# CSD (Somepalli et al. 2024) fine-tunes OpenAI's CLIP ViT-L/14, whose MLPs use QuickGELU; timm's
+# plain ``vit_large_patch14_clip_224`` has the same parameters but GELU, which would load
+# silently and give other features. Use: --backbone csd_vit_large --weights checkpoint.pth
+register_backbone(BackboneEntry("csd_vit_large", "vit_large_patch14_clip_quickgelu_224"))
+
 
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
@@ -91,10 +107,15 @@ def read_state_dict(path: str | Path) -> "OrderedDict[str, torch.Tensor]":
 
             obj = load_file(str(path), device="cpu")
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # DINO checkpoints pickle their argparse.Namespace of training arguments; a Namespace
+            # can only hold plain values, so allowing it keeps the loader code-free.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    for wrapper in ("state_dict", "model", "model_state_dict", "module"):
+    # "teacher": DINO's checkpoints hold the student and the (EMA) teacher; the teacher is the
+    # network DINO evaluates and releases (Caron et al. 2021, §3.1).
+    for wrapper in ("state_dict", "model", "model_state_dict", "teacher", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
@@ -123,6 +144,42 @@ def map_by_order(source: "OrderedDict[str, torch.Tensor]", target: dict[str, tor
     return mapped
 
 
+class StyleProjection(nn.Module):
+    """x ↦ normalise(x W): CSD's style embedding (Somepalli et al. 2024, §4; ``last_layer_style``).
+
+    ``weight`` has shape (backbone features, style dimensions), as in CSD's checkpoints.
+    """
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().float().clone())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(features @ self.weight.to(features.dtype), dim=-1)
+
+
+#: checkpoint keys of a style projection: CSD's name, and ours (``StyleProjection`` under ``style_head``)
+STYLE_KEYS = ("last_layer_style", "style_head.weight")
+#: projections a feature extractor does not use (CSD's content head)
+_DROPPED = ("last_layer_content",)
+
+
+def split_style_head(state: "OrderedDict[str, torch.Tensor]") -> tuple["OrderedDict[str, torch.Tensor]", torch.Tensor | None]:
+    """The backbone's tensors, and the style projection matrix if the checkpoint has one."""
+    style = None
+    rest = OrderedDict()
+    for key, value in state.items():
+        if key in STYLE_KEYS:
+            style = value
+        elif key.split(".", 1)[0] not in _DROPPED:
+            rest[key] = value
+    return rest, style
+
+
+def _strip(state, prefix: str, add: str = "") -> "OrderedDict[str, torch.Tensor]":
+    return OrderedDict((add + k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
+
+
 def _adapt_layout(state: "OrderedDict[str, torch.Tensor]", model: nn.Module, timm_name: str, where: str):
     """Map known foreign layouts onto timm's parameter names."""
     if "_conv_stem.weight" in state and "efficientnet" in timm_name:
@@ -130,6 +187,25 @@ def _adapt_layout(state: "OrderedDict[str, torch.Tensor]", model: nn.Module, tim
         # The classifier (_fc) is included so the order lines up; it is dropped afterwards.
         reference = timm.create_model(timm_name, pretrained=False, num_classes=state["_fc.weight"].shape[0]) if "_fc.weight" in state else model
         return map_by_order(state, reference.state_dict(), where)
+    if "backbone.class_embedding" in state or "visual.class_embedding" in state:
+        # A CLIP visual transformer (CSD keeps it as ``backbone``): timm's own OpenAI-CLIP
+        # converter renames it (in_proj → qkv, ln_post → norm, …) and resamples positions.
+        from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+        if not isinstance(model, VisionTransformer):
+            raise WeightsError(f"{where}: a CLIP/CSD vision transformer checkpoint needs a timm ViT backbone (e.g. vit_large_patch14_clip_224), not {timm_name}")
+        visual = _strip(state, "backbone.", "visual.") if "backbone.class_embedding" in state else state
+        return OrderedDict(checkpoint_filter_fn(visual, model))
+    if any(k.startswith("backbone.") for k in state):
+        # DINO: the network is ``backbone``; its projection head (``head.mlp``, ``head.last_layer``)
+        # only serves the self-distillation loss and is dropped.
+        state = _strip(state, "backbone.")
+    if "pos_embed" in state:
+        from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+        if isinstance(model, VisionTransformer):
+            # a ViT trained at another input size: timm resamples its position grid
+            state = OrderedDict(checkpoint_filter_fn(state, model))
     return state
 
 
@@ -138,6 +214,10 @@ def load_weights(model: nn.Module, state: "OrderedDict[str, torch.Tensor]", timm
     state = _adapt_layout(state, model, timm_name, where)
     head_names = {"classifier", "fc", "head", "head.fc", "last_linear"}
     state = OrderedDict((k, v) for k, v in state.items() if k.rsplit(".", 1)[0] not in head_names)
+    model_state = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (model: {tuple(model_state[k].shape)})" for k, v in state.items() if k in model_state and v.shape != model_state[k].shape]
+    if wrong:
+        raise WeightsError(f"{where}: weights do not fit {timm_name}: shape mismatch: {', '.join(wrong[:6])}")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         def show(keys):
@@ -152,14 +232,19 @@ def load_weights(model: nn.Module, state: "OrderedDict[str, torch.Tensor]", timm
 class Backbone:
     model: nn.Module
     name: str
-    weights_id: str  # "sha256:<hex>", "hub:<name>" or "random"
+    weights_id: str  # "sha256:<hex>", "hub:<name>", "stem:sha256:<hex>" or "random"
     data_config: dict
+    #: the checkpoint's style projection (CSD or train-global), applied to the pooled features
+    style_head: StyleProjection | None = None
 
 
-def create_backbone(name: str, weights: str | None = None) -> Backbone:
-    """A timm feature extractor (``num_classes=0``) with its weights, in eval mode."""
+def create_backbone(name: str, weights: str | None = None, **timm_kwargs) -> Backbone:
+    """A timm feature extractor (``num_classes=0``) with its weights, in eval mode.
+
+    ``timm_kwargs`` override the entry's (e.g. ``img_size=128`` to train a ViT at 128 px).
+    """
     entry = _BACKBONES.get(name, BackboneEntry(name, name))
-    kwargs = dict(num_classes=0, **entry.timm_kwargs)
+    kwargs = dict(num_classes=0, **{**entry.timm_kwargs, **timm_kwargs})
     try:
         if weights in ("hub",) or (weights or "").startswith("hf-hub:"):
             hub_name = weights[len("hf-hub:"):] if weights.startswith("hf-hub:") else entry.timm_name
@@ -173,8 +258,11 @@ def create_backbone(name: str, weights: str | None = None) -> Backbone:
         model = timm.create_model(entry.timm_name, pretrained=False, **kwargs)
     except RuntimeError as exc:
         raise WeightsError(f"{name}: timm cannot build this model: {exc}") from None
+    style_head = None
     if weights == "random":
         weights_id = "random"
+    elif weights is None and entry.default_init is not None:
+        weights_id = entry.default_init(model)
     else:
         path = Path(weights) if weights is not None else entry.default_weights()
         if path is None:
@@ -182,6 +270,15 @@ def create_backbone(name: str, weights: str | None = None) -> Backbone:
                 f"{name}: no offline weights are known for this backbone; pass --weights PATH (a checkpoint file), "
                 "--weights hub (download when online) or --weights random"
             )
-        load_weights(model, read_state_dict(path), entry.timm_name, str(path))
+        state, style = split_style_head(read_state_dict(path))
+        load_weights(model, state, entry.timm_name, str(path))
+        if style is not None:
+            if style.ndim != 2 or style.shape[0] != model.num_features:
+                raise WeightsError(f"{path}: style projection of shape {tuple(style.shape)} does not fit {model.num_features} backbone features")
+            style_head = StyleProjection(style).eval()
         weights_id = f"sha256:{file_sha256(path)}"
-    return Backbone(model.eval(), name, weights_id, timm.data.resolve_data_config({}, model=model))
+    return Backbone(model.eval(), name, weights_id, timm.data.resolve_data_config({}, model=model), style_head)
+
+
+# Registers entries defined in their own modules (imported last: they use this module's names).
+from . import hybrid  # noqa: E402,F401

@@ -11,6 +11,11 @@ To keep the Gram parts affordable (C(C+1)/2 values), each level's channels are f
 to ``gram_channels`` dimensions by a fixed, seeded random orthogonal matrix — a Johnson–
 Lindenstrauss style reduction that preserves the channel correlations' geometry on average and is
 identical for every image and every run.
+
+A backbone with a style projection (a CSD checkpoint, or one trained by ``stylecluster
+train-global``) was trained so that the projection's normalised output *is* the style vector
+(Somepalli et al. 2024, §4); its first part is then ``style`` instead of ``pooled``. For ViTs,
+``gram_levels: []`` keeps the vector to that part alone.
 """
 from __future__ import annotations
 
@@ -69,7 +74,7 @@ class GlobalBranch(Branch):
         with torch.inference_mode():
             pooled, maps = self._forward(torch.zeros(1, 3, *size))
         start = pooled.shape[1]
-        self._parts = {"pooled": (0, start)}
+        self._parts = {"style" if self.backbone.style_head is not None else "pooled": (0, start)}
         for level, fmap in zip(self._levels, maps):
             channels = fmap.shape[1]
             keep = min(self.config.gram_channels, channels) if self.config.gram_channels > 0 else channels
@@ -80,13 +85,16 @@ class GlobalBranch(Branch):
         self._dim = start
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        model = self.backbone.model
+        """The first part (pooled features, or their style embedding) and the Gram levels' maps."""
+        model, head = self.backbone.model, self.backbone.style_head
         if not self._levels:
-            return model(x), []
-        if not hasattr(model, "forward_intermediates"):
+            pooled, maps = model(x), []
+        elif not hasattr(model, "forward_intermediates"):
             raise ValueError(f"{self.backbone.name} does not expose intermediate features; set gram_levels: [] for it")
-        final, maps = model.forward_intermediates(x, indices=list(self._levels))
-        return model.forward_head(final, pre_logits=True), maps
+        else:
+            final, maps = model.forward_intermediates(x, indices=list(self._levels))
+            pooled = model.forward_head(final, pre_logits=True)
+        return (head(pooled.float()) if head is not None else pooled), maps
 
     @property
     def dim(self) -> int:
@@ -104,6 +112,8 @@ class GlobalBranch(Branch):
         # channels_last halves the CPU time of the depthwise convolutions (measured: 1.6 s vs
         # 3.5 s per batch of 32 at 224 px on 2 cores) and suits tensor cores on GPUs.
         self.backbone.model.to(self.device, memory_format=torch.channels_last)
+        if self.backbone.style_head is not None:
+            self.backbone.style_head.to(self.device)
         self._projections = [p.to(self.device) if p is not None else None for p in self._projections]
         return self
 
