@@ -286,6 +286,57 @@ def _run_train_local(args: argparse.Namespace) -> int:
 _COMMANDS.update({"patches": _run_patches, "train-local": _run_train_local})
 
 
+# --- train-global ------------------------------------------------------------------------------
+
+def _add_train_global(sub) -> None:
+    from .train.global_style import available_recipes
+
+    p = sub.add_parser("train-global", help="train the global backbone for style (SimCLR, or CSD-style over artist labels)")
+    p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of training images (with --labels: the folder its paths are relative to)")
+    p.add_argument("--method", choices=available_recipes(), help="training recipe (default: the config's, else simclr)")
+    p.add_argument("--labels", metavar="LABELS.csv", help="train on these rows only ('path' column); csd groups them by the 'artist' column — never by style")
+    p.add_argument("--out", required=True, metavar="global.pt", help="checkpoint, rewritten after every epoch; rerun the same command to resume; usable as embed --weights")
+    p.add_argument("--config", metavar="YAML", help="training configuration (configs/train_simclr.yaml, configs/train_csd.yaml); flags override it")
+    p.add_argument("--backbone", help="a timm ViT name or vit_hybrid_lite0 (default: vit_hybrid_lite0)")
+    p.add_argument("--weights", help="starting weights: a file, 'random', or 'hub' (online only); default: the backbone's offline start")
+    p.add_argument("--epochs", type=int, help="total epochs")
+    p.add_argument("--batch-size", type=int, help="images per step (each gives two views)")
+    p.add_argument("--image-size", type=int, help="side of the training views in pixels")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu or cuda; mixed precision on CUDA")
+    p.add_argument("--workers", type=int, default=4, help="threads decoding the images (default 4)")
+    p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint of the same data and settings")
+    p.add_argument("--export", metavar="PATH", help="afterwards also write the trained backbone alone in fp16 (small; usable as embed --weights)")
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="more detail, including debug messages")
+    noise.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings and errors")
+    p.set_defaults(command="train-global")
+
+
+def _run_train_global(args: argparse.Namespace) -> int:
+    from .train.global_style import export_global, load_train_config, train_global
+
+    root = Path(args.images_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder")
+    config = load_train_config(
+        args.config, method=args.method, backbone=args.backbone, weights=args.weights, epochs=args.epochs,
+        batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
+    )
+    history = train_global(root, args.out, config, labels_csv=args.labels, device=args.device, workers=args.workers,
+                           resume=not args.no_resume, progress=not args.quiet)
+    for record in history:
+        terms = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds"))
+        print(f"epoch {record['epoch']}: {terms}, {record['seconds']:.0f} s")
+    print(f"wrote {args.out}; embed with: --backbone {config.backbone} --weights {args.out} (global.image_size {config.image_size}, gram_levels [])")
+    if args.export:
+        print(f"wrote {export_global(args.out, args.export)}")
+    return 0
+
+
+_COMMANDS.update({"train-global": _run_train_global})
+
+
 _COMMANDS.update(embed=_run_embed, cluster=_run_cluster, evaluate=_run_evaluate, demo=_run_demo)
 
 
@@ -296,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stylecluster {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
-    for add in (_add_embed, _add_cluster, _add_evaluate, _add_demo, _add_patches, _add_train_local):
+    for add in (_add_embed, _add_cluster, _add_evaluate, _add_demo, _add_patches, _add_train_local, _add_train_global):
         add(sub)
     return parser
 

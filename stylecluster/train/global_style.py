@@ -1,0 +1,320 @@
+"""Training the global branch's backbone for style: what the recipes (simclr, csd) share.
+
+A recipe says which heads sit on the backbone's pooled features, how a batch is drawn and what
+the loss is; everything else — decoding the images once, the style-preserving views, the frozen
+CNN stem, checkpoints, export — is here, and the loop itself in :mod:`.loop`. Recipes register
+themselves by name, so the CLI never branches on a method.
+
+The checkpoint ``out`` holds the network as ``backbone.*`` (+ ``style_head.weight`` when the
+recipe trains a style projection) and loads directly as backbone weights:
+``stylecluster embed --backbone NAME --weights out.pt``; :func:`export_global` writes the same
+weights alone, in fp16, for shipping.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import _build
+from ..data.decode import BadImage, load_image
+from ..data.discovery import discover_images, relative_name
+from ..data.splits import artist_groups
+from ..device import resolve_device
+from ..features.backbones import StyleProjection, WeightsError, create_backbone, read_state_dict, split_style_head
+from .augment import ViewParams, style_views
+from .loop import Schedule, fit
+
+
+@dataclass
+class GlobalTrainConfig:
+    """One training run of the global backbone (``configs/train_simclr.yaml``, ``train_csd.yaml``)."""
+
+    method: str = "simclr"
+    backbone: str = "vit_hybrid_lite0"  # a timm ViT name or a registered ViT entry
+    weights: str | None = None  # None = the entry's offline start (the hybrid: pretrained Lite0 stem)
+    image_size: int = 128  # training views' side (the model keeps its native position grid, interpolated)
+    cache_size: int = 144  # images are decoded once, shorter side resized to this, centre-cropped
+    freeze_stem: bool = True  # the CNN stem of a hybrid; the patch projection of a plain ViT
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    temperature: float = 0.1
+    hidden_dim: int = 512  # SSL projection head
+    projection_dim: int = 128
+    crop_scale: tuple[float, float] = (0.35, 1.0)
+    max_rotation: float = 10.0
+    style_dim: int = 128  # csd: style projection size
+    images_per_artist: int = 4  # csd: images of one artist drawn together (positives in a batch)
+    ssl_weight: float = 1.0  # csd: weight of the self-supervised term
+    seed: int = 0
+
+    def views(self) -> ViewParams:
+        return ViewParams(size=self.image_size, scale=tuple(self.crop_scale), max_rotation=self.max_rotation)
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.epochs, self.lr, self.weight_decay, self.warmup_epochs, self.seed)
+
+
+def load_train_config(path: str | Path | None = None, **overrides) -> GlobalTrainConfig:
+    """A YAML file's settings over the defaults, then ``overrides`` (None values ignored)."""
+    values = {}
+    if path is not None:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: cannot read config: {exc}") from exc
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return _build(GlobalTrainConfig, values, str(path or "train config"))
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+class Recipe:
+    """Heads, batches and loss of one training method."""
+
+    name: ClassVar[str]
+    needs_labels: ClassVar[bool] = False
+
+    def __init__(self, config: GlobalTrainConfig):
+        self.config = config
+
+    def heads(self, num_features: int) -> tuple[nn.Module, StyleProjection | None]:
+        """(self-supervised projection head, style projection or None)."""
+        raise NotImplementedError
+
+    def batches(self, groups: np.ndarray, generator: torch.Generator) -> list[torch.Tensor]:
+        """Row indices of each batch of one epoch; by default a shuffle without the ragged end."""
+        order = torch.randperm(len(groups), generator=generator)
+        size = min(self.config.batch_size, len(groups))
+        return [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
+
+    def loss(self, net: "StyleNet", features: torch.Tensor, groups: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms (``loss`` = the total) for pooled features of two views stacked (2B, F)."""
+        raise NotImplementedError
+
+
+_RECIPES: dict[str, type[Recipe]] = {}
+
+
+def register_recipe(cls: type[Recipe]) -> type[Recipe]:
+    _RECIPES[cls.name] = cls
+    return cls
+
+
+def available_recipes() -> list[str]:
+    return sorted(_RECIPES)
+
+
+def create_recipe(config: GlobalTrainConfig) -> Recipe:
+    if config.method not in _RECIPES:
+        raise ValueError(f"unknown training method {config.method!r} (known: {', '.join(available_recipes())})")
+    return _RECIPES[config.method](config)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def stem_module(model: nn.Module) -> nn.Module:
+    """The part ``freeze_stem`` freezes: a hybrid's CNN, or a plain ViT's patch projection (frozen
+    random patch projections stabilise self-supervised ViT training; Chen et al. 2021, MoCo v3 §4)."""
+    embed = getattr(model, "patch_embed", None)
+    if embed is None:
+        raise ValueError("freeze_stem needs a ViT backbone (one with a patch embedding)")
+    return getattr(embed, "backbone", embed)
+
+
+class StyleNet(nn.Module):
+    """Backbone + heads; ``state_dict`` keys are what :func:`create_backbone` loads."""
+
+    def __init__(self, backbone: nn.Module, ssl_head: nn.Module, style_head: StyleProjection | None, freeze_stem: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.ssl_head = ssl_head
+        self.style_head = style_head
+        self._frozen = stem_module(backbone) if freeze_stem else None
+        if self._frozen is not None:
+            self._frozen.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "StyleNet":
+        super().train(mode)
+        if self._frozen is not None:
+            self._frozen.eval()  # frozen BatchNorm statistics too
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+def build_net(config: GlobalTrainConfig, recipe: Recipe) -> tuple[StyleNet, dict]:
+    """The network to train (seeded) and the backbone's data config."""
+    torch.manual_seed(config.seed)
+    try:
+        # dynamic size: trained at image_size on the model's native position grid (interpolated),
+        # so checkpoints load into the default model and embed at any size the same way
+        backbone = create_backbone(config.backbone, config.weights, dynamic_img_size=True)
+    except TypeError:
+        raise ValueError(f"{config.backbone}: train-global trains ViT backbones (a timm ViT name or vit_hybrid_lite0)") from None
+    ssl_head, style_head = recipe.heads(backbone.model.num_features)
+    return StyleNet(backbone.model, ssl_head, style_head, config.freeze_stem), backbone.data_config
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _square(image: Image.Image, size: int) -> np.ndarray:
+    scale = size / min(image.size)
+    w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+    image = image.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def load_images(paths: Sequence[Path], size: int, workers: int = 4, progress: bool = True) -> tuple[torch.Tensor, list[int], list[str]]:
+    """Decode images once into uint8 (N, 3, size, size); returns the tensor, the rows of ``paths``
+    it holds, and the skipped files' messages."""
+
+    def one(path):
+        try:
+            return _square(load_image(path, min_side=1), size), None
+        except BadImage as exc:
+            return None, f"{path}: {exc}"
+
+    arrays, kept, skipped = [], [], []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, (array, error) in enumerate(tqdm(pool.map(one, paths), total=len(paths), desc="decoding", unit="img", disable=not progress)):
+            if error:
+                skipped.append(error)
+            else:
+                arrays.append(array)
+                kept.append(i)
+    if not arrays:
+        raise ValueError("no training image could be decoded")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), kept, skipped
+
+
+def group_codes(labels: pd.DataFrame | None, n: int, column: str = "artist") -> np.ndarray:
+    """Integer artist codes per row (rows without an artist get codes of their own)."""
+    if labels is None:
+        return np.arange(n)
+    return pd.factorize(artist_groups(labels.reset_index(drop=True), column))[0]
+
+
+def data_id(names: Sequence[str], config: GlobalTrainConfig) -> str:
+    digest = hashlib.sha256("\n".join(names).encode())
+    digest.update(f"{config.cache_size}".encode())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _plain(config: GlobalTrainConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def train_on_images(
+    images: torch.Tensor,
+    groups: np.ndarray,
+    config: GlobalTrainConfig,
+    out: str | Path,
+    device: str | torch.device = "auto",
+    resume: bool = True,
+    progress: bool = True,
+    data: str = "",
+) -> list[dict[str, float]]:
+    """Train on decoded uint8 images (N, 3, S, S) with artist codes ``groups`` (N,)."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    recipe = create_recipe(config)
+    net, data_config = build_net(config, recipe)
+    views, mean, std = config.views(), data_config["mean"], data_config["std"]
+    group_t = torch.as_tensor(np.asarray(groups), dtype=torch.long)
+
+    def loss_fn(index: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        x = images[index].to(device, non_blocking=True)
+        pair = torch.cat([style_views(x, views, generator, mean, std), style_views(x, views, generator, mean, std)])
+        return recipe.loss(net, net(pair), group_t[index].to(device))
+
+    metadata = {
+        "data": data,
+        "config": {k: v for k, v in _plain(config).items() if k != "epochs"},
+        "backbone": config.backbone,
+        "image_size": config.image_size,
+        "method": config.method,
+    }
+    return fit(net, loss_fn, lambda g: recipe.batches(np.asarray(groups), g), config.schedule(), out, device,
+               resume=resume, progress=progress, metadata=metadata)
+
+
+def train_global(
+    images_dir: str | Path,
+    out: str | Path,
+    config: GlobalTrainConfig,
+    labels_csv: str | Path | None = None,
+    device: str = "auto",
+    workers: int = 4,
+    resume: bool = True,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train on the images below ``images_dir``; with ``labels_csv`` only on its rows (its
+    ``path`` column is relative to ``images_dir``, its ``artist`` column groups them)."""
+    root = Path(images_dir)
+    recipe_cls = _RECIPES.get(config.method)
+    if recipe_cls is None:
+        raise ValueError(f"unknown training method {config.method!r} (known: {', '.join(available_recipes())})")
+    labels = None
+    if labels_csv is not None:
+        labels = pd.read_csv(labels_csv)
+        if "path" not in labels.columns:
+            raise ValueError(f"{labels_csv}: no 'path' column")
+        artist_groups(labels)  # a clear error when there is no artist column
+        paths = [root / p for p in labels["path"]]
+    elif recipe_cls.needs_labels:
+        raise ValueError(f"--method {config.method} learns from artists: pass --labels LABELS.csv with an 'artist' column")
+    else:
+        paths = discover_images(root)
+    if not paths:
+        raise ValueError(f"{root}: no images found")
+    images, kept, skipped = load_images(paths, config.cache_size, workers, progress)
+    for line in skipped:
+        tqdm.write(f"skipped {line}")
+    if labels is not None:
+        labels = labels.iloc[kept]
+    names = [relative_name(paths[i], root) for i in kept]
+    return train_on_images(images, group_codes(labels, len(kept)), config, out, device, resume, progress, data_id(names, config))
+
+
+def export_global(checkpoint: str | Path, out: str | Path, fp16: bool = True) -> Path:
+    """The trained backbone (+ style projection) alone, loadable with ``--weights``."""
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state, style = split_style_head(read_state_dict(checkpoint))
+    weights = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    if not weights:
+        raise WeightsError(f"{checkpoint}: not a train-global checkpoint (no backbone.* tensors)")
+    if style is not None:
+        weights["style_head.weight"] = style
+    if fp16:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    meta = raw.get("metadata", {})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": weights, "backbone": meta.get("backbone"), "image_size": meta.get("image_size"), "method": meta.get("method")}, out)
+    return out
+
+
+# Registers the recipes (imported last: they subclass Recipe).
+from . import csd, simclr  # noqa: E402,F401

@@ -1,0 +1,136 @@
+"""A small checkpointed training loop shared by the global-branch recipes.
+
+* The checkpoint is rewritten atomically after every epoch (model, optimiser, AMP scaler, loss
+  history, metadata); running again with ``resume`` continues from the last finished epoch.
+* Each epoch's batches and augmentation draw from a generator seeded by (seed, epoch), and the
+  learning rate is a pure function of the step, so an interrupted and resumed run trains exactly
+  like an uninterrupted one.
+* Mixed precision (fp16 autocast + gradient scaling) on CUDA; full precision elsewhere.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..device import autocast
+
+#: computes the loss terms of one batch (a tensor of row indices) with the epoch's generator
+LossFn = Callable[[torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
+#: the batches (row-index tensors) of one epoch, drawn with the epoch's generator
+BatchFn = Callable[[torch.Generator], list[torch.Tensor]]
+
+
+@dataclass
+class Schedule:
+    epochs: int = 10
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    seed: int = 0
+
+
+def learning_rate(step: int, steps_per_epoch: int, schedule: Schedule) -> float:
+    """Linear warm-up, then cosine decay to zero over the remaining steps."""
+    total = max(1, schedule.epochs * steps_per_epoch)
+    warmup = schedule.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return schedule.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1.0, total - warmup)
+    return schedule.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def make_optimizer(module: nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
+    # no weight decay on biases, norms, tokens and position embeddings (1-D or token tensors)
+    decay = [p for p in params if p.ndim >= 2 and p.shape[0] != 1]
+    rest = [p for p in params if not (p.ndim >= 2 and p.shape[0] != 1)]
+    return torch.optim.AdamW([{"params": decay}, {"params": rest, "weight_decay": 0.0}], lr=schedule.lr, weight_decay=schedule.weight_decay)
+
+
+def train_step(
+    module: nn.Module, loss_fn: LossFn, index: torch.Tensor, generator: torch.Generator,
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
+) -> dict[str, float]:
+    """One optimisation step on one batch; returns the loss terms."""
+    with autocast(device):
+        terms = loss_fn(index, generator)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(terms["loss"]).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def save_atomic(payload: dict[str, Any], out: Path) -> None:
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(out)
+
+
+def fit(
+    module: nn.Module,
+    loss_fn: LossFn,
+    batches: BatchFn,
+    schedule: Schedule,
+    out: str | Path,
+    device: torch.device,
+    resume: bool = True,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> list[dict[str, float]]:
+    """Train ``module`` for ``schedule.epochs`` epochs (continuing a checkpoint at ``out``).
+
+    ``metadata`` is stored with every checkpoint; its ``data`` and ``config`` entries must match
+    a checkpoint's to resume it (ValueError otherwise). Returns the per-epoch history.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = dict(metadata or {})
+    module.to(device)
+    optimizer = make_optimizer(module, schedule)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    history: list[dict[str, float]] = []
+    start = 0
+    if resume and out.is_file():
+        previous = torch.load(out, map_location=device, weights_only=True)
+        for key in ("data", "config"):
+            if previous.get("metadata", {}).get(key) != metadata.get(key):
+                raise ValueError(f"{out}: checkpoint was trained with other {key}; use another --out or --no-resume")
+        module.load_state_dict(previous["model"])
+        optimizer.load_state_dict(previous["optimizer"])
+        scaler.load_state_dict(previous["scaler"])
+        history, start = list(previous["history"]), int(previous["epoch"])
+    for epoch in range(start, schedule.epochs):
+        generator = epoch_generator(schedule.seed, epoch)
+        epoch_batches = batches(generator)
+        module.train()
+        sums: dict[str, float] = {}
+        started = time.perf_counter()
+        bar = tqdm(epoch_batches, desc=f"epoch {epoch + 1}/{schedule.epochs}", unit="batch", disable=not progress)
+        for i, index in enumerate(bar):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(epoch * len(epoch_batches) + i, len(epoch_batches), schedule)
+            terms = train_step(module, loss_fn, index, generator, optimizer, scaler, device)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix({k: f"{v / (i + 1):.4f}" for k, v in sums.items()})
+        bar.close()
+        n = max(1, len(epoch_batches))
+        history.append({"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "seconds": time.perf_counter() - started})
+        save_atomic(
+            {"model": module.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+             "epoch": epoch + 1, "history": history, "metadata": metadata},
+            out,
+        )
+    return history
