@@ -25,7 +25,8 @@ from stylecluster.train.loop import Schedule, epoch_generator, make_optimizer, t
 
 from conftest import make_image
 
-TINY = dict(image_size=32, cache_size=40, batch_size=8, images_per_artist=2, epochs=2, hidden_dim=32, projection_dim=16, style_dim=16)
+# random weights: the pretrained stem's loading is tested in test_checkpoint_loaders.py
+TINY = dict(weights="random", image_size=32, cache_size=40, batch_size=8, images_per_artist=2, epochs=2, hidden_dim=32, projection_dim=16, style_dim=16)
 
 
 def tiny_config(method: str, **overrides):
@@ -184,7 +185,7 @@ def test_cli_train_global(tmp_path, capsys):
         make_image(root / name, size=(48, 40), noise_seed=i)
         rows.append({"path": name, "artist": f"artist{i % 4}", "style": "never used"})
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
-    (tmp_path / "tiny.yaml").write_text("image_size: 32\ncache_size: 40\nhidden_dim: 32\nprojection_dim: 16\nstyle_dim: 16\nimages_per_artist: 2\n")
+    (tmp_path / "tiny.yaml").write_text("weights: random\nimage_size: 32\ncache_size: 40\nhidden_dim: 32\nprojection_dim: 16\nstyle_dim: 16\nimages_per_artist: 2\n")
     out = tmp_path / "global.pt"
     args = ["train-global", str(root), "--method", "csd", "--labels", str(tmp_path / "labels.csv"), "--out", str(out),
             "--config", str(tmp_path / "tiny.yaml"), "--epochs", "1", "--batch-size", "8", "--export", str(tmp_path / "small.pt"), "-q"]
