@@ -1,0 +1,157 @@
+"""Exploration speed: the style map and the HTML report for ~10k images (target: < 2 min together).
+
+Collections measured:
+
+* ``synthetic-10k`` — 10,000 generated 96x72 images in 12 groups with 64-d vectors
+  (:mod:`stylecluster.viz.synthetic`); runs anywhere;
+* ``wikiart`` — a real store, when one is given with ``--store`` (e.g. the 9,521-image wikiart
+  store at /work/stores/wikiart-exp.store) with the labels in ``--labels``; it is clustered once
+  (k-means, not timed) before the timed run.
+
+Every run starts cold: a fresh visualisation cache (UMAP fit and all thumbnails), in a new
+process so numba compiles UMAP as a user's first ``stylecluster plot`` would. The report reuses
+what the map cached, as it does when both are made. When Chromium is installed the map is also
+opened headless to time how long until its 10k WebGL points are drawn.
+
+    python benchmarks/viz_speed.py
+    python benchmarks/viz_speed.py --store /work/stores/wikiart-exp.store --labels ../shared/data/wikiart-styles/labels.csv
+
+Prints a table; writes ``benchmarks/out/viz_speed.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import print_table, write_json
+
+COLUMNS = ["collection", "images", "load_s", "map_s", "report_s", "total_s", "map_mb", "index_mb", "pages", "shown", "browser_ready_s"]
+
+
+def _timed_run(store: Path, clusters: Path, labels: Path | None, label_column: str | None, work: Path) -> dict:
+    """Map + report in this process, from a cold cache; returns the timings and sizes."""
+    from stylecluster.store import load_store
+    from stylecluster.viz import load_explorer, write_map, write_report
+
+    cache = work / "cache"
+    start = time.perf_counter()
+    explorer = load_explorer(load_store(store), clusters, labels, label_column)
+    loaded = time.perf_counter()
+    result = write_map(explorer, work / "map.html", cache=cache)
+    mapped = time.perf_counter()
+    report = write_report(explorer, work / "report", cache=cache)
+    done = time.perf_counter()
+    return {
+        "images": len(explorer.points),
+        "load_s": loaded - start,
+        "map_s": mapped - loaded,
+        "report_s": done - mapped,
+        "total_s": done - start,
+        "map_mb": result.html.stat().st_size / 1e6,
+        "map_self_contained": result.self_contained,
+        "index_mb": report.index.stat().st_size / 1e6,
+        "pages": len(report.pages),
+        "shown": report.n_shown,
+    }
+
+
+def _browser_ready(html: Path) -> float | None:
+    """Seconds from navigation until every point of the WebGL map is drawn; None without Chromium."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    profile = tempfile.mkdtemp()
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--enable-unsafe-swiftshader", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        start = time.perf_counter()
+        driver.get(html.resolve().as_uri())
+        WebDriverWait(driver, 120).until(lambda d: d.execute_script(
+            "var gd = document.getElementById('sc-map');"
+            "return !!(window.styleMap && gd._fullData && gd.querySelector('canvas')) && gd._fullData.reduce((s, t) => s + t.x.length, 0);"
+        ))
+        return time.perf_counter() - start
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _cluster_once(store: Path, work: Path, k: int) -> Path:
+    from stylecluster.cli import model_path_for
+    from stylecluster.cluster import StyleClustering
+    from stylecluster.config import ClusterConfig
+    from stylecluster.store import load_store
+
+    clusters = work / "clusters.csv"
+    clustering = StyleClustering(ClusterConfig(method="kmeans", k=k)).fit(load_store(store))
+    clustering.to_frame().to_csv(clusters, index=False)
+    clustering.save(model_path_for(clusters))
+    return clusters
+
+
+def _child(args: argparse.Namespace) -> None:
+    """The timed part, in its own process (cold numba and caches)."""
+    row = _timed_run(Path(args.store), Path(args.clusters), Path(args.labels) if args.labels else None, args.label_column, Path(args.work))
+    print(json.dumps(row))
+
+
+def _measure(name: str, store: Path, clusters: Path, labels: Path | None, label_column: str | None, work: Path) -> dict:
+    command = [sys.executable, __file__, "--child", "--store", str(store), "--clusters", str(clusters), "--work", str(work)]
+    if labels is not None:
+        command += ["--labels", str(labels), "--label-column", label_column]
+    output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+    row = {"collection": name, **json.loads(output.strip().splitlines()[-1])}
+    row["browser_ready_s"] = _browser_ready(work / "map.html")
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=10_000, help="size of the synthetic collection (default 10,000)")
+    parser.add_argument("--store", help="also measure this real store")
+    parser.add_argument("--labels", help="labels CSV for --store")
+    parser.add_argument("--label-column", default="style")
+    parser.add_argument("--clusters", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help="working folder (default: a temporary one, removed afterwards)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return _child(args)
+
+    from stylecluster.viz.synthetic import make_collection
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="viz-speed-"))
+    rows = []
+    try:
+        start = time.perf_counter()
+        synthetic = make_collection(work / "synthetic", n=args.images, n_clusters=12, dim=64)
+        print(f"generated {args.images} synthetic images and their store in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        rows.append(_measure(f"synthetic-{args.images // 1000}k", synthetic.store, synthetic.clusters, synthetic.labels, "style", work / "synthetic-run"))
+        if args.store:
+            real = work / "real"
+            real.mkdir()
+            clusters = _cluster_once(Path(args.store), real, k=11)
+            labels = Path(args.labels) if args.labels else None
+            rows.append(_measure(Path(args.store).stem, Path(args.store), clusters, labels, args.label_column if labels else None, real / "run"))
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    print_table(rows, COLUMNS)
+    print(f"wrote {write_json('viz_speed.json', {'target_total_s': 120, 'results': rows})}")
+
+
+if __name__ == "__main__":
+    main()

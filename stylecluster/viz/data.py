@@ -1,0 +1,133 @@
+"""What every explorer view starts from: the store's images joined with their clusters and labels,
+and their coordinates in the fused style space."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..cluster.fuse import Fuser, blocks_for_store
+from ..config import FuseConfig
+from ..evaluate import read_labels
+
+log = logging.getLogger("stylecluster")
+
+NO_LABEL = "(no label)"
+
+
+class FusionOnly:
+    """The fusion step alone, fitted on a store: the style space when no clustering was saved."""
+
+    def __init__(self, fuse: FuseConfig | None = None, seed: int = 0):
+        self.fuse = fuse or FuseConfig()
+        self.seed = seed
+
+    def fit(self, store) -> "FusionOnly":
+        X, blocks = blocks_for_store(store, local_weight=self.fuse.local_weight)
+        self.fuser_ = Fuser(blocks, pca_components=self.fuse.pca_components, whiten=self.fuse.whiten, random_state=self.seed).fit(X)
+        return self
+
+    def embed(self, store) -> np.ndarray:
+        X, _ = blocks_for_store(store, local_weight=self.fuse.local_weight)
+        return self.fuser_.transform(X)
+
+
+def load_fusion(store, clusters_csv: str | Path | None = None, fuse: FuseConfig | None = None):
+    """The clustering saved beside CLUSTERS.csv (its fusion defines the space), else a fresh fusion.
+
+    Either has ``embed(store) -> fused coordinates``.
+    """
+    from ..cli import model_path_for
+    from ..cluster.pipeline import StyleClustering
+
+    if clusters_csv is not None:
+        model = model_path_for(Path(clusters_csv))
+        if model.is_file():
+            return StyleClustering.load(model)
+        log.info("%s not found: fusing the store with the default fusion settings", model)
+    return FusionOnly(fuse).fit(store)
+
+
+def read_clusters(path: str | Path) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    missing = [c for c in ("path", "cluster", "probability") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(map(repr, missing))} column; is it a stylecluster CLUSTERS.csv?")
+    frame = frame[["path", "cluster", "probability"]].drop_duplicates("path", keep="last")
+    return frame.astype({"path": str, "cluster": np.int64, "probability": np.float64})
+
+
+def default_label_column(labels_csv: str | Path) -> str:
+    """The first column of a labels table that is not ``path``."""
+    columns = [c for c in pd.read_csv(labels_csv, nrows=0).columns if c != "path"]
+    if not columns:
+        raise ValueError(f"{labels_csv}: no label column besides 'path'")
+    return columns[0]
+
+
+@dataclass
+class Explorer:
+    """Images of a store that have a cluster, in store order.
+
+    ``points`` columns: ``row`` (index into the store), ``path``, ``sha256``, ``cluster``,
+    ``probability`` and, with labels, ``label`` (``NO_LABEL`` where the table has none).
+    Without a clustering (``has_clusters`` false) every cluster is -1 and probability NaN.
+    ``fused`` holds their fused coordinates, row for row.
+    """
+
+    store: object
+    points: pd.DataFrame
+    fused: np.ndarray
+    label_column: str | None
+    fusion: object
+    has_clusters: bool = True
+
+    @property
+    def images_root(self) -> Path | None:
+        root = self.store.metadata.get("images_root")
+        return Path(root) if root else None
+
+    @property
+    def has_labels(self) -> bool:
+        return self.label_column is not None
+
+
+def _join_clusters(rows: pd.DataFrame, clusters_csv: str | Path | None, store) -> pd.DataFrame:
+    if clusters_csv is None:
+        return rows.assign(cluster=np.int64(-1), probability=np.nan)
+    clusters = read_clusters(clusters_csv)
+    points = rows.merge(clusters, on="path", how="inner").sort_values("row", ignore_index=True)
+    if points.empty:
+        raise ValueError(f"{clusters_csv}: none of its paths is in the store {store.path}")
+    if len(points) < len(rows):
+        log.warning("%d images of the store have no cluster in %s and are left out", len(rows) - len(points), clusters_csv)
+    if len(points) < len(clusters):
+        log.warning("%d rows of %s are not in the store and are left out", len(clusters) - len(points), clusters_csv)
+    return points
+
+
+def load_explorer(
+    store,
+    clusters_csv: str | Path | None,
+    labels_csv: str | Path | None = None,
+    label_column: str | None = None,
+    fuse: FuseConfig | None = None,
+) -> Explorer:
+    """Join a store with CLUSTERS.csv (None: every image, no cluster) and optional labels."""
+    if len(store) == 0:
+        raise ValueError(f"{store.path}: the store is empty")
+    rows = pd.DataFrame({"row": np.arange(len(store)), "path": store.paths, "sha256": store.sha256})
+    points = _join_clusters(rows, clusters_csv, store)
+    if labels_csv is not None:
+        label_column = label_column or default_label_column(labels_csv)
+        labels = read_labels(labels_csv, label_column).rename(columns={label_column: "label"})
+        points = points.merge(labels, on="path", how="left")
+        points["label"] = points["label"].astype(object).where(points["label"].notna(), NO_LABEL).astype(str)
+    else:
+        label_column = None
+    fusion = load_fusion(store, clusters_csv, fuse)
+    fused = fusion.embed(store)[points["row"].to_numpy()]
+    return Explorer(store, points, fused, label_column, fusion, has_clusters=clusters_csv is not None)

@@ -1,0 +1,243 @@
+"""A static HTML explorer of a clustering: a folder that opens offline from ``index.html``.
+
+Layout of ``OUT/``::
+
+    index.html              the style map, the metrics (with labels), one row per cluster
+    clusters/cluster-3.html one page per cluster (``cluster-outliers.html`` for cluster -1):
+                            label composition, most typical / least certain / outliers, each image
+                            with the 5 DoG patches its local-branch vector was computed from
+    thumbs/<sha256>.jpg     thumbnails (named by content hash: no file name reaches a URL)
+    patches/<sha256>.png    DoG patch strips of the images shown on cluster pages
+
+Every file name and label goes through :func:`~stylecluster.viz.html.esc`; the map's data goes
+through :func:`~stylecluster.viz.html.script_json` and is written into the page as text only.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import Config
+from ..evaluate import composition, evaluate_clusters
+from .data import NO_LABEL
+from .html import bar_chart, esc, page, table
+from .members import ClusterMembers, cluster_members
+from .patch_strip import PatchStrip, write_patch_strips
+from .provenance import config_for_store
+from .thumbs import ensure_thumbnails
+from .umap_map import UmapParams, copy_thumbnails, map_fragment, umap_coordinates
+
+#: Labels shown per cluster in the composition chart; the rest are summed as "other labels".
+TOP_LABELS = 12
+
+
+@dataclass
+class ReportResult:
+    folder: Path
+    index: Path
+    pages: dict[int, Path] = field(default_factory=dict)
+    metrics: dict | None = None
+    n_images: int = 0
+    n_shown: int = 0  # images shown on cluster pages (each with its patch strip)
+
+
+def page_name(cluster: int) -> str:
+    return "cluster-outliers.html" if cluster < 0 else f"cluster-{cluster}.html"
+
+
+def cluster_title(cluster: int) -> str:
+    return "Outliers (no cluster)" if cluster < 0 else f"Cluster {cluster}"
+
+
+# ----------------------------------------------------------------------------- cluster pages
+
+
+def _card(row, label_column: str | None, thumbs: dict, strips: dict[str, PatchStrip]) -> str:
+    name = esc(row.path)
+    if row.sha256 in thumbs:
+        image = f'<img class="thumb" src="../thumbs/{row.sha256}.jpg" alt="{name}">'
+    else:
+        image = '<div class="missing">image not available</div>'
+    facts = [f"probability {row.probability:.3f}"]
+    if hasattr(row, "relative_distance"):
+        facts.append(f"distance {row.relative_distance:.2f}× the median")
+    label = f"<div>{esc(label_column)}: {esc(row.label)}</div>" if label_column else ""
+    strip = strips.get(row.sha256)
+    if strip is not None:
+        where = "; ".join(f"({x}, {y}) {w}×{h}px" for x, y, w, h in strip.boxes.tolist())
+        patches = f'<img class="patches" src="../patches/{row.sha256}.png" alt="DoG patches of {name}" title="patches at {esc(where)}">'
+    else:
+        patches = ""
+    return (
+        f'<div class="card">{image}<div class="name">{name}</div>'
+        f'<div>{label}<div class="muted">{" · ".join(facts)}</div></div>{patches}</div>'
+    )
+
+
+def _composition(members: ClusterMembers, points: pd.DataFrame) -> str:
+    labels = points.loc[points["cluster"] == members.cluster, "label"]
+    (entry,) = composition(labels.to_numpy(), [members.cluster] * len(labels), top=TOP_LABELS)
+    counts = dict(entry["labels"])
+    shown = sum(counts.values())
+    if shown < entry["size"]:
+        others = labels[~labels.isin(counts.keys())].nunique()
+        counts[f"{others} other labels"] = entry["size"] - shown
+    return bar_chart(counts, entry["size"])
+
+
+def cluster_page(
+    members: ClusterMembers,
+    neighbours: tuple[int | None, int | None],
+    points: pd.DataFrame,
+    label_column: str | None,
+    thumbs: dict,
+    strips: dict[str, PatchStrip],
+) -> str:
+    title = cluster_title(members.cluster)
+    nav = ['<a href="../index.html">← all clusters</a>']
+    for word, other in zip(("previous", "next"), neighbours):
+        if other is not None:
+            nav.append(f'<a href="{page_name(other)}">{word}: {esc(cluster_title(other))}</a>')
+    parts = [
+        f"<nav>{''.join(nav)}</nav>",
+        f"<h1>{esc(title)}</h1>",
+        f'<p class="muted">{members.size} images · mean probability {members.mean_probability:.3f} · '
+        "each image with the 5 Difference-of-Gaussians patches its brush-stroke vector was computed from</p>",
+    ]
+    if label_column:
+        parts += [f"<h2>{esc(label_column)} composition</h2>", _composition(members, points)]
+    for section, rows in members.sections.items():
+        cards = "".join(_card(row, label_column, thumbs, strips) for row in rows.itertuples(index=False))
+        parts.append(f'<section><h2>{esc(section)} <span class="muted">({len(rows)})</span></h2><div class="grid">{cards or "<p class=muted>none</p>"}</div></section>')
+    return page(f"{title} — stylecluster report", "\n".join(parts))
+
+
+# ----------------------------------------------------------------------------- index
+
+
+def _metrics_table(metrics: dict) -> str:
+    rows = [
+        ("images scored", metrics["n_images"]),
+        (f"{metrics['label_column']} labels", metrics["n_labels"]),
+        ("clusters", metrics["n_clusters"]),
+        ("outliers", f"{metrics['outlier_share']:.1%}"),
+        ("purity", f"{metrics['purity']:.3f}"),
+        ("NMI", f"{metrics['nmi']:.3f}"),
+        ("ARI", f"{metrics['ari']:.3f}"),
+        ("accuracy (Hungarian)", f"{metrics['accuracy']:.3f}"),
+    ]
+    return table(("metric", "value"), rows, numeric=(1,))
+
+
+def _sizes_table(all_members: list[ClusterMembers], points: pd.DataFrame, label_column: str | None) -> str:
+    total = len(points)
+    head = ["cluster", "images", "share", "mean probability"] + ([f"majority {label_column}", "its share"] if label_column else [])
+    rows = []
+    for m in all_members:
+        cells = [f'<td><a href="clusters/{page_name(m.cluster)}">{esc(cluster_title(m.cluster))}</a></td>']
+        cells += [f'<td class="num">{v}</td>' for v in (m.size, f"{m.size / total:.1%}", f"{m.mean_probability:.3f}")]
+        if label_column:
+            counts = points.loc[points["cluster"] == m.cluster, "label"].value_counts()
+            cells += [f"<td>{esc(counts.index[0])}</td>", f'<td class="num">{counts.iloc[0] / m.size:.0%}</td>']
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    header = "".join(f"<th>{esc(h)}</th>" for h in head)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _method_line(fusion) -> str:
+    summary = getattr(fusion, "summary", None)
+    if summary is None:
+        return ""
+    s = summary()
+    return f"{esc(s['method'])}: {s['n_clusters']} clusters over {s['n_images']} images. "
+
+
+def index_page(explorer, all_members, metrics, map_html: str) -> str:
+    store_name = Path(explorer.store.path).name
+    n = len(explorer.points)
+    parts = [
+        f"<h1>Style clusters of {esc(store_name)}</h1>",
+        f'<p class="muted">{_method_line(explorer.fusion)}{n} images. Hover the map for a painting; click a point to open its cluster.</p>',
+        map_html,
+    ]
+    if metrics is not None:
+        parts += [f"<h2>Agreement with the {esc(explorer.label_column)} labels</h2>", _metrics_table(metrics)]
+    parts += ["<h2>Clusters</h2>", _sizes_table(all_members, explorer.points, explorer.label_column)]
+    return page(f"Style clusters of {store_name}", "\n".join(parts))
+
+
+# ----------------------------------------------------------------------------- the whole report
+
+
+MARKER = ".stylecluster-report"
+
+
+def prepare_folder(out: Path, overwrite: bool = False) -> None:
+    """Create ``out``; an existing report there is replaced only with ``overwrite``.
+
+    A non-empty folder that is not a report is never written into (its files are not ours).
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise ValueError(f"{out}: folder is not empty and is not a stylecluster report; choose another --out")
+        if not overwrite:
+            raise ValueError(f"{out}: a report exists there; pass --overwrite to replace it")
+        for sub in ("clusters", "thumbs", "patches"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        (out / "index.html").unlink(missing_ok=True)
+    (out / "clusters").mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by stylecluster report; replaced by `stylecluster report --overwrite`\n")
+
+
+def write_report(
+    explorer,
+    out: str | Path,
+    per_section: int = 12,
+    config: Config | None = None,
+    cache: Path | None = None,
+    umap_params: UmapParams = UmapParams(),
+    workers: int = 2,
+    overwrite: bool = False,
+) -> ReportResult:
+    """Write the explorer for an :class:`~stylecluster.viz.data.Explorer` into the folder ``out``.
+
+    ``config`` is the base for the store's embedding settings (see
+    :func:`~stylecluster.viz.provenance.config_for_store`); it decides which patches are drawn.
+    """
+    from .cache import cache_dir
+
+    out = Path(out)
+    prepare_folder(out, overwrite)
+    cache = cache if cache is not None else cache_dir(explorer.store)
+    points, label_column = explorer.points, explorer.label_column
+
+    thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache, workers)
+    copy_thumbnails(thumbs, out / "thumbs")
+    all_members = cluster_members(points, explorer.fused, per_section)
+    shown = pd.concat([rows for m in all_members for rows in m.sections.values()])
+    strips = write_patch_strips(
+        explorer.images_root, zip(shown["path"], shown["sha256"]), out / "patches", config_for_store(explorer.store, config), workers
+    )
+
+    result = ReportResult(out, out / "index.html", n_images=len(points), n_shown=len(shown))
+    order = [m.cluster for m in all_members]
+    for i, members in enumerate(all_members):
+        neighbours = (order[i - 1] if i > 0 else None, order[i + 1] if i + 1 < len(order) else None)
+        path = out / "clusters" / page_name(members.cluster)
+        path.write_text(cluster_page(members, neighbours, points, label_column, thumbs, strips), encoding="utf-8")
+        result.pages[members.cluster] = path
+
+    if explorer.has_labels:
+        labelled = points.loc[points["label"] != NO_LABEL, ["path", "label"]].rename(columns={"label": label_column})
+        result.metrics = evaluate_clusters(points[["path", "cluster"]], labelled, label_column)
+    coords = umap_coordinates(explorer.fused, cache, umap_params)
+    thumb_src = {sha: f"thumbs/{f.name}" for sha, f in thumbs.items()}
+    hrefs = {c: f"clusters/{page_name(c)}" for c in order}
+    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs)
+    result.index.write_text(index_page(explorer, all_members, result.metrics, map_html), encoding="utf-8")
+    return result

@@ -1,0 +1,318 @@
+"""Exploration: the style map, the HTML report (escaping, cluster sections, patches), style search
+and their CLI commands, on a small synthetic collection with hostile file names and labels."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import MeanColourBranch, make_image
+from stylecluster.cli import main
+from stylecluster.config import Config, LocalConfig
+from stylecluster.data.discovery import discover_images
+from stylecluster.features.embedder import embed_images
+from stylecluster.store import load_store
+from stylecluster.viz import find_similar, load_explorer, write_map, write_report
+from stylecluster.viz.html import script_json
+from stylecluster.viz.members import SECTIONS, cluster_members
+from stylecluster.viz.patch_strip import GAP
+from vizdata import HOSTILE_LABEL, HOSTILE_NAME, QUOTED_NAME, hostile_collection
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    return hostile_collection(tmp_path_factory.mktemp("viz") / "collection", n=120, n_clusters=4)
+
+
+@pytest.fixture(scope="module")
+def explorer(collection):
+    return load_explorer(load_store(collection.store), collection.clusters, collection.labels, "style")
+
+
+@pytest.fixture(scope="module")
+def report(explorer, tmp_path_factory):
+    # per_section 100: every member is shown, so the hostile image is on a page.
+    return write_report(explorer, tmp_path_factory.mktemp("report") / "report", per_section=100, workers=1)
+
+
+class _Document(HTMLParser):
+    """Tags, attributes, script bodies and visible text of a page."""
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.scripts: list[tuple[dict, str]] = []
+        self.text: list[str] = []
+        self._in_script: dict | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if tag == "script":
+            self._in_script = attrs
+            self.scripts.append((attrs, ""))
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = None
+
+    def handle_data(self, data):
+        if self._in_script is not None:
+            attrs, body = self.scripts[-1]
+            self.scripts[-1] = (attrs, body + data)
+        else:
+            self.text.append(data)
+
+
+def _points_json(page: str) -> dict:
+    doc = _Document(page)
+    (body,) = [body for attrs, body in doc.scripts if attrs.get("id") == "sc-points"]
+    return json.loads(body)
+
+
+def _traces(page: str) -> list[np.ndarray]:
+    """Each trace's customdata (point positions), decoded from plotly's typed-array JSON."""
+    found = []
+    for match in re.finditer(r'"customdata":(\{[^}]*\})', page):
+        spec = json.loads(match.group(1))
+        found.append(np.frombuffer(base64.b64decode(spec["bdata"]), dtype=np.dtype(spec["dtype"])))
+    return found
+
+
+# ----------------------------------------------------------------------------- map
+
+
+def test_map_is_self_contained_and_has_every_point(explorer, tmp_path):
+    result = write_map(explorer, tmp_path / "map.html", workers=1)
+    page = result.html.read_text()
+    assert result.self_contained and result.n_points == 120 and result.n_thumbnails == 120
+    doc = _Document(page)
+    # Nothing is loaded from elsewhere: no script/link/img references outside the file.
+    assert not [a for t, a in doc.tags if t == "script" and a.get("src")]
+    assert not [t for t, _ in doc.tags if t == "link"]
+    assert "Plotly.newPlot" in page and len(page) > 3_000_000  # plotly.js itself is inlined
+    data = _points_json(page)
+    assert sorted(data["name"]) == sorted(explorer.store.paths)
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in data["thumbs"]) and len(data["thumbs"]) == 120
+    assert min(data["thumb"]) >= 0
+    # each point is drawn exactly once, across the per-cluster WebGL traces
+    traces = _traces(page)
+    assert len(traces) == 4 and np.array_equal(np.sort(np.concatenate(traces)), np.arange(120))
+    assert HOSTILE_NAME not in page
+
+
+def test_large_collection_gets_a_folder_of_thumbnails(explorer, tmp_path):
+    result = write_map(explorer, tmp_path / "big.html", embed_limit=50, workers=1)
+    assert not result.self_contained and result.thumbs_dir == tmp_path / "big_files" / "thumbs"
+    data = _points_json(result.html.read_text())
+    assert len(data["thumbs"]) == 120
+    for src in data["thumbs"]:
+        assert not src.startswith("data:") and (tmp_path / src).is_file()
+    assert result.html.stat().st_size < 6_000_000
+
+
+def test_colour_by_label_escapes_legend_and_caches_umap(explorer, tmp_path, monkeypatch):
+    write_map(explorer, tmp_path / "first.html", workers=1)  # fits (or reuses) the reducer
+    cached = list((Path(explorer.store.path) / "_viz").glob("umap-*.joblib"))
+    assert len(cached) == 1
+
+    import umap
+
+    def refit(*args, **kwargs):
+        raise AssertionError("UMAP was refitted although a cached reducer exists")
+
+    monkeypatch.setattr(umap.UMAP, "fit_transform", refit)
+    page = write_map(explorer, tmp_path / "label.html", color_by="label", workers=1).html.read_text()
+    assert len(_traces(page)) == 4
+    assert "&lt;img src=x onerror=alert(2)&gt; (30)" in page  # legend entry, escaped, with its count
+    assert HOSTILE_LABEL not in page
+    assert _points_json(page)["labelColumn"] == "style"
+
+
+def test_script_json_cannot_close_its_script():
+    text = script_json({"name": "</script><script>alert(1)</script>", "x": "a&b\u2028"})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text)["name"] == "</script><script>alert(1)</script>"
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _pages(report):
+    return [report.index, *report.pages.values()]
+
+
+def test_report_escapes_file_names_and_labels(report):
+    for path in _pages(report):
+        page = path.read_text()
+        assert HOSTILE_NAME not in page and HOSTILE_LABEL not in page and "<b>name</b>" not in page, path.name
+        doc = _Document(page)
+        assert not [(t, k) for t, attrs in doc.tags for k in attrs if k.startswith("on")], path.name
+        if path != report.index:
+            assert not doc.scripts, f"{path.name} should need no script at all"
+    # the hostile names are shown, as text
+    page = report.pages[0].read_text()  # the hostile image is in cluster 0, the quoted one in 1
+    visible = "".join(_Document(page).text) + "".join(_Document(report.pages[1].read_text()).text)
+    assert HOSTILE_NAME in visible and QUOTED_NAME in visible and HOSTILE_LABEL in visible
+    assert html.escape(HOSTILE_NAME) in page
+    # the index's only scripts are plotly's and our own data/hover code
+    index = _Document(report.index.read_text())
+    assert [a.get("type") for a, _ in index.scripts].count("application/json") == 1
+    assert not [a for a, _ in index.scripts if a.get("src")]
+
+
+def test_cluster_pages_list_typical_uncertain_and_outliers(report, explorer):
+    assert sorted(report.pages) == [0, 1, 2, 3]
+    points = explorer.points
+    for cluster, path in report.pages.items():
+        page = path.read_text()
+        sections = {}
+        for block in page.split("<section>")[1:]:
+            title = html.unescape(re.search(r"<h2>(.*?) <span", block).group(1))
+            sections[title] = [html.unescape(n) for n in re.findall(r'<div class="name">(.*?)</div>', block)]
+        assert list(sections) == list(SECTIONS)
+        members = points[points["cluster"] == cluster]
+        shown = [name for names in sections.values() for name in names]
+        assert sorted(shown) == sorted(members["path"])  # per_section=100: all shown, each once
+        prob = dict(zip(members["path"], members["probability"]))
+        typical = [prob[n] for n in sections["Most typical"]]
+        assert typical == sorted(typical, reverse=True)
+        # the one misplaced image (probability 0.3) is the least certain member
+        assert sections["Least certain"][0] == members.loc[members["probability"].idxmin(), "path"]
+        assert prob[sections["Least certain"][0]] == pytest.approx(0.3)
+        assert "composition" in page and 'class="bar"' in page
+
+
+def test_every_shown_image_has_its_five_dog_patches_and_thumbnail(report):
+    page = report.pages[1].read_text()
+    strips = re.findall(r'<img class="patches" src="\.\./(patches/[0-9a-f]{64}\.png)"', page)
+    thumbs = re.findall(r'<img class="thumb" src="\.\./(thumbs/[0-9a-f]{64}\.jpg)"', page)
+    assert len(strips) == len(thumbs) == page.count('<div class="card">') == 30
+    size = LocalConfig().patch_size
+    for rel in strips:
+        with Image.open(report.folder / rel) as strip:
+            assert strip.size == (5 * size + 4 * GAP, size)
+            assert np.asarray(strip).std() > 0  # real DoG content, not a blank strip
+    assert all((report.folder / rel).is_file() for rel in thumbs)
+
+
+def test_index_has_map_metrics_and_sizes(report):
+    page = report.index.read_text()
+    assert report.metrics is not None and 0.5 < report.metrics["nmi"] <= 1.0
+    assert "NMI" in page and "purity" in page
+    for cluster in range(4):
+        assert f'href="clusters/cluster-{cluster}.html"' in page
+    assert _points_json(page)["clusterHref"]["0"] == "clusters/cluster-0.html"
+
+
+def test_members_are_disjoint_and_bounded(explorer):
+    for members in cluster_members(explorer.points, explorer.fused, per=4):
+        lists = [set(rows["path"]) for rows in members.sections.values()]
+        assert all(len(s) <= 4 for s in lists)
+        assert sum(map(len, lists)) == len(set().union(*lists))
+
+
+def test_report_refuses_foreign_folder_and_needs_overwrite(explorer, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a stylecluster report"):
+        write_report(explorer, foreign, workers=1)
+    out = tmp_path / "report"
+    write_report(explorer, out, per_section=2, workers=1)
+    with pytest.raises(ValueError, match="--overwrite"):
+        write_report(explorer, out, workers=1)
+    write_report(explorer, out, per_section=2, workers=1, overwrite=True)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+# ----------------------------------------------------------------------------- similar
+
+
+def test_similar_returns_the_image_itself_first(explorer, collection, tmp_path):
+    query = explorer.points["path"].iloc[7]
+    result = find_similar(explorer, query, k=5)
+    assert result.inside and len(result.neighbours) == 5
+    assert result.neighbours["path"].iloc[0] == query
+    assert result.neighbours["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    assert result.neighbours["similarity"].is_monotonic_decreasing
+    # by its file, and by a copy elsewhere (same content): still the stored image
+    by_file = find_similar(explorer, collection.images / query, k=3)
+    assert by_file.inside and by_file.neighbours["path"].iloc[0] == query
+    copy = tmp_path / "copy.jpg"
+    shutil.copyfile(collection.images / query, copy)
+    assert find_similar(explorer, copy, k=3).neighbours["path"].iloc[0] == query
+    # nearest neighbours of a synthetic image are mostly of its own group
+    same_group = result.neighbours["label"].iloc[1:] == result.neighbours["label"].iloc[0]
+    assert same_group.mean() >= 0.75
+
+
+def test_similar_embeds_an_outside_image_with_the_stores_branches(image_folder, tmp_path, monkeypatch):
+    from stylecluster.features import embedder
+
+    config = Config()
+    config.embed.workers = 0
+    store_path = tmp_path / "s.store"
+    embed_images(discover_images(image_folder), image_folder, store_path, config, quiet=True, branches=[MeanColourBranch()])
+    explorer = load_explorer(load_store(store_path), None)
+    outside = make_image(tmp_path / "elsewhere" / "new.png", size=(50, 40), noise_seed=99)
+
+    monkeypatch.setattr(embedder, "build_branches", lambda config, device: [MeanColourBranch()])
+    result = find_similar(explorer, outside, k=4)
+    assert not result.inside and len(result.neighbours) == 4
+    assert result.neighbours["similarity"].is_monotonic_decreasing
+
+    monkeypatch.setattr(embedder, "build_branches", lambda config, device: [MeanColourBranch(tag="v2")])
+    with pytest.raises(ValueError, match="--config"):
+        find_similar(explorer, outside, k=4)
+
+
+def test_similar_outside_image_with_the_real_backbone(tmp_path):
+    from stylecluster.demo import sample_dir
+
+    config = Config()
+    config.embed.workers = 0
+    paths = discover_images(sample_dir() / "images")
+    embed_images(paths[:8], sample_dir(), tmp_path / "real.store", config, quiet=True)
+    explorer = load_explorer(load_store(tmp_path / "real.store"), None)
+    result = find_similar(explorer, paths[20], k=3, config=config)
+    assert not result.inside and len(result.neighbours) == 3
+    inside = find_similar(explorer, paths[2], k=3, config=config)
+    assert inside.inside and inside.neighbours["path"].iloc[0] == "images/" + paths[2].name
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_plot_report_similar(collection, tmp_path, capsys):
+    store, clusters, labels = str(collection.store), str(collection.clusters), str(collection.labels)
+    out = tmp_path / "map.html"
+    assert main(["plot", store, "--clusters", clusters, "--labels", labels, "--color-by", "artist", "--out", str(out), "-q"]) == 0
+    assert "self-contained" in capsys.readouterr().out
+    assert _points_json(out.read_text())["labelColumn"] == "artist"
+    assert main(["plot", store, "--clusters", clusters, "--out", str(out), "-q"]) == 2  # exists, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["plot", store, "--clusters", clusters, "--color-by", "style", "--out", str(tmp_path / "m2.html"), "-q"]) == 2
+
+    report = tmp_path / "report"
+    assert main(["report", store, "--clusters", clusters, "--labels", labels, "--label-column", "style", "--out", str(report), "-q"]) == 0
+    assert "4 cluster pages" in capsys.readouterr().out
+    assert (report / "index.html").is_file() and (report / "clusters" / "cluster-3.html").is_file()
+
+    similar = tmp_path / "similar.html"
+    query = pd.read_csv(clusters)["path"].iloc[5]
+    assert main(["similar", store, query, "--k", "3", "--clusters", clusters, "--out", str(similar), "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:2] == ["1", "1.000"] and lines[1].endswith(query)
+    assert query in similar.read_text() and "data:image/jpeg;base64," in similar.read_text()
+    assert main(["similar", store, "no/such/image.jpg", "-q"]) == 2
