@@ -290,6 +290,20 @@ def test_similar_outside_image_with_the_real_backbone(tmp_path):
     inside = find_similar(explorer, paths[2], k=3, config=config)
     assert inside.inside and inside.neighbours["path"].iloc[0] == "images/" + paths[2].name
 
+    # The report's patches are the ones the local branch encoded: same parameters, same seed.
+    store = explorer.store
+    if store.local is None:
+        pytest.skip("the embedder made no local branch: nothing to compare the patches with")
+    from stylecluster.data.decode import load_image
+    from stylecluster.features.local_ import LocalBranch
+    from stylecluster.viz.patch_strip import drawn_patches
+    from stylecluster.viz.provenance import config_for_store
+
+    store_config = config_for_store(store, config)
+    patches = drawn_patches(load_image(paths[3]), store.sha256[3], store_config)
+    vector = LocalBranch(store_config.local).encode((patches.dog[None, :, None] / 255.0).astype(np.float32))
+    assert np.allclose(vector[0], store.local[3], atol=1e-4)
+
 
 # ----------------------------------------------------------------------------- CLI
 

@@ -19,7 +19,7 @@ from PIL import Image
 from ..config import Config
 from ..data.dataset import image_seed
 from ..data.decode import BadImage, load_image
-from ..features.patches import extract_patches
+from ..features.patches import Patches, extract_patches
 
 log = logging.getLogger("stylecluster")
 
@@ -42,6 +42,11 @@ def strip_image(dog: np.ndarray) -> Image.Image:
     return Image.fromarray(canvas, "L")
 
 
+def drawn_patches(image: Image.Image, sha256: str, config: Config) -> Patches:
+    """The patches the local branch drew from this image when it was embedded with ``config``."""
+    return extract_patches(image, config.local, image_seed(sha256, config.embed.seed))
+
+
 def write_patch_strips(
     images_root: Path | None, items: Iterable[tuple[str, str]], folder: Path, config: Config, workers: int = 2
 ) -> dict[str, PatchStrip]:
@@ -58,7 +63,7 @@ def write_patch_strips(
         except BadImage as exc:
             failed.append(f"{by_sha[sha]} ({exc})")
             return sha, None
-        patches = extract_patches(image, config.local, image_seed(sha, config.embed.seed))
+        patches = drawn_patches(image, sha, config)
         file = folder / f"{sha}.png"
         strip_image(patches.dog).save(file, optimize=True)
         return sha, PatchStrip(file, patches.boxes)
