@@ -58,7 +58,9 @@ def test_other_model_is_refused(store, subset, capsys):
     assert "made with another model or configuration" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("method,extra", [("kmeans", ["--k", "11"]), ("bgmm", []), ("hdbscan", [])])
+# kmeans runs on the global branch alone: on 44 images the quality assertion below is about the
+# style features, and the local branch's weight is chosen (and measured) on full collections.
+@pytest.mark.parametrize("method,extra", [("kmeans", ["--k", "11", "--local-weight", "0"]), ("bgmm", []), ("hdbscan", [])])
 def test_cluster_and_evaluate(store, subset, method, extra, capsys):
     tmp, _ = subset
     clusters = tmp / f"{method}.csv"
