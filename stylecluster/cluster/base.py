@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin
 
 _REGISTRY: dict[str, type["ClusterMethod"]] = {}
@@ -40,6 +41,21 @@ class ClusterMethod(BaseEstimator, ClusterMixin):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} defines no soft assignment")
 
+    def assign(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels of new points and how sure each is: for new points what ``labels_`` and
+        ``probabilities_`` are for the fitted ones (``assign`` on the CLI)."""
+        labels = self.predict(X)
+        proba = self.predict_proba(X)
+        return labels, proba[np.arange(len(labels)), labels]
+
+    def point_details(self) -> dict[str, np.ndarray]:
+        """Extra per-point columns of the fitted points for CLUSTERS.csv (e.g. outlier scores)."""
+        return {}
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Extra tables the method writes next to CLUSTERS.csv, by name (e.g. a merge tree)."""
+        return {}
+
 
 def register_method(name: str) -> Callable[[type[ClusterMethod]], type[ClusterMethod]]:
     def decorator(cls: type[ClusterMethod]) -> type[ClusterMethod]:
@@ -56,16 +72,21 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def method_class(method: str) -> type[ClusterMethod]:
+    """The estimator class registered under ``method``."""
+    try:
+        return _REGISTRY[method]
+    except KeyError:
+        raise ValueError(f"unknown cluster method {method!r}; choose from {', '.join(available_methods())}") from None
+
+
 def make_clusterer(method: str, k: int | None = None, seed: int = 0, **params: Any) -> ClusterMethod:
     """Build a clustering estimator by registry name.
 
     ``k`` is routed to the method's ``k`` parameter according to its ``k_meaning``; methods
     that infer the number of clusters from density refuse it rather than ignore it.
     """
-    try:
-        cls = _REGISTRY[method]
-    except KeyError:
-        raise ValueError(f"unknown cluster method {method!r}; choose from {', '.join(available_methods())}") from None
+    cls = method_class(method)
     if k is not None:
         if cls.k_meaning is None:
             raise ValueError(f"{method} infers the number of clusters itself; do not pass k")

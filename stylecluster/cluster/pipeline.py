@@ -15,13 +15,15 @@ import pandas as pd
 from ..config import ClusterConfig, FuseConfig
 from .base import make_clusterer
 from .fuse import Fuser, blocks_for_store
+from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
 
 
 class StyleClustering:
     """Fit a clustering of a store's images.
 
     After :meth:`fit`: ``fuser_`` (the fitted :class:`Fuser`), ``method_`` (the fitted
-    clustering estimator), ``paths_``, ``labels_``, ``probabilities_``, ``n_clusters_``.
+    clustering estimator), ``paths_``, ``labels_``, ``probabilities_``, ``n_clusters_``, and
+    ``k_selection_`` (the :class:`~.selection.KSelection` when ``cluster.k == "auto"``, else None).
     """
 
     def __init__(self, cluster: ClusterConfig | None = None, fuse: FuseConfig | None = None):
@@ -29,10 +31,9 @@ class StyleClustering:
         self.fuse = fuse or FuseConfig()
 
     def fit(self, store) -> "StyleClustering":
-        X, blocks = blocks_for_store(store, local_weight=self.fuse.local_weight)
-        self.fuser_ = Fuser(blocks, pca_components=self.fuse.pca_components, whiten=self.fuse.whiten, random_state=self.cluster.seed)
-        Z = self.fuser_.fit_transform(X)
-        self.method_ = make_clusterer(self.cluster.method, k=self.cluster.k, seed=self.cluster.seed, **self.cluster.params)
+        Z = self._fit_fuser(store)
+        k, self.k_selection_ = resolve_k(self.cluster.method, self.cluster.k, Z, seed=self.cluster.seed, **self.cluster.params)
+        self.method_ = make_clusterer(self.cluster.method, k=k, seed=self.cluster.seed, **self.cluster.params)
         self.method_.fit(Z)
         self.paths_ = list(store.paths)
         self.labels_ = np.asarray(self.method_.labels_)
@@ -40,13 +41,37 @@ class StyleClustering:
         self.n_clusters_ = int(self.method_.n_clusters_)
         return self
 
+    def _fit_fuser(self, store) -> np.ndarray:
+        X, blocks = blocks_for_store(store, local_weight=self.fuse.local_weight)
+        self.fuser_ = Fuser(blocks, pca_components=self.fuse.pca_components, whiten=self.fuse.whiten, random_state=self.cluster.seed)
+        return self.fuser_.fit_transform(X)
+
     def embed(self, store) -> np.ndarray:
         """The fused coordinates of a store's images in this clustering's space."""
         X, _ = blocks_for_store(store, local_weight=self.fuse.local_weight)
         return self.fuser_.transform(X)
 
+    def predict_store(self, store) -> pd.DataFrame:
+        """Assign a store's images (new or not) to this clustering: columns path, cluster, probability."""
+        labels, probabilities = self.method_.assign(self.embed(store))
+        return pd.DataFrame({"path": list(store.paths), "cluster": labels, "probability": np.round(np.asarray(probabilities, dtype=np.float64), 6)})
+
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"path": self.paths_, "cluster": self.labels_, "probability": np.round(self.probabilities_, 6)})
+        """path, cluster, probability, then any per-image columns the method adds (e.g. outlier_score)."""
+        frame = pd.DataFrame({"path": self.paths_, "cluster": self.labels_, "probability": np.round(self.probabilities_, 6)})
+        for name, values in self.method_.point_details().items():
+            frame[name] = np.round(np.asarray(values, dtype=np.float64), 6)
+        return frame
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The method's extra tables (e.g. ``merge_tree``) by name, to write next to CLUSTERS.csv;
+        a ``row`` column (row of the fitted matrix) becomes the image ``path``."""
+        out = {}
+        for name, table in self.method_.tables().items():
+            if "row" in table.columns:
+                table = table.assign(path=np.asarray(self.paths_, dtype=object)[table["row"].to_numpy()]).drop(columns="row")
+            out[name] = table
+        return out
 
     def save(self, path: str | Path) -> None:
         joblib.dump(self, path)
@@ -60,4 +85,28 @@ class StyleClustering:
 
     def summary(self) -> dict[str, Any]:
         outliers = float(np.mean(self.labels_ < 0)) if len(self.labels_) else 0.0
-        return {"method": self.cluster.method, "n_clusters": self.n_clusters_, "n_images": len(self.labels_), "outlier_share": outliers}
+        summary = {"method": self.cluster.method, "n_clusters": self.n_clusters_, "n_images": len(self.labels_), "outlier_share": outliers}
+        if self.k_selection_ is not None:
+            summary["k_selection"] = self.k_selection_.to_dict()
+        return summary
+
+
+def stability(
+    store, cluster_config: ClusterConfig | None = None, fuse_config: FuseConfig | None = None, runs: int = 5, mode: str = "seed", fraction: float = 0.8
+) -> StabilityResult:
+    """How reproducible a clustering of ``store`` is: pairwise ARI between ``runs`` fits.
+
+    The fused space is fitted once; runs differ by seed (``mode="seed"``: ``cluster_config.seed``,
+    +1, +2, ...) or also by the data (``"subsample"``: each run fits a random ``fraction`` of the
+    images and predicts the rest). With ``k == "auto"``, k is selected once and kept for every run.
+    Mean ARI near 1: the clusters are a property of the data; near 0: of the seed.
+    """
+    cluster_config = cluster_config or ClusterConfig()
+    base = StyleClustering(cluster_config, fuse_config)
+    Z = base._fit_fuser(store)
+    k, selection = resolve_k(cluster_config.method, cluster_config.k, Z, seed=cluster_config.seed, **cluster_config.params)
+    labelings = stability_labelings(
+        cluster_config.method, Z, k=k, runs=runs, mode=mode, seed=cluster_config.seed, fraction=fraction, **cluster_config.params
+    )
+    n_clusters = [int(len(np.unique(labels[labels >= 0]))) for labels in labelings]
+    return StabilityResult(method=cluster_config.method, mode=mode, ari=pairwise_ari(labelings), n_clusters=n_clusters, k=k, k_selection=selection)
