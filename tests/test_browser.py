@@ -154,6 +154,13 @@ def test_report_index_and_cluster_page(browser, explorer, tmp_path):
     _check_map(browser, N_IMAGES, tmp_path / "report-index.png")
     _no_alert(browser)
     assert _errors(browser) == []
+    # clicking the hovered point opens its cluster's page
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    cluster = browser.execute_script("var m = window.styleMap; return m.data.cluster[m.plot._fullData[0].customdata[0]];")
+    ActionChains(browser).click().perform()
+    WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith(f"/clusters/cluster-{cluster}.html"))
 
     _open(browser, report.pages[0])  # holds the image named <script>alert(1)</script>.jpg
     images = browser.execute_script(

@@ -95,6 +95,7 @@ def cluster_page(
     label_column: str | None,
     thumbs: dict,
     strips: dict[str, PatchStrip],
+    patch_note: str = "",
 ) -> str:
     title = cluster_title(members.cluster)
     nav = ['<a href="../index.html">← all clusters</a>']
@@ -104,8 +105,7 @@ def cluster_page(
     parts = [
         f"<nav>{''.join(nav)}</nav>",
         f"<h1>{esc(title)}</h1>",
-        f'<p class="muted">{members.size} images · mean probability {members.mean_probability:.3f} · '
-        "each image with the 5 Difference-of-Gaussians patches its brush-stroke vector was computed from</p>",
+        f'<p class="muted">{members.size} images · mean probability {members.mean_probability:.3f} · {esc(patch_note)}</p>',
     ]
     if label_column:
         parts += [f"<h2>{esc(label_column)} composition</h2>", _composition(members, points)]
@@ -147,20 +147,20 @@ def _sizes_table(all_members: list[ClusterMembers], points: pd.DataFrame, label_
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _method_line(fusion) -> str:
-    summary = getattr(fusion, "summary", None)
-    if summary is None:
-        return ""
-    s = summary()
-    return f"{esc(s['method'])}: {s['n_clusters']} clusters over {s['n_images']} images. "
+def _summary_line(explorer, all_members: list[ClusterMembers]) -> str:
+    # Counted from the assignments: a method's own count may include empty components (BGMM).
+    clusters = sum(m.cluster >= 0 for m in all_members)
+    unclaimed = sum(m.size for m in all_members if m.cluster < 0)
+    method = getattr(getattr(explorer.fusion, "cluster", None), "method", None)
+    line = f"{len(explorer.points)} images in {clusters} clusters" + (f" by {esc(method)}" if method else "")
+    return line + (f", {unclaimed} not claimed by any" if unclaimed else "") + "."
 
 
 def index_page(explorer, all_members, metrics, map_html: str) -> str:
     store_name = Path(explorer.store.path).name
-    n = len(explorer.points)
     parts = [
         f"<h1>Style clusters of {esc(store_name)}</h1>",
-        f'<p class="muted">{_method_line(explorer.fusion)}{n} images. Hover the map for a painting; click a point to open its cluster.</p>',
+        f'<p class="muted">{_summary_line(explorer, all_members)} Hover the map for a painting; click a point to open its cluster.</p>',
         map_html,
     ]
     if metrics is not None:
@@ -220,16 +220,20 @@ def write_report(
     copy_thumbnails(thumbs, out / "thumbs")
     all_members = cluster_members(points, explorer.fused, per_section)
     shown = pd.concat([rows for m in all_members for rows in m.sections.values()])
-    strips = write_patch_strips(
-        explorer.images_root, zip(shown["path"], shown["sha256"]), out / "patches", config_for_store(explorer.store, config), workers
-    )
+    store_config = config_for_store(explorer.store, config)
+    strips = write_patch_strips(explorer.images_root, zip(shown["path"], shown["sha256"]), out / "patches", store_config, workers)
+    n = store_config.local.n_patches
+    if store_config.local.enabled:
+        patch_note = f"each image with the {n} Difference-of-Gaussians patches its brush-stroke vector was computed from"
+    else:
+        patch_note = f"each image with the {n} Difference-of-Gaussians patches the brush-stroke branch would use (this store was embedded without it)"
 
     result = ReportResult(out, out / "index.html", n_images=len(points), n_shown=len(shown))
     order = [m.cluster for m in all_members]
     for i, members in enumerate(all_members):
         neighbours = (order[i - 1] if i > 0 else None, order[i + 1] if i + 1 < len(order) else None)
         path = out / "clusters" / page_name(members.cluster)
-        path.write_text(cluster_page(members, neighbours, points, label_column, thumbs, strips), encoding="utf-8")
+        path.write_text(cluster_page(members, neighbours, points, label_column, thumbs, strips, patch_note), encoding="utf-8")
         result.pages[members.cluster] = path
 
     if explorer.has_labels:
