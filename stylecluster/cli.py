@@ -49,6 +49,8 @@ def _add_embed(sub) -> None:
     p.add_argument("--batch-size", type=int, help="images per forward pass (default 32)")
     p.add_argument("--workers", type=int, help="DataLoader processes decoding images (default 2; 0 decodes in the main process)")
     p.add_argument("--max-pixels", type=int, help="skip images with more pixels than this (decompression-bomb guard; default 200,000,000)")
+    p.add_argument("--local-model", metavar="PATH", help="local (brush-stroke) branch encoder from `train-local` (default: the one shipped with stylecluster)")
+    p.add_argument("--no-local", action="store_true", help="embed the global branch only (no brush-stroke patches)")
     p.add_argument("--overwrite", action="store_true", help="replace a store made with another model or configuration")
     _common(p)
     p.set_defaults(command="embed")
@@ -66,9 +68,12 @@ def _run_embed(args: argparse.Namespace) -> int:
         ("batch_size", config.embed, "batch_size"),
         ("workers", config.embed, "workers"),
         ("max_pixels", config.ingest, "max_pixels"),
+        ("local_model", config.local, "model"),
     ]:
         if getattr(args, flag, None) is not None:
             setattr(section, attr, getattr(args, flag))
+    if args.no_local:
+        config.local.enabled = False
     root = Path(args.images_dir)
     if not root.is_dir():
         raise UserError(f"{root}: not a folder")
@@ -337,6 +342,113 @@ def _run_train_global(args: argparse.Namespace) -> int:
 _COMMANDS.update({"train-global": _run_train_global})
 
 
+# --- plot / report / similar (exploration) ---------------------------------------------------------
+
+def _add_explore_inputs(p: argparse.ArgumentParser, clusters_required: bool = True) -> None:
+    p.add_argument("store", metavar="STORE", help="store folder made by `stylecluster embed`")
+    p.add_argument("--clusters", required=clusters_required, metavar="CLUSTERS.csv",
+                   help="output of `stylecluster cluster`; its fitted model beside it defines the style space")
+    p.add_argument("--labels", metavar="LABELS.csv", help="CSV with a 'path' column and label columns (optional)")
+    p.add_argument("--label-column", help="label column to show (default: --color-by if it names one, else the first label column)")
+
+
+def _explorer(args: argparse.Namespace, label_column: str | None = None):
+    from .store import load_store
+    from .viz.data import load_explorer
+
+    if label_column and not args.labels:
+        raise UserError(f"{label_column!r} is a label column: pass --labels LABELS.csv")
+    return load_explorer(load_store(args.store), args.clusters, args.labels, label_column or args.label_column, _config(args).fuse)
+
+
+def _add_plot(sub) -> None:
+    from .viz.umap_map import EMBED_LIMIT
+
+    p = sub.add_parser("plot", help="interactive style map (UMAP, WebGL) of a store's images as HTML")
+    _add_explore_inputs(p)
+    p.add_argument("--color-by", default="cluster", metavar="COLUMN", help="'cluster' (default) or a label column of --labels")
+    p.add_argument("--out", required=True, metavar="map.html", help="the HTML file to write")
+    p.add_argument("--embed-limit", type=int, default=EMBED_LIMIT,
+                   help=f"largest collection written as one self-contained file; larger ones get thumbnails in <out>_files/ (default {EMBED_LIMIT})")
+    p.add_argument("--seed", type=int, default=0, help="UMAP seed (default 0)")
+    p.add_argument("--workers", type=int, default=2, help="threads making thumbnails (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _common(p)
+    p.set_defaults(command="plot")
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from .viz.umap_map import UmapParams, write_map
+
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    by_label = args.color_by != "cluster"
+    explorer = _explorer(args, args.color_by if by_label else None)
+    result = write_map(explorer, out, "label" if by_label else "cluster", args.embed_limit, umap_params=UmapParams(seed=args.seed), workers=args.workers)
+    size = out.stat().st_size / 1e6
+    where = "self-contained" if result.self_contained else f"thumbnails in {result.thumbs_dir}"
+    print(f"wrote {out}: {result.n_points} images, {size:.1f} MB, {where}")
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="static HTML explorer: the map, metrics, and one page per cluster")
+    _add_explore_inputs(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder (open DIR/index.html)")
+    p.add_argument("--per-section", type=int, default=12, help="images per section of a cluster page (default 12)")
+    p.add_argument("--seed", type=int, default=0, help="UMAP seed (default 0)")
+    p.add_argument("--workers", type=int, default=2, help="threads making thumbnails and patches (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report made earlier in DIR")
+    _common(p)
+    p.set_defaults(command="report")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .viz.report import write_report
+    from .viz.umap_map import UmapParams
+
+    explorer = _explorer(args)
+    result = write_report(explorer, Path(args.out), args.per_section, _config(args), umap_params=UmapParams(seed=args.seed),
+                          workers=args.workers, overwrite=args.overwrite)
+    print(f"wrote {result.index}: {result.n_images} images, {len(result.pages)} cluster pages, {result.n_shown} images shown with their patches")
+    return 0
+
+
+def _add_similar(sub) -> None:
+    p = sub.add_parser("similar", help="the paintings nearest in style to an image, inside or outside the store")
+    _add_explore_inputs(p, clusters_required=False)
+    p.add_argument("image", metavar="IMAGE", help="a stored path, or an image file (embedded with the store's branches if not in the store)")
+    p.add_argument("--k", type=int, default=12, help="number of neighbours (default 12; an image of the store is its own first)")
+    p.add_argument("--out", metavar="similar.html", help="also write a self-contained HTML page with thumbnails")
+    p.add_argument("--device", help="for an outside image: auto (default), cpu or cuda")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing HTML file")
+    _common(p)
+    p.set_defaults(command="similar")
+
+
+def _run_similar(args: argparse.Namespace) -> int:
+    from .viz.similar import find_similar, write_similar
+
+    if args.out:
+        _refuse_existing(Path(args.out), args.overwrite)
+    config = _config(args)
+    if args.device:
+        config.embed.device = args.device
+    explorer = _explorer(args)
+    result = find_similar(explorer, args.image, args.k, config)
+    print(f"nearest in style to {result.query}" + ("" if result.inside else " (outside the store)") + ":")
+    for row in result.neighbours.itertuples(index=False):
+        cluster = f"  cluster {row.cluster}" if explorer.has_clusters else ""
+        label = f"  {row.label}" if explorer.has_labels else ""
+        print(f"{row.rank:>3}  {row.similarity:.3f}{cluster}  {row.path}{label}")
+    if args.out:
+        print(f"wrote {write_similar(result, explorer, args.out)}")
+    return 0
+
+
+_COMMANDS.update(plot=_run_plot, report=_run_report, similar=_run_similar)
+
+
 _COMMANDS.update(embed=_run_embed, cluster=_run_cluster, evaluate=_run_evaluate, demo=_run_demo)
 
 
@@ -347,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stylecluster {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
-    for add in (_add_embed, _add_cluster, _add_evaluate, _add_demo, _add_patches, _add_train_local, _add_train_global):
+    for add in (_add_embed, _add_cluster, _add_evaluate, _add_demo, _add_patches, _add_train_local, _add_train_global, _add_plot, _add_report, _add_similar):
         add(sub)
     return parser
 
