@@ -8,7 +8,9 @@ scored against the style labels (NMI / purity / ARI). Training never sees a styl
     python benchmarks/global_training.py [--train-images 1500] [--epochs 3] [--only NAME ...]
 
 Each variant's result is cached in benchmarks/out/global_training/<name>.json (rerunning skips
-finished variants); the table is printed and written to benchmarks/out/global_training.json.
+finished variants; delete the JSON to re-score from the saved <name>.npy vectors), trained
+checkpoints as hybrid_<method>.pt (resumed, not retrained); the table is printed and written to
+benchmarks/out/global_training.json.
 """
 from __future__ import annotations
 
@@ -149,7 +151,12 @@ def main() -> None:
         started = time.perf_counter()
         branch = make()
         trained_stats = stats.get(name, {})
-        vectors = embed(branch, eval_paths)
+        vectors_file = WORK / f"{slug}.npy"
+        if vectors_file.is_file():  # embedded before: only the clustering is redone
+            vectors = np.load(vectors_file)
+        else:
+            vectors = embed(branch, eval_paths)
+            np.save(vectors_file, vectors)
         result = score(vectors, branch.parts, list(held_out.path), styles)
         row = {
             "variant": name,

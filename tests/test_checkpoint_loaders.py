@@ -191,3 +191,9 @@ def test_vit_trained_at_another_size_loads_with_resampled_positions(tmp_path):
     bigger = create_backbone("vit_tiny_patch16_224", str(tmp_path / "vit32.pth"), depth=2, img_size=64)
     assert bigger.model.pos_embed.shape == (1, 1 + 16, 192)
     assert torch.equal(bigger.model.blocks[1].mlp.fc1.weight, small.blocks[1].mlp.fc1.weight)
+
+
+def test_gram_levels_a_backbone_lacks_are_a_clear_error():
+    backbone = create_backbone("vit_hybrid_lite0", "random")
+    with pytest.raises(ValueError, match=r"gram_levels \[1, 2, 3, 4\] do not fit"):
+        GlobalBranch(GlobalConfig(backbone="vit_hybrid_lite0", weights="random", image_size=32), backbone=backbone)

@@ -72,7 +72,13 @@ class GlobalBranch(Branch):
     def _probe_dimensions(self) -> None:
         size = self.data_config["input_size"][1:]
         with torch.inference_mode():
-            pooled, maps = self._forward(torch.zeros(1, 3, *size))
+            try:
+                pooled, maps = self._forward(torch.zeros(1, 3, *size))
+            except AssertionError as exc:  # timm's check of intermediate indices
+                raise ValueError(
+                    f"{self.backbone.name}: gram_levels {list(self._levels)} do not fit this backbone ({exc}); "
+                    "set global.gram_levels in the config (e.g. [] for a ViT with a style head)"
+                ) from None
         start = pooled.shape[1]
         self._parts = {"style" if self.backbone.style_head is not None else "pooled": (0, start)}
         for level, fmap in zip(self._levels, maps):
