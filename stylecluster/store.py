@@ -193,6 +193,7 @@ class StoreWriter:
         images_root: str | None = None,
         chunk_size: int = 512,
         overwrite: bool = False,
+        seed: int = 0,
     ):
         self.path = Path(path)
         self.chunk_size = max(1, int(chunk_size))
@@ -204,6 +205,8 @@ class StoreWriter:
             "branches": branches,
             "dims": dims,
             "parts": {c: {k: list(v) for k, v in p.items()} for c, p in parts.items()},
+            # the per-image seeds (patch draws) derive from it, so it decides the vectors too
+            "embed": {"seed": int(seed)},
             "images_root": images_root,
             "created": now,
             "updated": now,
@@ -214,7 +217,7 @@ class StoreWriter:
             if not is_store(self.path):
                 raise StoreError(f"{self.path}: folder is not empty and is not a stylecluster store; refusing to write into it")
             old_meta = _read_meta(self.path)
-            fingerprint = ("format_version", "branches", "dims", "parts")
+            fingerprint = ("format_version", "branches", "dims", "parts", "embed")
             diffs = _describe_difference({k: old_meta.get(k) for k in fingerprint}, {k: new_meta[k] for k in fingerprint})
             if diffs and not overwrite:
                 raise StoreMismatchError(

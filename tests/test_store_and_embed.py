@@ -106,6 +106,17 @@ def test_mismatched_store_is_refused_unless_overwrite(image_folder, tmp_path):
     assert json.loads((out / META_FILE).read_text())["branches"]["global"]["tag"] == "v2"
 
 
+def test_another_seed_is_another_store(image_folder, tmp_path):
+    out = tmp_path / "s.store"
+    run(image_folder, out)
+    config = Config()
+    config.embed.workers = 0
+    config.embed.seed = 7
+    with pytest.raises(StoreMismatchError, match="embed.seed: store has 0, this run uses 7"):
+        embed_images(discover_images(image_folder), image_folder, out, config, quiet=True, branches=[MeanColourBranch()])
+    assert load_store(out).metadata["embed"] == {"seed": 0}
+
+
 def test_refuses_to_write_into_a_foreign_folder(image_folder, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
