@@ -105,13 +105,23 @@ def _parse_param(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
+def _k_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k takes a whole number or 'auto', got {text!r}") from None
+
+
 def _add_cluster(sub) -> None:
     from .cluster import available_methods
 
     p = sub.add_parser("cluster", help="cluster a store's images; writes CLUSTERS.csv and the fitted model beside it")
     p.add_argument("store", metavar="STORE")
     p.add_argument("--method", choices=available_methods(), help="clustering method (default: bgmm)")
-    p.add_argument("--k", type=int, help="number of clusters (kmeans) or its upper bound (bgmm); hdbscan infers it")
+    p.add_argument("--k", type=_k_value, help="number of clusters (kmeans, dec, agglomerative) or its upper bound (bgmm); "
+                   "'auto' selects it (BIC for bgmm, silhouette or stability for the others); hdbscan infers it")
     p.add_argument("--param", action="append", type=_parse_param, default=[], metavar="NAME=VALUE", help="method parameter, repeatable (e.g. --param min_cluster_size=20)")
     p.add_argument("--local-weight", type=float, help="weight of the local branch relative to the global one (0 = global only)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -150,10 +160,79 @@ def _run_cluster(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     clustering.to_frame().to_csv(out, index=False)
     clustering.save(model_path_for(out))
+    written = [out, model_path_for(out)]
+    for name, table in clustering.tables().items():  # e.g. the agglomerative merge tree
+        written.append(out.with_suffix(f".{name}.csv"))
+        table.to_csv(written[-1], index=False)
     summary = clustering.summary()
     print(f"{summary['method']}: {summary['n_clusters']} clusters over {summary['n_images']} images"
-          + (f", {summary['outlier_share']:.1%} outliers" if summary["outlier_share"] else ""))
-    print(f"wrote {out} and {model_path_for(out)}")
+          + (f", {summary['outlier_share']:.1%} outliers" if summary["outlier_share"] else "")
+          + (f" (k chosen by {summary['k_selection']['criterion']})" if "k_selection" in summary else ""))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+# --- assign ------------------------------------------------------------------------------------
+
+def _add_assign(sub) -> None:
+    p = sub.add_parser("assign", help="assign the images of another store to an existing clustering")
+    p.add_argument("model", metavar="MODEL", help="CLUSTERS.model.joblib written by `stylecluster cluster` (or its CLUSTERS.csv)")
+    p.add_argument("store", metavar="NEW_STORE", help="store embedded with the same model and configuration")
+    p.add_argument("--out", required=True, metavar="NEW_CLUSTERS.csv", help="output CSV: path, cluster, probability")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _common(p)
+    p.set_defaults(command="assign")
+
+
+def _run_assign(args: argparse.Namespace) -> int:
+    from .cluster import StyleClustering
+    from .store import load_store
+
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    model = Path(args.model)
+    clustering = StyleClustering.load(model_path_for(model) if model.suffix == ".csv" else model)
+    frame = clustering.predict_store(load_store(args.store))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    print(f"assigned {len(frame)} images to {clustering.n_clusters_} clusters ({clustering.cluster.method}); wrote {out}")
+    return 0
+
+
+# --- stability ---------------------------------------------------------------------------------
+
+def _add_stability(sub) -> None:
+    p = sub.add_parser("stability", help="how reproducible a clustering is: ARI between runs with other seeds or subsamples")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--method", help="clustering method (default: bgmm)")
+    p.add_argument("--k", type=_k_value, help="as for `cluster`")
+    p.add_argument("--runs", type=int, default=5, help="number of runs (default 5)")
+    p.add_argument("--mode", choices=["seed", "subsample"], default="seed", help="vary the seed only, or also fit on random 80%% subsamples")
+    p.add_argument("--param", action="append", type=_parse_param, default=[], metavar="NAME=VALUE", help="method parameter, repeatable")
+    p.add_argument("--json", metavar="OUT.json", help="also write the pairwise ARI matrix as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
+    _common(p)
+    p.set_defaults(command="stability")
+
+
+def _run_stability(args: argparse.Namespace) -> int:
+    from .cluster import stability
+    from .store import load_store
+
+    config = _config(args)
+    if args.method:
+        config.cluster.method = args.method
+    if args.k is not None:
+        config.cluster.k = args.k
+    config.cluster.params.update(dict(args.param))
+    if args.json:
+        _refuse_existing(Path(args.json), args.overwrite)
+    result = stability(load_store(args.store), config.cluster, config.fuse, runs=args.runs, mode=args.mode)
+    print(f"{result.method}, {len(result.ari)} runs ({result.mode}): mean ARI {result.mean_ari:.3f} ± {result.std_ari:.3f}; "
+          f"clusters per run: {', '.join(map(str, result.n_clusters))}")
+    print("ARI near 1: the clusters are a property of the collection; near 0: of the seed.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2))
     return 0
 
 
@@ -449,7 +528,7 @@ def _run_similar(args: argparse.Namespace) -> int:
 _COMMANDS.update(plot=_run_plot, report=_run_report, similar=_run_similar)
 
 
-_COMMANDS.update(embed=_run_embed, cluster=_run_cluster, evaluate=_run_evaluate, demo=_run_demo)
+_COMMANDS.update(embed=_run_embed, cluster=_run_cluster, assign=_run_assign, stability=_run_stability, evaluate=_run_evaluate, demo=_run_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -459,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stylecluster {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
-    for add in (_add_embed, _add_cluster, _add_evaluate, _add_demo, _add_patches, _add_train_local, _add_train_global, _add_plot, _add_report, _add_similar):
+    for add in (_add_embed, _add_cluster, _add_assign, _add_stability, _add_evaluate, _add_demo, _add_patches, _add_train_local, _add_train_global, _add_plot, _add_report, _add_similar):
         add(sub)
     return parser
 

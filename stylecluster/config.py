@@ -76,7 +76,7 @@ class FuseConfig:
 @dataclass
 class ClusterConfig:
     method: str = "bgmm"
-    k: int | None = None  # number of clusters, or the upper bound for methods that infer it
+    k: int | str | None = None  # number of clusters, its upper bound (bgmm), or "auto" (model selection)
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)  # method-specific parameters
 

@@ -113,3 +113,40 @@ def test_help_explains_every_option():
     assert result.returncode == 0
     for option in ["--out", "--backbone", "--weights", "--device", "--batch-size", "--workers", "--overwrite", "--verbose", "--quiet"]:
         assert option in result.stdout
+
+
+def test_assign_reproduces_the_fitted_labels(store, subset):
+    tmp, _ = subset
+    clusters = tmp / "for-assign.csv"
+    assert main(["cluster", str(store), "--method", "bgmm", "--out", str(clusters), "-q"]) == 0
+    assigned = tmp / "assigned.csv"
+    assert main(["assign", str(tmp / "for-assign.model.joblib"), str(store), "--out", str(assigned), "-q"]) == 0
+    fitted, again = pd.read_csv(clusters), pd.read_csv(assigned)
+    assert list(again["path"]) == list(fitted["path"])
+    assert (again["cluster"] == fitted["cluster"]).all()
+    assert again["probability"].to_numpy() == pytest.approx(fitted["probability"].to_numpy(), abs=1e-5)
+
+
+def test_agglomerative_writes_its_merge_tree_and_k_auto(store, subset, capsys):
+    tmp, _ = subset
+    out = tmp / "ward.csv"
+    assert main(["cluster", str(store), "--method", "agglomerative", "--k", "auto", "--out", str(out), "-q"]) == 0
+    assert "k chosen by" in capsys.readouterr().out
+    tree = pd.read_csv(tmp / "ward.merge_tree.csv")
+    assert len(tree) == 43  # n - 1 merges of 44 images
+    leaves = pd.read_csv(tmp / "ward.tree_leaves.csv")
+    assert sorted(leaves["path"]) == sorted(pd.read_csv(out)["path"])
+
+
+def test_stability_reports_pairwise_ari(store, subset, capsys):
+    tmp, _ = subset
+    report = tmp / "stability.json"
+    assert main(["stability", str(store), "--method", "kmeans", "--k", "5", "--runs", "3", "--json", str(report)]) == 0
+    assert "mean ARI" in capsys.readouterr().out
+    result = json.loads(report.read_text())
+    assert len(result["pairwise_ari"]) == 3 and result["pairwise_ari"][0][0] == 1.0
+
+
+def test_k_must_be_a_number_or_auto(store):
+    with pytest.raises(SystemExit):
+        main(["cluster", str(store), "--k", "many", "--out", "x.csv"])
