@@ -24,7 +24,6 @@ from common import WIKIART, print_table, stratified_labels, write_json
 from stylecluster import Config
 from stylecluster.data.dataset import ImageDataset, WorkItem, collate_items
 from stylecluster.data.decode import hash_file
-from stylecluster.data.discovery import read_path_list
 from stylecluster.device import resolve_device
 from stylecluster.features.embedder import build_branches, embed_images
 
@@ -35,8 +34,9 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024
 
 
-def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int) -> dict:
+def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int, local: bool = True) -> dict:
     config = Config()
+    config.local.enabled = local
     config.embed.batch_size = batch_size
     config.embed.workers = workers
     device = resolve_device(config.embed.device)
@@ -66,7 +66,7 @@ def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int) ->
     total = time.perf_counter() - start
     shutil.rmtree(out.parent)
     return {
-        "batch_size": batch_size, "workers": workers, "device": str(device), "images": len(paths),
+        "branches": "+".join(b.name for b in branches), "batch_size": batch_size, "workers": workers, "device": str(device), "images": len(paths),
         "images_per_s": len(paths) / total, "decode_ms_per_image": 1000 * decode_s, "model_ms_per_image": 1000 * model_s,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -79,6 +79,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cluster-sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--skip-cluster", action="store_true")
+    parser.add_argument("--no-local", action="store_true", help="time the global branch alone")
     args = parser.parse_args()
     if not (WIKIART / "labels.csv").is_file():
         print(f"shared data not found at {WIKIART}", file=sys.stderr)
@@ -86,17 +87,17 @@ def main() -> int:
     labels = stratified_labels(WIKIART / "labels.csv", "style", -(-args.images // 11))[: args.images]
     paths = [WIKIART / p for p in labels["path"]]
     print(f"torch threads: {torch.get_num_threads()}")
-    embed_rows = [embed_speed(paths, WIKIART, bs, args.workers) for bs in args.batch_sizes]
+    embed_rows = [embed_speed(paths, WIKIART, bs, args.workers, local=not args.no_local) for bs in args.batch_sizes]
     print_table(embed_rows, list(embed_rows[0]))
 
     cluster_rows = []
     if not args.skip_cluster:
         from cluster_speed import time_methods
 
-        from stylecluster.cluster.fuse import blocks_for_store  # noqa: F401  (dimension below)
-
         config = Config()
-        dim = config.fuse.pca_components * (1 + len(config.global_.gram_levels)) + (config.fuse.pca_components if config.local.enabled else 0)
+        # the fused space has one block per vector part, each of at most pca_components dimensions
+        n_blocks = 1 + len(config.global_.gram_levels) + int(config.local.enabled)
+        dim = config.fuse.pca_components * n_blocks
         print(f"\nclustering synthetic points at the fused dimensionality ({dim})")
         cluster_rows = time_methods(args.cluster_sizes, dim)
         print_table(cluster_rows, list(cluster_rows[0]))

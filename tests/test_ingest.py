@@ -1,7 +1,6 @@
 """Discovery and safe decoding: every bad-input class becomes a one-line reason, never a crash."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
