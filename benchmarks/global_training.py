@@ -161,7 +161,7 @@ def main() -> None:
         row = {
             "variant": name,
             "parts": list(branch.parts),
-            "train_minutes": round(trained_stats.get("seconds", 0.0) / 60, 1),
+            "train_minutes": round(sum(r["seconds"] for r in trained_stats.get("history") or []) / 60, 1),
             "train_history": trained_stats.get("history"),
             "total_minutes": round((time.perf_counter() - started) / 60, 1),
             **{f"{m}_{k}": v for m, r in result.items() for k, v in r.items()},
