@@ -68,7 +68,7 @@ class EmbedConfig:
 class FuseConfig:
     """Turning the stored branch vectors into one clustering space."""
 
-    local_weight: float = 1.0
+    local_weight: float = 0.25  # measured: benchmarks/local_branch.py (RESULTS.md)
     pca_components: int = 64  # 0 = no reduction
     whiten: bool = True
 

@@ -21,6 +21,7 @@ from ..device import resolve_device
 from ..store import StoreWriter, stored_paths
 from .branch import Branch
 from .global_ import GlobalBranch
+from .local_ import LocalBranch
 
 log = logging.getLogger("stylecluster")
 
@@ -28,6 +29,8 @@ log = logging.getLogger("stylecluster")
 def build_branches(config: Config, device: torch.device) -> list[Branch]:
     """The branches ``embed`` runs, in store-column order."""
     branches: list[Branch] = [GlobalBranch(config.global_)]
+    if config.local.enabled:  # config.local.model, or the encoder shipped with the package
+        branches.append(LocalBranch(config.local))
     return [b.to(device) for b in branches]
 
 
@@ -107,6 +110,7 @@ def embed_images(
         images_root=str(Path(root).resolve()),
         chunk_size=config.embed.chunk_size,
         overwrite=overwrite,
+        seed=config.embed.seed,
     )
     stored_by_path, stored_by_sha = writer.existing()
 

@@ -1,0 +1,93 @@
+"""The local (brush-stroke) branch: n gradient-scored DoG patches per image → InfoVAE codes → one vector.
+
+``preprocess`` (DataLoader worker) draws the image's ``n_patches`` DoG patches with the image's
+seed (:mod:`stylecluster.features.patches`); ``encode`` (main process) maps every patch to its
+posterior mean μ — deterministic, no sampling — and aggregates the n codes of an image into
+their mean, or their mean and standard deviation (``LocalConfig.aggregate = "mean+std"``).
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import LocalConfig
+from .branch import Branch
+from .infovae import file_sha256, load_encoder
+from .patches import extract_patches, patch_params
+
+AGGREGATES = ("mean", "mean+std")
+
+
+def default_model_path() -> Path:
+    """The encoder shipped with the package (see ``stylecluster/models/LOCAL_MODEL_CARD.md``)."""
+    return Path(str(resources.files("stylecluster") / "models" / "local_infovae.pt"))
+
+
+class LocalBranch(Branch):
+    """Brush-stroke vectors from an InfoVAE encoder over DoG patches.
+
+    Parameters
+    ----------
+    config : LocalConfig
+        Patch parameters, ``aggregate`` and ``model`` (checkpoint path; None = the shipped one).
+    device : torch.device or str
+    """
+
+    name = "local"
+
+    def __init__(self, config: LocalConfig | None = None, device: torch.device | str = "cpu"):
+        self.config = config or LocalConfig()
+        if self.config.aggregate not in AGGREGATES:
+            raise ValueError(f"local.aggregate must be one of {AGGREGATES}, got {self.config.aggregate!r}")
+        self.model_path = Path(self.config.model) if self.config.model else default_model_path()
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"{self.model_path}: no local InfoVAE checkpoint (train one with `stylecluster train-local`)")
+        self.encoder, payload = load_encoder(self.model_path)
+        if self.encoder.arch.image_size != self.config.patch_size:
+            raise ValueError(
+                f"{self.model_path}: encoder takes {self.encoder.arch.image_size}-px patches, config.local.patch_size is {self.config.patch_size}"
+            )
+        self.weights_sha256 = file_sha256(self.model_path)
+        self.device = torch.device("cpu")
+        self.to(device)
+
+    @property
+    def dim(self) -> int:
+        latent = self.encoder.arch.latent_dim
+        return 2 * latent if self.config.aggregate == "mean+std" else latent
+
+    def preprocess(self, image: Image.Image, seed: int) -> np.ndarray:
+        """(n_patches, 1, s, s) float32 DoG patches in [0, 1]."""
+        dog = extract_patches(image, self.config, seed).dog
+        return (dog[:, None] / np.float32(255.0)).astype(np.float32)
+
+    def encode(self, batch: Any) -> np.ndarray:
+        patches = torch.as_tensor(batch).to(self.device, torch.float32)
+        n_images, n_patches = patches.shape[:2]
+        with torch.inference_mode():
+            mu, _ = self.encoder(patches.flatten(0, 1))
+            codes = mu.view(n_images, n_patches, -1)
+            parts = [codes.mean(dim=1)]
+            if self.config.aggregate == "mean+std":
+                parts.append(codes.std(dim=1, correction=0))
+            return torch.cat(parts, dim=1).float().cpu().numpy()
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "kind": "infovae",
+            "model": self.model_path.name,
+            "weights_sha256": self.weights_sha256,
+            "latent_dim": self.encoder.arch.latent_dim,
+            "aggregate": self.config.aggregate,
+            "patches": patch_params(self.config),
+        }
+
+    def to(self, device: torch.device | str) -> "LocalBranch":
+        self.device = torch.device(device)
+        self.encoder.to(self.device)
+        return self
