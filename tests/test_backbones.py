@@ -10,7 +10,8 @@ import timm
 import torch
 from PIL import Image
 
-from stylecluster.features.backbones import WeightsError, create_backbone, file_sha256, map_by_order, read_state_dict
+from stylecluster.features.backbones import WeightsError, create_backbone, map_by_order, read_state_dict
+from stylecluster.hashing import file_sha256
 from stylecluster.features.global_ import GlobalBranch, gram_upper
 from stylecluster.config import GlobalConfig
 

@@ -7,7 +7,6 @@ the pixel cap rejects decompression bombs without allocating them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..hashing import sha256_and_size
 
 # We enforce our own, configurable pixel cap (IngestConfig.max_pixels) before decoding.
 Image.MAX_IMAGE_PIXELS = None
@@ -57,15 +58,11 @@ def read_file(path: str | Path) -> bytes:
 
 def hash_file(path: str | Path) -> FileInfo:
     """sha256 of the file's bytes, streamed so huge files are not held in memory."""
-    digest = hashlib.sha256()
-    size = 0
-    with _reading(), open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
+    with _reading():
+        digest, size = sha256_and_size(path)
     if size == 0:
         raise BadImage("empty file (0 bytes)", "empty")
-    return FileInfo(digest.hexdigest(), size)
+    return FileInfo(digest, size)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -21,7 +21,6 @@ projection (CSD's, or one trained by ``stylecluster train-global``) gives the ba
 from __future__ import annotations
 
 import argparse
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,8 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..hashing import file_sha256
 
 StateDict = "OrderedDict[str, torch.Tensor]"
 
@@ -86,14 +87,6 @@ register_backbone(BackboneEntry("efficientnet_lite0", "tf_efficientnet_lite0", d
 # plain ``vit_large_patch14_clip_224`` has the same parameters but GELU, which would load
 # silently and give other features. Use: --backbone csd_vit_large --weights checkpoint.pth
 register_backbone(BackboneEntry("csd_vit_large", "vit_large_patch14_clip_quickgelu_224"))
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> "OrderedDict[str, torch.Tensor]":

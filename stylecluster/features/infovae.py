@@ -44,7 +44,6 @@ Defaults and why
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,14 +180,6 @@ def infovae_loss(
 
 
 # ----------------------------------------------------------------------------- checkpoints
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | Path, model: InfoVAE | Encoder, **extra: Any) -> Path:

@@ -17,7 +17,8 @@ from PIL import Image
 
 from ..config import LocalConfig
 from .branch import Branch
-from .infovae import file_sha256, load_encoder
+from ..hashing import file_sha256
+from .infovae import load_encoder
 from .patches import extract_patches, patch_params
 
 AGGREGATES = ("mean", "mean+std")
