@@ -69,6 +69,15 @@ class MeanColourBranch(Branch):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for small models: on a shared 2-core machine, spinning OpenMP workers cost 3x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """12 distinct good images in nested folders."""
     root = tmp_path / "images"

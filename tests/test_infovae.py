@@ -26,13 +26,7 @@ from stylecluster.features.infovae import (
 from stylecluster.features.patches import difference_of_gaussians, normalise_dog
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP workers cost 3x here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def stroke_patches(n: int, seed: int = 0) -> torch.Tensor:

@@ -15,13 +15,7 @@ from stylecluster.features.infovae import InfoVAE, save_checkpoint
 from stylecluster.features.local_ import LocalBranch, default_model_path
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP workers cost 3x here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

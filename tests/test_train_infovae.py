@@ -13,13 +13,7 @@ from stylecluster.train.infovae import TrainSettings, collect_patches, fit_infov
 TINY = InfoVAEArch(latent_dim=8, channels=(8, 16, 32, 64), image_size=64)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP workers cost 3x here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_patches(n: int, seed: int = 0) -> np.ndarray:
