@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import make_blobs
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_json  # noqa: E402
@@ -70,12 +71,14 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=None, help="default: the default config's fused dimensionality")
     parser.add_argument("--methods", nargs="+", choices=available_methods(), default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="cap BLAS/OpenMP threads (default: the libraries' own)")
     args = parser.parse_args()
     dim = args.dim or default_fused_dim()
-    print(f"fitting on synthetic blobs, {dim} dimensions")
-    rows = time_methods(args.sizes, dim, seed=args.seed, methods=args.methods)
+    print(f"fitting on synthetic blobs, {dim} dimensions, BLAS/OpenMP threads: {args.threads or 'default'}")
+    with threadpool_limits(args.threads):
+        rows = time_methods(args.sizes, dim, seed=args.seed, methods=args.methods)
     print_table(rows, list(rows[0]))
-    path = write_json("cluster_speed.json", {"dim": dim, "rows": rows})
+    path = write_json("cluster_speed.json", {"dim": dim, "threads": args.threads, "rows": rows})
     print(f"wrote {path}")
     return 0 if all(r["meets_target"] for r in rows) else 1
 

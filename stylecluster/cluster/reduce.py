@@ -1,4 +1,4 @@
-"""Scaling and PCA inside the clustering estimators.
+"""Scaling, PCA and subsampling shared by the clustering estimators.
 
 The fused matrix's blocks carry deliberate relative scales (each block's variance is its weight²,
 see ``fuse.py``), so per-feature standardisation would undo the weighting. Estimators here scale
