@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ._version import __version__
+from .classify import cli as classify_cli
 from .config import Config, load_config
 
 log = logging.getLogger("stylecluster")
@@ -529,6 +530,7 @@ _COMMANDS.update(plot=_run_plot, report=_run_report, similar=_run_similar)
 
 
 _COMMANDS.update(embed=_run_embed, cluster=_run_cluster, assign=_run_assign, stability=_run_stability, evaluate=_run_evaluate, demo=_run_demo)
+_COMMANDS.update(classify_cli.COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -538,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stylecluster {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
-    for add in (_add_embed, _add_cluster, _add_assign, _add_stability, _add_evaluate, _add_demo, _add_patches, _add_train_local, _add_train_global, _add_plot, _add_report, _add_similar):
+    for add in (_add_embed, _add_cluster, _add_assign, _add_stability, _add_evaluate, _add_demo, _add_patches, _add_train_local, _add_train_global, _add_plot, _add_report, _add_similar, classify_cli.add_parsers):
         add(sub)
     return parser
 
