@@ -86,3 +86,12 @@ def test_zero_weight_drops_a_branch():
     )
     X, blocks = blocks_for_store(store, local_weight=0.0)
     assert X.shape == (50, 6) and [b.column for b in blocks] == ["global"]
+
+
+def test_a_constant_part_gives_zeros_not_nan():
+    rng = np.random.default_rng(0)
+    X = np.hstack([rng.normal(size=(60, 5)), np.full((60, 3), 0.5)])
+    blocks = [Block("global", "varied", 0, 5, 1.0), Block("global", "flat", 5, 8, 1.0)]
+    out = Fuser(blocks, pca_components=4).fit_transform(X)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[:, -1], 0.0, atol=1e-6)

@@ -8,7 +8,8 @@ Parts differ wildly in dimension and scale, so each part is a *block* that is
 2. reduced by PCA to at most ``pca_components`` dimensions (fitted on the collection), and to
    at most one dimension per 10 images: whitened directions estimated from fewer samples are
    noise, and scaling them to unit variance makes every image equidistant (measured on 44
-   WikiArt images, 11 styles: k-means ARI −0.00 with 43 whitened components, 0.15 with 4), and
+   WikiArt images, 11 styles: k-means ARI −0.00 with 43 whitened components, 0.15 with 4) —
+   whitened unless it is a learned metric part (``METRIC_PARTS``: its variances are the metric), and
 3. scaled so that its total variance equals ``weight²``,
 
 then the blocks are concatenated. Step 3 is what keeps a 6,000-dimensional Gram block from
@@ -23,6 +24,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 
+from ..features.branch import METRIC_PARTS
+
 
 @dataclass(frozen=True)
 class Block:
@@ -31,6 +34,7 @@ class Block:
     start: int
     stop: int
     weight: float
+    whiten: bool = True  # False for learned metric parts (features/branch.py METRIC_PARTS)
 
 
 def _l2_normalise(X: np.ndarray) -> np.ndarray:
@@ -65,12 +69,18 @@ class Fuser(BaseEstimator, TransformerMixin):
             part = _l2_normalise(np.asarray(X[:, block.start : block.stop], dtype=np.float64))
             cap = self.pca_components if self.pca_components > 0 else part.shape[1]
             n_keep = min(cap, part.shape[1], max(2, len(part) // 10))
-            pca = PCA(n_components=n_keep, whiten=self.whiten, svd_solver="auto", random_state=self.random_state).fit(part)
+            pca = self._pca(n_keep, block.whiten).fit(part)
+            informative = int((pca.explained_variance_ > 1e-10 * max(pca.explained_variance_.max(), 1e-30)).sum())
+            if informative < pca.n_components_:  # constant directions (e.g. flat images): whitening them divides by 0
+                pca = self._pca(max(1, informative), block.whiten and informative > 0).fit(part)
             total_var = float(pca.transform(part).var(axis=0).sum())
             self.pcas_.append(pca)
             self.scales_.append(block.weight / np.sqrt(max(total_var, 1e-12)))
         self.n_features_out_ = sum(p.n_components_ for p in self.pcas_)
         return self
+
+    def _pca(self, n_components: int, whiten_block: bool) -> PCA:
+        return PCA(n_components=n_components, whiten=self.whiten and whiten_block, svd_solver="auto", random_state=self.random_state)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         out = []
@@ -93,7 +103,7 @@ def blocks_for_store(store, local_weight: float = 1.0, global_weight: float = 1.
             continue
         parts = store.parts(column)
         for name, (start, stop) in parts.items():
-            blocks.append(Block(column, name, offset + start, offset + stop, weight / np.sqrt(len(parts))))
+            blocks.append(Block(column, name, offset + start, offset + stop, weight / np.sqrt(len(parts)), whiten=name not in METRIC_PARTS))
         matrices.append(values)
         offset += values.shape[1]
     if not matrices:
