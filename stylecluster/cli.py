@@ -23,6 +23,10 @@ class UserError(Exception):
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="configuration file (see configs/default.yaml); flags override it")
+    _verbosity(parser)
+
+
+def _verbosity(parser: argparse.ArgumentParser) -> None:
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="more detail, including debug messages")
     noise.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings and errors")
@@ -392,9 +396,7 @@ def _add_train_global(sub) -> None:
     p.add_argument("--workers", type=int, default=4, help="threads decoding the images (default 4)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint of the same data and settings")
     p.add_argument("--export", metavar="PATH", help="afterwards also write the trained backbone alone in fp16 (small; usable as embed --weights)")
-    noise = p.add_mutually_exclusive_group()
-    noise.add_argument("-v", "--verbose", action="store_true", help="more detail, including debug messages")
-    noise.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings and errors")
+    _verbosity(p)
     p.set_defaults(command="train-global")
 
 
@@ -420,6 +422,43 @@ def _run_train_global(args: argparse.Namespace) -> int:
 
 
 _COMMANDS.update({"train-global": _run_train_global})
+
+
+def _add_train_style_head(sub) -> None:
+    p = sub.add_parser("train-style-head", help="fit the artist-discriminant style head on a store of raw global vectors")
+    p.add_argument("store", metavar="STORE", help="store embedded with global.style_head: null (pooled + Gram parts)")
+    p.add_argument("--labels", required=True, metavar="LABELS.csv", help="'path' column relative to the embedded folder, and the group column")
+    p.add_argument("--out", required=True, metavar="head.pt", help="the head; use it with global.style_head: head.pt")
+    p.add_argument("--group-column", default="artist", help="images of one group are pulled together (default: artist — never style)")
+    p.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION", help="keep this share of the artists out of fitting and score the head on them")
+    p.add_argument("--score-column", metavar="COLUMN", help="with --holdout: labels the held-out clusters are scored against (e.g. style)")
+    p.add_argument("--n-components", type=int, default=64, help="dimensions of the style vector (default 64)")
+    p.add_argument("--pca-components", type=int, default=128, help="PCA dimensions per part before the discriminant (default 128)")
+    p.add_argument("--shrinkage", type=float, default=0.1, help="within-artist covariance shrinkage, 0-1 (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _verbosity(p)
+    p.set_defaults(command="train-style-head")
+
+
+def _run_train_style_head(args: argparse.Namespace) -> int:
+    from .features.style_head import ArtistDiscriminantHead
+    from .store import load_store
+    from .train.style_head import train_style_head
+
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    head = ArtistDiscriminantHead(n_components=args.n_components, pca_components=args.pca_components, shrinkage=args.shrinkage)
+    report = train_style_head(load_store(args.store), args.labels, out, args.group_column, args.holdout, args.score_column, args.seed, head)
+    print(f"fitted on {report.images} images of {report.artists} artists; wrote {out}")
+    if report.head is not None:
+        print(f"held-out artists: {report.holdout_artists} ({report.holdout_images} images), k-means against {args.score_column}:")
+        for name, scores in (("raw vectors", report.raw), ("style head", report.head)):
+            print(f"  {name:12s} " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    return 0
+
+
+_COMMANDS.update({"train-style-head": _run_train_style_head})
 
 
 # --- plot / report / similar (exploration) ---------------------------------------------------------
@@ -540,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stylecluster {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
-    for add in (_add_embed, _add_cluster, _add_assign, _add_stability, _add_evaluate, _add_demo, _add_patches, _add_train_local, _add_train_global, _add_plot, _add_report, _add_similar, classify_cli.add_parsers):
+    for add in (_add_embed, _add_cluster, _add_assign, _add_stability, _add_evaluate, _add_demo, _add_patches, _add_train_local, _add_train_global, _add_train_style_head, _add_plot, _add_report, _add_similar, classify_cli.add_parsers):
         add(sub)
     return parser
 

@@ -34,6 +34,9 @@ class GlobalConfig:
     gram_levels: tuple[int, ...] = (1, 2, 3, 4)
     gram_channels: int = 64  # channels kept per Gram level (fixed projection) before the Gram product
     image_size: int | None = None  # None = the weights' own input size (timm data config)
+    # Learned projection of the vector (features/style_head.py): "auto" = the head shipped for the
+    # default backbone when it fits the backbone, weights and Gram layout; a file; or None.
+    style_head: str | None = "auto"
 
 
 @dataclass

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from ..config import Config, config_from_dict
+from ..features.style_head import PACKAGED_HEAD, load_style_head
 from ..store import _describe_difference
 
 
@@ -30,6 +31,10 @@ def config_for_store(store, base: Config | None = None) -> Config:
         if "gram_levels" in glob:
             config.global_.gram_levels = tuple(glob["gram_levels"])
         config.global_.gram_channels = glob.get("gram_channels", config.global_.gram_channels)
+        if glob.get("style_head") is None:
+            config.global_.style_head = None
+        elif PACKAGED_HEAD.is_file() and glob["style_head"] == load_style_head(PACKAGED_HEAD).file_id:
+            config.global_.style_head = "auto"
         size = (glob.get("input") or {}).get("input_size")
         if size:
             config.global_.image_size = int(size[-1])

@@ -1,0 +1,190 @@
+"""The artist-discriminant style head: a linear projection of the global vector learned from artists.
+
+ImageNet features mix style with content. CSD (Somepalli et al. 2024, §3) separates them by
+training a style projection so that paintings by the same artist lie close together and those
+of different artists far apart; styles then emerge as groups of similar artists, *including
+artists never seen in training*. This head learns such a projection of the frozen global vector
+(pooled + Gram parts) in closed form: Fisher's linear discriminant over artist labels, which
+maximises between-artist scatter relative to within-artist scatter (Hastie, Tibshirani &
+Friedman, *Elements of Statistical Learning*, §4.3.3) — the linear, exactly solvable counterpart
+of CSD's supervised contrastive objective.
+
+Pipeline (all affine after the first step, so it is folded into one matrix and bias):
+
+1. every part L2-normalised (as the fuser does);
+2. per-part PCA to ``pca_components`` with whitening and equal part weights (the fuser again):
+   no part dominates by its dimensionality and the discriminant sees a well-conditioned input;
+3. LDA with shrinkage of the within-artist covariance (Ledoit–Wolf style, ``shrinkage``): there
+   are more dimensions than images for most artists;
+4. the first ``n_components`` discriminant directions.
+
+Measured on wikiart-styles, artist-disjoint split (291 artists train, 121 held out, seed 0),
+held-out images clustered by k-means (k = 11): NMI 0.39 → 0.57 and purity 0.47 → 0.69 over the
+raw pooled + Gram vector; other split seeds gave +0.09 and +0.12. A trained linear SupCon head
+on the same input reached 0.49, a two-layer one 0.47 — the closed form generalised best to new
+artists. The projected space is a learned metric: the fuser must not whiten it (``METRIC_PARTS``).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+from ..hashing import file_sha256
+
+log = logging.getLogger(__name__)
+
+FORMAT = "stylecluster.style_head/1"
+PACKAGED_HEAD = Path(__file__).resolve().parents[1] / "models" / "global_style_head.pt"
+
+
+def _normalise_parts(X: np.ndarray, parts: dict[str, tuple[int, int]]) -> np.ndarray:
+    out = np.empty_like(X, dtype=np.float64)
+    for start, stop in parts.values():
+        block = np.asarray(X[:, start:stop], dtype=np.float64)
+        out[:, start:stop] = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
+    """Fisher discriminant of artists on the per-part whitened global vector, folded to ``X @ W + b``.
+
+    Parameters
+    ----------
+    n_components : int
+        Dimensions of the style vector (at most the number of artists - 1).
+    pca_components : int
+        PCA dimensions kept per part before the discriminant.
+    shrinkage : float
+        Shrinkage of the within-artist covariance towards a scaled identity (0–1).
+
+    Attributes
+    ----------
+    parts_ : dict of part name → (start, stop), the input layout the head was fitted on
+    weight_ : (n_features_in_, n_components_) array
+    bias_ : (n_components_,) array
+    n_artists_ : number of artists (groups) it was fitted on
+    """
+
+    def __init__(self, n_components: int = 64, pca_components: int = 128, shrinkage: float = 0.1):
+        self.n_components = n_components
+        self.pca_components = pca_components
+        self.shrinkage = shrinkage
+
+    def fit(self, X: np.ndarray, groups, parts: dict[str, tuple[int, int]]) -> "ArtistDiscriminantHead":
+        from ..cluster.fuse import Block, Fuser
+
+        X = np.asarray(X, dtype=np.float64)
+        groups = np.asarray(groups)
+        # An artist with a single image says nothing about within-artist variation.
+        artists, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        keep = counts[inverse] >= 2
+        X, groups, artists = X[keep], groups[keep], artists[counts >= 2]
+        if len(artists) < 3:
+            raise ValueError(f"a style head needs at least 3 artists with 2 or more images each, got {len(artists)}")
+        parts = {name: (int(a), int(b)) for name, (a, b) in parts.items()}
+        blocks = [Block("global", name, a, b, 1.0 / np.sqrt(len(parts))) for name, (a, b) in parts.items()]
+        fuser = Fuser(blocks, pca_components=self.pca_components, whiten=True).fit(X)
+        fused = fuser.transform(X).astype(np.float64)
+        lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=self.shrinkage).fit(fused, groups)
+        n_out = min(self.n_components, len(artists) - 1, fused.shape[1])
+
+        # Fold: fuser block p is (x_p - mean_p) @ Cᵀ_p / sqrt(var_p) · scale_p; LDA is affine too.
+        first = np.zeros((X.shape[1], fuser.n_features_out_))
+        first_bias = np.zeros(fuser.n_features_out_)
+        column = 0
+        for block, pca, scale in zip(fuser.blocks, fuser.pcas_, fuser.scales_):
+            w = pca.components_.T * scale
+            if pca.whiten:
+                w = w / np.sqrt(pca.explained_variance_)
+            first[block.start : block.stop, column : column + w.shape[1]] = w
+            first_bias[column : column + w.shape[1]] = -pca.mean_ @ w
+            column += w.shape[1]
+        lda_bias = lda.transform(np.zeros((1, fused.shape[1])))[0, :n_out]
+        lda_weight = lda.transform(np.eye(fused.shape[1]))[:, :n_out] - lda_bias
+        self.weight_ = first @ lda_weight
+        self.bias_ = first_bias @ lda_weight + lda_bias
+        self.parts_ = parts
+        self.n_features_in_ = X.shape[1]
+        self.n_components_ = n_out
+        self.n_artists_ = len(artists)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return (_normalise_parts(np.asarray(X), self.parts_) @ self.weight_ + self.bias_).astype(np.float32)
+
+    def save(self, path: str | Path, source: dict[str, Any]) -> Path:
+        """Write the head with ``source``: the global branch's provenance it applies to, and how it was trained."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": FORMAT,
+            "weight": torch.from_numpy(self.weight_.astype(np.float32)),
+            "bias": torch.from_numpy(self.bias_.astype(np.float32)),
+            "parts": {name: list(span) for name, span in self.parts_.items()},
+            "params": self.get_params(),
+            "n_artists": self.n_artists_,
+            "source": source,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+        return path
+
+
+class StyleHead(torch.nn.Module):
+    """A saved style head applied to a batch of global vectors (per-part L2 norm, then affine)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, parts: dict[str, tuple[int, int]], source: dict[str, Any], file_id: str):
+        super().__init__()
+        self.register_buffer("weight", weight.float())
+        self.register_buffer("bias", bias.float())
+        self.parts = {name: (int(a), int(b)) for name, (a, b) in parts.items()}
+        self.source = source
+        self.file_id = file_id
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = [torch.nn.functional.normalize(x[:, a:b].float(), dim=1, eps=1e-12) for a, b in self.parts.values()]
+        return torch.cat(blocks, dim=1) @ self.weight + self.bias
+
+    def check_fits(self, parts: dict[str, tuple[int, int]], provenance: dict[str, Any], where: str) -> None:
+        """Refuse a head trained on another backbone, weights or Gram layout: its numbers would be noise."""
+        if {k: tuple(v) for k, v in parts.items()} != self.parts:
+            raise ValueError(f"{where}: the style head expects global parts {self.parts}, the backbone gives {parts}")
+        for key in ("backbone", "weights", "gram_levels", "gram_channels", "input"):
+            trained, now = self.source.get("branch", {}).get(key), provenance.get(key)
+            if trained is not None and trained != now:
+                raise ValueError(f"{where}: the style head was trained on {key} {trained!r}, this branch uses {now!r}")
+
+    def fits(self, parts: dict[str, tuple[int, int]], provenance: dict[str, Any]) -> bool:
+        try:
+            self.check_fits(parts, provenance, "")
+        except ValueError:
+            return False
+        return True
+
+
+def load_style_head(path: str | Path) -> StyleHead:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such style head file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line message
+        raise ValueError(f"{path}: not a readable style head ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a stylecluster style head (expected format {FORMAT!r})")
+    return StyleHead(payload["weight"], payload["bias"], payload["parts"], payload.get("source", {}), file_sha256(path)[:16])
