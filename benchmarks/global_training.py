@@ -5,7 +5,10 @@ are held out); every model embeds the held-out artists' images, which are cluste
 vector alone (k-means k = 11 and BGMM with at most 11 components, via ``StyleClustering``) and
 scored against the style labels (NMI / purity / ARI). Training never sees a style label.
 
-    python benchmarks/global_training.py [--train-images 1500] [--epochs 3] [--only NAME ...]
+    python benchmarks/global_training.py [--train-images 1500] [--epochs 3] [--only NAME ...] [--raw-store STORE]
+
+With ``--raw-store`` (wikiart-styles embedded with configs/raw_global.yaml) the artist-discriminant
+style head is fitted on the training artists' stored vectors and scored like the other variants.
 
 Each variant's result is cached in benchmarks/out/global_training/<name>.json (rerunning skips
 finished variants; delete the JSON to re-score from the saved <name>.npy vectors), trained
@@ -86,6 +89,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--only", nargs="*", help="variant names to run")
+    parser.add_argument("--raw-store", type=Path, help="raw global store of wikiart-styles, to fit the artist-discriminant head")
     args = parser.parse_args()
     torch.manual_seed(0)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -132,8 +136,20 @@ def main() -> None:
             return GlobalBranch(GlobalConfig(backbone="vit_hybrid_lite0", weights=str(out), gram_levels=(), image_size=size))
         variants[f"hybrid + {method}"] = trained
 
+    if args.raw_store:
+        def with_head():
+            from stylecluster.store import load_store
+            from stylecluster.train.style_head import train_style_head
+
+            head = WORK / "style_head.pt"
+            started = time.perf_counter()
+            train_style_head(load_store(args.raw_store), WIKIART / "labels.csv", head, holdout=0.3, seed=0)
+            stats["Lite0 pooled + Gram + artist-discriminant head"] = {"history": [{"seconds": time.perf_counter() - started}]}
+            return GlobalBranch(GlobalConfig(style_head=str(head)))
+        variants["Lite0 pooled + Gram + artist-discriminant head"] = with_head
+
     rows = []
-    order = ["lite0_pooled_gram (default, ImageNet)", "hybrid + csd", "hybrid untrained (Lite0 stem)", "hybrid + simclr", "vit_tiny random-init"]
+    order = [*(["Lite0 pooled + Gram + artist-discriminant head"] if args.raw_store else []), "lite0_pooled_gram (default, ImageNet)", "hybrid + csd", "hybrid untrained (Lite0 stem)", "hybrid + simclr", "vit_tiny random-init"]
     for name in order:
         make = variants[name]
         slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
