@@ -133,6 +133,21 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's contents ({} when empty); unreadable files raise ValueError naming the file."""
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read config: {exc}") from exc
+
+
+def load_dataclass_yaml(cls: type, path: str | Path | None = None, where: str = "config", **overrides) -> Any:
+    """A ``cls`` dataclass from a YAML file's settings over the defaults, then ``overrides`` (None values ignored)."""
+    values = dict(read_yaml(path)) if path is not None else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return _build(cls, values, str(path or where))
+
+
 def config_from_dict(values: Mapping[str, Any] | None) -> Config:
     return _build(Config, values or {}, "config")
 
@@ -142,10 +157,7 @@ def load_config(path: str | Path | None = None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read config: {exc}") from exc
+    values = read_yaml(path)
     try:
         return config_from_dict(values)
     except ValueError as exc:

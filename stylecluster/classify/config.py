@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from ..config import _build
+from ..config import load_dataclass_yaml
 
 
 @dataclass
@@ -55,14 +54,7 @@ class ClassifierConfig:
 
 def load_classifier_config(path: str | Path | None = None, **overrides) -> ClassifierConfig:
     """A YAML file's settings over the defaults, then ``overrides`` (None values ignored)."""
-    values = {}
-    if path is not None:
-        try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: cannot read config: {exc}") from exc
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    config = _build(ClassifierConfig, values, str(path or "classifier config"))
+    config = load_dataclass_yaml(ClassifierConfig, path, "classifier config", **overrides)
     if config.freeze not in ("backbone", "none"):
         raise ValueError(f"freeze must be 'backbone' or 'none', got {config.freeze!r}")
     return config

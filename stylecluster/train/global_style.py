@@ -22,12 +22,11 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import _build
+from ..config import load_dataclass_yaml
 from ..data.decode import BadImage, load_image
 from ..data.discovery import discover_images, relative_name
 from ..data.splits import artist_groups
@@ -71,14 +70,7 @@ class GlobalTrainConfig:
 
 def load_train_config(path: str | Path | None = None, **overrides) -> GlobalTrainConfig:
     """A YAML file's settings over the defaults, then ``overrides`` (None values ignored)."""
-    values = {}
-    if path is not None:
-        try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: cannot read config: {exc}") from exc
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return _build(GlobalTrainConfig, values, str(path or "train config"))
+    return load_dataclass_yaml(GlobalTrainConfig, path, "train config", **overrides)
 
 
 # ----------------------------------------------------------------------------- recipes
