@@ -220,6 +220,17 @@ def test_select_k_finds_planted_k(method, criterion):
     assert sorted(selection.scores) == list(range(2, 8))
 
 
+def test_dec_selects_k_on_its_kmeans_proxy_without_fitting_dec(monkeypatch):
+    from stylecluster.cluster.dec import DECClustering
+
+    def no_dec(*args, **kwargs):
+        raise AssertionError("DEC was fitted while selecting k")
+
+    monkeypatch.setattr(DECClustering, "fit", no_dec)
+    X, _ = _square_blobs()
+    assert select_k("dec", X, k_values=range(2, 8)).k == 4
+
+
 def test_select_k_auto_criterion_depends_on_the_method():
     X, _ = _blobs(n=200, centers=3, seed=7)
     assert select_k("bgmm", X, k_values=[2, 3, 4]).criterion == "bic"

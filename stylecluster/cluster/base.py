@@ -31,6 +31,9 @@ class ClusterMethod(BaseEstimator, ClusterMixin):
     has_proba: bool = True
     #: default k when the user gives none (None: the method needs no k)
     default_k: int | None = None
+    #: for ``k="auto"``: a cheaper registered method whose clusterings stand in for this one's
+    #: when candidate k are scored (None: this method itself is fitted for every candidate)
+    k_selection_proxy: str | None = None
 
     def fit(self, X: np.ndarray, y: Any = None) -> "ClusterMethod":  # pragma: no cover - abstract
         raise NotImplementedError

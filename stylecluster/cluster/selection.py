@@ -135,6 +135,8 @@ def select_k(
         criterion = "bic" if hasattr(cls, "bic") else "silhouette"
     if criterion == "bic" and not hasattr(cls, "bic"):
         raise ValueError(f"{method} defines no likelihood; use silhouette or stability")
+    if cls.k_selection_proxy is not None:
+        method, params = cls.k_selection_proxy, {}
     X = np.asarray(X, dtype=np.float32)
     Xs = X[subsample(len(X), max_samples, seed)]
     candidates = sorted({int(k) for k in k_values if 2 <= k < len(Xs)})
