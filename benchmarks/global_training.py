@@ -125,16 +125,20 @@ def main() -> None:
         "hybrid untrained (Lite0 stem)": lambda: GlobalBranch(GlobalConfig(backbone="vit_hybrid_lite0", gram_levels=(), image_size=size)),
     }
     stats: dict[str, dict] = {}
-    for method in ("csd", "simclr"):
-        def trained(method=method):
-            out = WORK / f"hybrid_{method}.pt"
-            images, groups, data = train_images_once()
-            config = load_train_config(CONFIGS / f"train_{method}.yaml", epochs=args.epochs, image_size=size)
-            started = time.perf_counter()
-            history = train_on_images(images, groups, config, out, device="cpu", data=data)
-            stats[f"hybrid + {method}"] = {"seconds": time.perf_counter() - started, "history": history}
-            return GlobalBranch(GlobalConfig(backbone="vit_hybrid_lite0", weights=str(out), gram_levels=(), image_size=size))
-        variants[f"hybrid + {method}"] = trained
+    # (variant prefix, backbone, training overrides): the hybrid starts from the pretrained Lite0
+    # stem (frozen); the plain ViT-tiny from random weights, all of it trained.
+    architectures = [("hybrid", "vit_hybrid_lite0", {}), ("vit_tiny", "vit_tiny_patch16_224", {"weights": "random", "freeze_stem": False})]
+    for prefix, backbone, overrides in architectures:
+        for method in ("csd", "simclr"):
+            def trained(method=method, prefix=prefix, backbone=backbone, overrides=overrides):
+                out = WORK / f"{prefix}_{method}.pt"
+                images, groups, data = train_images_once()
+                config = load_train_config(CONFIGS / f"train_{method}.yaml", epochs=args.epochs, image_size=size, backbone=backbone, **overrides)
+                started = time.perf_counter()
+                history = train_on_images(images, groups, config, out, device="cpu", data=data)
+                stats[f"{prefix} + {method}"] = {"seconds": time.perf_counter() - started, "history": history}
+                return GlobalBranch(GlobalConfig(backbone=backbone, weights=str(out), gram_levels=(), image_size=size))
+            variants[f"{prefix} + {method}"] = trained
 
     if args.raw_store:
         def with_head():
@@ -149,7 +153,7 @@ def main() -> None:
         variants["Lite0 pooled + Gram + artist-discriminant head"] = with_head
 
     rows = []
-    order = [*(["Lite0 pooled + Gram + artist-discriminant head"] if args.raw_store else []), "lite0_pooled_gram (default, ImageNet)", "hybrid + csd", "hybrid untrained (Lite0 stem)", "hybrid + simclr", "vit_tiny random-init"]
+    order = [*(["Lite0 pooled + Gram + artist-discriminant head"] if args.raw_store else []), "lite0_pooled_gram (default, ImageNet)", "hybrid + csd", "hybrid untrained (Lite0 stem)", "hybrid + simclr", "vit_tiny random-init", "vit_tiny + csd", "vit_tiny + simclr"]
     for name in order:
         make = variants[name]
         slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")

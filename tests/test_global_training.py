@@ -21,7 +21,7 @@ from stylecluster.train.csd import multilabel_contrastive_loss
 from stylecluster.train.global_style import (
     build_net, create_recipe, export_global, load_train_config, train_on_images,
 )
-from stylecluster.train.loop import Schedule, epoch_generator, make_optimizer, train_step
+from stylecluster.train.loop import Schedule, make_optimizer, train_step
 
 from conftest import make_image
 

@@ -23,8 +23,6 @@ that projection alone, as one ``style`` part.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import numpy as np
