@@ -220,6 +220,18 @@ def test_select_k_finds_planted_k(method, criterion):
     assert sorted(selection.scores) == list(range(2, 8))
 
 
+def test_bgmm_does_not_collapse_on_whitened_vectors():
+    """A whitened single-part vector has a flat spectrum: truncating PCA there kept arbitrary
+    directions and BGMM found one cluster."""
+    from sklearn.decomposition import PCA
+
+    X, y = make_blobs(n_samples=1500, n_features=40, centers=5, cluster_std=3.0, center_box=(-5, 5), random_state=0)
+    white = PCA(whiten=True).fit_transform(X)
+    model = make_clusterer("bgmm", seed=0).fit(white)
+    assert model.n_clusters_ == 5
+    assert normalized_mutual_info_score(y, model.labels_) > 0.95
+
+
 def test_dec_selects_k_on_its_kmeans_proxy_without_fitting_dec(monkeypatch):
     from stylecluster.cluster.dec import DECClustering
 

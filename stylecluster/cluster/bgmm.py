@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
+from sklearn.decomposition import PCA
 from sklearn.mixture import BayesianGaussianMixture
 from threadpoolctl import threadpool_limits
 
@@ -126,7 +127,8 @@ class BayesianGMMClustering(ClusterMethod):
         X = np.asarray(X, dtype=np.float32)
         k = self.default_k if self.k is None else int(self.k)
         fit_rows = subsample(len(X), self.max_fit_samples, self.random_state)
-        self.reducer_ = make_reducer(self.pca_components, len(fit_rows), X.shape[1], whiten=True, random_state=self.random_state)
+        n_components = self._informative_components(X[fit_rows])
+        self.reducer_ = make_reducer(n_components, len(fit_rows), X.shape[1], whiten=True, random_state=self.random_state)
         self.reducer_.fit(X[fit_rows])
         Z = self.reducer_.transform(X)
         mixture = BayesianGaussianMixture(
@@ -153,6 +155,21 @@ class BayesianGMMClustering(ClusterMethod):
         self.labels_ = proba.argmax(axis=1)
         self.probabilities_ = proba.max(axis=1)
         return self
+
+    def _informative_components(self, X: np.ndarray) -> int:
+        """``pca_components``, or 0 (keep all) when the spectrum is nearly flat.
+
+        Truncating PCA keeps the directions of largest variance; after the fuser has whitened a
+        single-part vector every direction has the same variance, so the kept ones are arbitrary
+        and the clusters' directions are mostly thrown away (whitened 40-d blobs, 5 clusters:
+        1 component found with 16 kept, 5 with all). Flat means the leading ``pca_components``
+        hold less than 1.5x their share of an isotropic spectrum.
+        """
+        if self.pca_components <= 0 or self.pca_components >= X.shape[1]:
+            return self.pca_components
+        ratios = PCA().fit(np.asarray(X, dtype=np.float64)).explained_variance_ratio_
+        isotropic_share = self.pca_components / len(ratios)
+        return 0 if ratios[: self.pca_components].sum() < 1.5 * isotropic_share else self.pca_components
 
     def _proba(self, Z: np.ndarray) -> np.ndarray:
         proba = self.mixture_.predict_proba(Z)[:, self.components_]
