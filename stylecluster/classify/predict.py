@@ -12,7 +12,7 @@ from PIL import Image
 from ..data.decode import load_image
 from ..data.discovery import relative_name
 from ..device import autocast
-from ..train.global_style import _square, load_images
+from ..train.global_style import load_images, square_pixels
 from .data import clean_view
 from .gradcam import CamResult, grad_cam, overlay
 from .train import TrainedClassifier
@@ -56,7 +56,7 @@ def predict_files(trained: TrainedClassifier, paths: list[Path], root: Path, bat
 
 def display_square(path: str | Path, size: int) -> Image.Image:
     """The image as the classifier sees it (shorter side resized, centre square), at ``size`` px."""
-    return Image.fromarray(_square(load_image(path, min_side=1), size))
+    return Image.fromarray(square_pixels(load_image(path, min_side=1), size))
 
 
 def explain_image(trained: TrainedClassifier, path: str | Path, target: str | None = None, display_size: int = 448) -> tuple[Image.Image, CamResult]:
@@ -64,7 +64,7 @@ def explain_image(trained: TrainedClassifier, path: str | Path, target: str | No
     if target is not None and target not in trained.classes:
         raise ValueError(f"unknown class {target!r} (classes: {', '.join(trained.classes)})")
     image = display_square(path, max(display_size, trained.config.image_size))
-    x = clean_view(torch.from_numpy(_square(image, trained.config.image_size)).permute(2, 0, 1)[None])
+    x = clean_view(torch.from_numpy(square_pixels(image, trained.config.image_size)).permute(2, 0, 1)[None])
     x = x.to(next(trained.model.parameters()).device)
     result = grad_cam(trained.model, x, None if target is None else trained.classes.index(target))
     return overlay(image, result.cam), result

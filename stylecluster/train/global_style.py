@@ -168,7 +168,8 @@ def build_net(config: GlobalTrainConfig, recipe: Recipe) -> tuple[StyleNet, dict
 # ----------------------------------------------------------------------------- data
 
 
-def _square(image: Image.Image, size: int) -> np.ndarray:
+def square_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """The image resized so its shorter side is ``size`` and centre-cropped to a square: (size, size, 3) uint8."""
     scale = size / min(image.size)
     w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
     image = image.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
@@ -182,7 +183,7 @@ def load_images(paths: Sequence[Path], size: int, workers: int = 4, progress: bo
 
     def one(path):
         try:
-            return _square(load_image(path, min_side=1), size), None
+            return square_pixels(load_image(path, min_side=1), size), None
         except BadImage as exc:
             return None, f"{path}: {exc}"
 
