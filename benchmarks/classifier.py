@@ -84,7 +84,8 @@ def labelled_images(config, limit: int | None) -> tuple[LabelledImages, pd.DataF
 def feature_cache(data: LabelledImages, config) -> tuple[FeatureCache, float]:
     """The fusion model's frozen outputs (the CNN map and the ViT's patch tokens: a superset of
     what the cnn and vit models need), computed once; returns it and its CPU-minutes."""
-    path = WORK / f"cache_{config.image_size}px_{config.views}views_seed{config.seed}.pt"
+    scale = "-".join(f"{s:g}" for s in config.crop_scale)
+    path = WORK / f"cache_{config.image_size}px_{config.views}views_crop{scale}_seed{config.seed}.pt"
     if path.is_file():
         payload = torch.load(path, weights_only=True)
         return FeatureCache.from_dict(payload), payload["cpu_minutes"]

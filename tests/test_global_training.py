@@ -194,3 +194,14 @@ def test_cli_train_global(tmp_path, capsys):
     assert "epoch 1: loss" in printed and "--weights" in printed and (tmp_path / "small.pt").is_file()
     assert main(["train-global", str(root), "--method", "csd", "--out", str(tmp_path / "x.pt"), "-q"]) == 2
     assert "pass --labels" in capsys.readouterr().err
+
+
+def test_views_zoom_out_when_the_scale_exceeds_one():
+    from stylecluster.train.augment import ViewParams, view_affines
+
+    generator = torch.Generator().manual_seed(0)
+    theta = view_affines(64, ViewParams(scale=(1.2, 1.2), ratio=(1.0, 1.0), max_rotation=0.0, flip=False), generator)
+    np.testing.assert_allclose(theta[:, 0, 0].numpy(), np.sqrt(1.2), rtol=1e-5)  # the view spans more than the image
+    assert (theta[:, :, 2].abs() <= np.sqrt(1.2) - 1 + 1e-6).all()  # and still covers all of it
+    usual = view_affines(64, ViewParams(scale=(0.35, 1.0)), torch.Generator().manual_seed(0))
+    assert usual[:, 0, :2].norm(dim=1).max() <= 1.0 + 1e-6  # scales up to 1 never leave the image

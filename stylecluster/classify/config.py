@@ -39,7 +39,7 @@ class ClassifierConfig:
     early_stopping: int = 5  # epochs without a better validation loss before stopping
     views: int = 2  # frozen features: views cached per training image (the first unaugmented)
     max_rotation: float = 15.0
-    crop_scale: tuple[float, float] = (0.8, 1.0)  # crop area as a fraction of the image
+    crop_scale: tuple[float, float] = (0.8, 1.2)  # crop area as a fraction of the image (> 1 zooms out)
     color_jitter: float = 0.1  # brightness, contrast and saturation factors within 1 ± this
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train / validation / test, over artists
     seed: int = 0

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class ViewParams:
     size: int = 128  # output side in pixels
-    scale: tuple[float, float] = (0.35, 1.0)  # crop area as a fraction of the image
+    scale: tuple[float, float] = (0.35, 1.0)  # crop area as a fraction of the image (> 1 zooms out)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio range
     max_rotation: float = 10.0  # degrees, either way
     flip: bool = True
@@ -33,8 +33,11 @@ def view_affines(n: int, params: ViewParams, generator: torch.Generator) -> torc
     u = torch.rand(n, 6, generator=generator)
     area = _uniform(u[:, 0], *params.scale)
     ratio = torch.exp(_uniform(u[:, 1], math.log(params.ratio[0]), math.log(params.ratio[1])))
-    width = torch.sqrt(area * ratio).clamp(max=1.0)
-    height = torch.sqrt(area / ratio).clamp(max=1.0)
+    # An area above 1 zooms out: the view holds the whole image and a reflected margin. Sides
+    # are capped at the largest requested scale's side so that aspect jitter alone never does.
+    side_cap = max(1.0, math.sqrt(params.scale[1]))
+    width = torch.sqrt(area * ratio).clamp(max=side_cap)
+    height = torch.sqrt(area / ratio).clamp(max=side_cap)
     centre_x = (1 - width) * _uniform(u[:, 2], -1.0, 1.0)
     centre_y = (1 - height) * _uniform(u[:, 3], -1.0, 1.0)
     angle = torch.deg2rad(_uniform(u[:, 4], -params.max_rotation, params.max_rotation))
