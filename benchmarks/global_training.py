@@ -137,7 +137,8 @@ def main() -> None:
                 started = time.perf_counter()
                 history = train_on_images(images, groups, config, out, device="cpu", data=data)
                 stats[f"{prefix} + {method}"] = {"seconds": time.perf_counter() - started, "history": history}
-                return GlobalBranch(GlobalConfig(backbone=backbone, weights=str(out), gram_levels=(), image_size=size))
+                return GlobalBranch(GlobalConfig(backbone=backbone, weights=str(out), gram_levels=(), image_size=size),
+                                    backbone=create_backbone(backbone, str(out), dynamic_img_size=True))
             variants[f"{prefix} + {method}"] = trained
 
     if args.raw_store:

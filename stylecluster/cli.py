@@ -23,10 +23,10 @@ class UserError(Exception):
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="configuration file (see configs/default.yaml); flags override it")
-    _verbosity(parser)
+    add_verbosity_options(parser)
 
 
-def _verbosity(parser: argparse.ArgumentParser) -> None:
+def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="more detail, including debug messages")
     noise.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings and errors")
@@ -396,7 +396,7 @@ def _add_train_global(sub) -> None:
     p.add_argument("--workers", type=int, default=4, help="threads decoding the images (default 4)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint of the same data and settings")
     p.add_argument("--export", metavar="PATH", help="afterwards also write the trained backbone alone in fp16 (small; usable as embed --weights)")
-    _verbosity(p)
+    add_verbosity_options(p)
     p.set_defaults(command="train-global")
 
 
@@ -437,7 +437,7 @@ def _add_train_style_head(sub) -> None:
     p.add_argument("--shrinkage", type=float, default=0.1, help="within-artist covariance shrinkage, 0-1 (default 0.1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    _verbosity(p)
+    add_verbosity_options(p)
     p.set_defaults(command="train-style-head")
 
 

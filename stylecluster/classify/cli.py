@@ -10,12 +10,6 @@ import sys
 from pathlib import Path
 
 
-def _noise(p: argparse.ArgumentParser) -> None:
-    noise = p.add_mutually_exclusive_group()
-    noise.add_argument("-v", "--verbose", action="store_true", help="more detail, including debug messages")
-    noise.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings and errors")
-
-
 def _report_skipped(skipped: list[str]) -> None:
     for line in skipped:
         print(f"stylecluster: skipped {line}", file=sys.stderr)
@@ -43,7 +37,9 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu or cuda; mixed precision on CUDA")
     p.add_argument("--workers", type=int, default=4, help="threads decoding the images (default 4)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint of the same data and settings")
-    _noise(p)
+    from ..cli import add_verbosity_options  # at call time: ..cli imports this module
+
+    add_verbosity_options(p)
     p.set_defaults(command="train-classifier")
 
 
@@ -80,7 +76,9 @@ def _add_classify(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu", help="cpu (default), auto or cuda")
     p.add_argument("--workers", type=int, default=4, help="threads decoding the images (default 4)")
-    _noise(p)
+    from ..cli import add_verbosity_options  # at call time: ..cli imports this module
+
+    add_verbosity_options(p)
     p.set_defaults(command="classify")
 
 
@@ -140,7 +138,9 @@ def _add_explain(sub) -> None:
     p.add_argument("--out", required=True, metavar="cam.png", help="the overlay image to write")
     p.add_argument("--class", dest="target", metavar="NAME", help="explain this class instead of the predicted one")
     p.add_argument("--device", default="cpu", help="cpu (default), auto or cuda")
-    _noise(p)
+    from ..cli import add_verbosity_options  # at call time: ..cli imports this module
+
+    add_verbosity_options(p)
     p.set_defaults(command="explain")
 
 
