@@ -118,7 +118,7 @@ def main() -> None:
 
     size = args.image_size
     variants = {
-        "lite0_pooled_gram (default, ImageNet)": lambda: GlobalBranch(GlobalConfig()),
+        "lite0_pooled_gram (default, ImageNet)": lambda: GlobalBranch(GlobalConfig(style_head=None)),
         "vit_tiny random-init": lambda: GlobalBranch(
             GlobalConfig(backbone="vit_tiny_patch16_224", gram_levels=(), image_size=size),
             backbone=create_backbone("vit_tiny_patch16_224", "random", dynamic_img_size=True)),
