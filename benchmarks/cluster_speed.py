@@ -33,10 +33,11 @@ def synthetic_points(n: int, dim: int, n_centers: int = 12, seed: int = 0) -> np
 
 
 def default_fused_dim() -> int:
-    """Dimensionality of the default fused space: one PCA block per global part (pooled + Gram
-    levels) and one for the local branch when it is enabled."""
+    """Dimensionality of the default fused space: one PCA block per global part (the style head's
+    one part, else pooled + Gram levels) and one for the local branch when it is enabled."""
     config = Config()
-    blocks = 1 + len(config.global_.gram_levels) + (1 if config.local.enabled else 0)
+    global_blocks = 1 if config.global_.style_head else 1 + len(config.global_.gram_levels)
+    blocks = global_blocks + (1 if config.local.enabled else 0)
     return config.fuse.pca_components * blocks
 
 
