@@ -36,6 +36,14 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
+def images_folder(path: str | Path) -> Path:
+    """The images folder a command reads, or a one-line error when it is not one."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder")
+    return root
+
+
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite to replace it or choose another --out")
@@ -79,9 +87,7 @@ def _run_embed(args: argparse.Namespace) -> int:
             setattr(section, attr, getattr(args, flag))
     if args.no_local:
         config.local.enabled = False
-    root = Path(args.images_dir)
-    if not root.is_dir():
-        raise UserError(f"{root}: not a folder")
+    root = images_folder(args.images_dir)
     paths = read_path_list(args.list, root) if args.list else discover_images(root, config.ingest.follow_symlinks)
     if not paths:
         raise UserError(f"{args.list or root}: no images found (looked for {', '.join(sorted(_image_exts()))})")
@@ -119,15 +125,27 @@ def _k_value(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"--k takes a whole number or 'auto', got {text!r}") from None
 
 
-def _add_cluster(sub) -> None:
+def _add_method_options(p: argparse.ArgumentParser) -> None:
     from .cluster import available_methods
 
-    p = sub.add_parser("cluster", help="cluster a store's images; writes CLUSTERS.csv and the fitted model beside it")
-    p.add_argument("store", metavar="STORE")
     p.add_argument("--method", choices=available_methods(), help="clustering method (default: bgmm)")
     p.add_argument("--k", type=_k_value, help="number of clusters (kmeans, dec, agglomerative) or its upper bound (bgmm); "
                    "'auto' selects it (BIC for bgmm, silhouette or stability for the others); hdbscan infers it")
     p.add_argument("--param", action="append", type=_parse_param, default=[], metavar="NAME=VALUE", help="method parameter, repeatable (e.g. --param min_cluster_size=20)")
+
+
+def _apply_method_options(config: Config, args: argparse.Namespace) -> None:
+    if args.method:
+        config.cluster.method = args.method
+    if args.k is not None:
+        config.cluster.k = args.k
+    config.cluster.params.update(dict(args.param))
+
+
+def _add_cluster(sub) -> None:
+    p = sub.add_parser("cluster", help="cluster a store's images; writes CLUSTERS.csv and the fitted model beside it")
+    p.add_argument("store", metavar="STORE")
+    _add_method_options(p)
     p.add_argument("--local-weight", type=float, help="weight of the local branch relative to the global one (0 = global only)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--out", required=True, metavar="CLUSTERS.csv", help="output CSV: path, cluster, probability")
@@ -146,15 +164,11 @@ def _run_cluster(args: argparse.Namespace) -> int:
     from .store import load_store
 
     config = _config(args)
-    if args.method:
-        config.cluster.method = args.method
-    if args.k is not None:
-        config.cluster.k = args.k
+    _apply_method_options(config, args)
     if args.seed is not None:
         config.cluster.seed = args.seed
     if args.local_weight is not None:
         config.fuse.local_weight = args.local_weight
-    config.cluster.params.update(dict(args.param))
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
     _refuse_existing(model_path_for(out), args.overwrite)
@@ -209,11 +223,9 @@ def _run_assign(args: argparse.Namespace) -> int:
 def _add_stability(sub) -> None:
     p = sub.add_parser("stability", help="how reproducible a clustering is: ARI between runs with other seeds or subsamples")
     p.add_argument("store", metavar="STORE")
-    p.add_argument("--method", help="clustering method (default: bgmm)")
-    p.add_argument("--k", type=_k_value, help="as for `cluster`")
+    _add_method_options(p)
     p.add_argument("--runs", type=int, default=5, help="number of runs (default 5)")
     p.add_argument("--mode", choices=["seed", "subsample"], default="seed", help="vary the seed only, or also fit on random 80%% subsamples")
-    p.add_argument("--param", action="append", type=_parse_param, default=[], metavar="NAME=VALUE", help="method parameter, repeatable")
     p.add_argument("--json", metavar="OUT.json", help="also write the pairwise ARI matrix as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
     _common(p)
@@ -225,11 +237,7 @@ def _run_stability(args: argparse.Namespace) -> int:
     from .store import load_store
 
     config = _config(args)
-    if args.method:
-        config.cluster.method = args.method
-    if args.k is not None:
-        config.cluster.k = args.k
-    config.cluster.params.update(dict(args.param))
+    _apply_method_options(config, args)
     if args.json:
         _refuse_existing(Path(args.json), args.overwrite)
     result = stability(load_store(args.store), config.cluster, config.fuse, runs=args.runs, mode=args.mode)
@@ -403,9 +411,7 @@ def _add_train_global(sub) -> None:
 def _run_train_global(args: argparse.Namespace) -> int:
     from .train.global_style import export_global, load_train_config, train_global
 
-    root = Path(args.images_dir)
-    if not root.is_dir():
-        raise UserError(f"{root}: not a folder")
+    root = images_folder(args.images_dir)
     config = load_train_config(
         args.config, method=args.method, backbone=args.backbone, weights=args.weights, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,

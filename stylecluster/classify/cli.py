@@ -44,12 +44,11 @@ def _add_train(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..cli import UserError
+    from ..cli import images_folder
     from .config import load_classifier_config
     from .train import split_path, train_classifier
 
-    if not Path(args.images_dir).is_dir():
-        raise UserError(f"{args.images_dir}: not a folder")
+    images_folder(args.images_dir)
     config = load_classifier_config(
         args.config, model=args.model, cnn=args.cnn, cnn_weights=args.cnn_weights, vit=args.vit, vit_weights=args.vit_weights,
         freeze=args.freeze, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -83,15 +82,13 @@ def _add_classify(sub) -> None:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from ..cli import UserError
+    from ..cli import UserError, images_folder
     from ..data.discovery import discover_images
     from .predict import predict_files
     from .report import format_scores, score_predictions, write_report
     from .train import load_classifier
 
-    root = Path(args.images_dir)
-    if not root.is_dir():
-        raise UserError(f"{root}: not a folder")
+    root = images_folder(args.images_dir)
     trained = load_classifier(args.model, args.device)
     column = args.label_column or trained.metadata.get("label_column", "style")
     labels = None
