@@ -79,13 +79,14 @@ def evaluate_labels(labels_true: Sequence, labels_pred: Sequence) -> dict[str, A
     }
 
 
-def read_labels(path: str | Path, column: str) -> pd.DataFrame:
-    """A labels table with a ``path`` column and the requested label column (rows without a label dropped)."""
+def read_labels(path: str | Path, column: str, keep: Sequence[str] = ()) -> pd.DataFrame:
+    """A labels table with a ``path`` column, the requested label column (rows without a label
+    dropped) and the ``keep`` columns as they are."""
     table = pd.read_csv(path)
-    for needed in ("path", column):
+    for needed in ("path", column, *keep):
         if needed not in table.columns:
             raise ValueError(f"{path}: no {needed!r} column (columns: {', '.join(table.columns)})")
-    table = table[["path", column]].dropna()
+    table = table[["path", column, *[c for c in keep if c != column]]].dropna(subset=["path", column])
     table["path"] = table["path"].astype(str).str.replace("\\", "/", regex=False)
     return table.drop_duplicates("path")
 

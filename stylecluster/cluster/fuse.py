@@ -90,6 +90,15 @@ class Fuser(BaseEstimator, TransformerMixin):
         return np.hstack(out).astype(np.float32)
 
 
+def part_blocks(column: str, parts: dict[str, tuple[int, int]], weight: float, offset: int = 0) -> list[Block]:
+    """One block per part of a branch's vector starting at column ``offset``; the branch weight is
+    split evenly over its parts."""
+    return [
+        Block(column, name, offset + start, offset + stop, weight / np.sqrt(len(parts)), whiten=name not in METRIC_PARTS)
+        for name, (start, stop) in parts.items()
+    ]
+
+
 def blocks_for_store(store, local_weight: float = 1.0, global_weight: float = 1.0) -> tuple[np.ndarray, list[Block]]:
     """The store's vectors side by side, and the blocks that describe them.
 
@@ -101,9 +110,7 @@ def blocks_for_store(store, local_weight: float = 1.0, global_weight: float = 1.
         values = store.vectors(column)
         if values is None or weight <= 0:
             continue
-        parts = store.parts(column)
-        for name, (start, stop) in parts.items():
-            blocks.append(Block(column, name, offset + start, offset + stop, weight / np.sqrt(len(parts)), whiten=name not in METRIC_PARTS))
+        blocks.extend(part_blocks(column, store.parts(column), weight, offset))
         matrices.append(values)
         offset += values.shape[1]
     if not matrices:

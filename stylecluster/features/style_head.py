@@ -77,7 +77,7 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
         self.shrinkage = shrinkage
 
     def fit(self, X: np.ndarray, groups, parts: dict[str, tuple[int, int]]) -> "ArtistDiscriminantHead":
-        from ..cluster.fuse import Block, Fuser
+        from ..cluster.fuse import Fuser, part_blocks
 
         X = np.asarray(X, dtype=np.float64)
         groups = np.asarray(groups)
@@ -88,8 +88,7 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
         if len(artists) < 3:
             raise ValueError(f"a style head needs at least 3 artists with 2 or more images each, got {len(artists)}")
         parts = {name: (int(a), int(b)) for name, (a, b) in parts.items()}
-        blocks = [Block("global", name, a, b, 1.0 / np.sqrt(len(parts))) for name, (a, b) in parts.items()]
-        fuser = Fuser(blocks, pca_components=self.pca_components, whiten=True).fit(X)
+        fuser = Fuser(part_blocks("global", parts, 1.0), pca_components=self.pca_components, whiten=True).fit(X)
         fused = fuser.transform(X).astype(np.float64)
         lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=self.shrinkage).fit(fused, groups)
         n_out = min(self.n_components, len(artists) - 1, fused.shape[1])

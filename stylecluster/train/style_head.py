@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cluster.fuse import Fuser, blocks_for_store
+from ..cluster.fuse import Fuser, part_blocks
 from ..data.splits import artist_groups, split_by_artist
 from ..evaluate import evaluate_labels, read_labels
 from ..features.branch import METRIC_PARTS
@@ -42,14 +42,7 @@ class StyleHeadReport:
 
 def labelled_rows(store, labels_csv: str | Path, group_column: str, extra: tuple[str, ...] = ()) -> pd.DataFrame:
     """The store's images that have a group label: columns ``row`` (store index), ``group`` and ``extra``."""
-    table = read_labels(labels_csv, group_column)
-    if extra:
-        full = pd.read_csv(labels_csv)
-        missing = [c for c in extra if c not in full.columns]
-        if missing:
-            raise ValueError(f"{labels_csv}: no {missing[0]!r} column")
-        full["path"] = full["path"].astype(str).str.replace("\\", "/", regex=False)
-        table = table.merge(full[["path", *extra]].drop_duplicates("path"), on="path", how="left")
+    table = read_labels(labels_csv, group_column, keep=extra)
     rows = pd.DataFrame({"path": store.paths, "row": np.arange(len(store))}).merge(table, on="path", how="inner")
     if rows.empty:
         raise ValueError(f"{labels_csv}: none of its paths is in {store.path} (paths must be relative to the embedded folder)")
@@ -100,9 +93,8 @@ def train_style_head(
         held = held.dropna(subset=[score_column])
         raw = vectors[held["row"].to_numpy()]
         truth = held[score_column].astype(str).to_numpy()
-        blocks = blocks_for_store(store, local_weight=0.0)[1]
         report.holdout_images, report.holdout_artists = len(held), int(held["group"].nunique())
-        report.raw = _kmeans_scores(Fuser(blocks).fit_transform(raw), truth, seed)
+        report.raw = _kmeans_scores(Fuser(part_blocks("global", parts, 1.0)).fit_transform(raw), truth, seed)
         projected = head.transform(raw)
         report.head = _kmeans_scores(projected / np.linalg.norm(projected, axis=1, keepdims=True), truth, seed)
         source["holdout_scores"] = {"column": score_column, "raw": report.raw, "head": report.head}
