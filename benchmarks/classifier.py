@@ -150,13 +150,16 @@ class HeadProjectedRows(StoreRows):
         return {"style": (0, self.head.n_components_)} if column == "global" else super().parts(column)
 
 
-def unsupervised(train_paths: list[str], test_paths: list[str], artists: pd.Series) -> list[dict]:
+def store_rows(store, paths: list[str]) -> np.ndarray:
+    """Store row indices of ``paths`` (paths the store lacks are left out)."""
+    position = {p: i for i, p in enumerate(store.paths)}
+    return np.array([position[p] for p in paths if p in position])
+
+
+def unsupervised(store, train_paths: list[str], test_paths: list[str], artists: pd.Series) -> list[dict]:
     """The default pipeline on the test artists: without a style head, and with one fitted on the
     classifier's *training* artists only (the shipped head saw some of these test artists)."""
-    store = load_store(STORE)
-    position = {p: i for i, p in enumerate(store.paths)}
-    train = np.array([position[p] for p in train_paths if p in position])
-    keep = np.array([position[p] for p in test_paths if p in position])
+    train, keep = store_rows(store, train_paths), store_rows(store, test_paths)
     head = ArtistDiscriminantHead().fit(store.vectors("global")[train], artists.loc[[store.paths[i] for i in train]].to_numpy(), store.parts("global"))
     labels = read_labels(WIKIART / "labels.csv", "style")
     rows = []
@@ -169,17 +172,14 @@ def unsupervised(train_paths: list[str], test_paths: list[str], artists: pd.Seri
     return rows
 
 
-def linear_probe(train_paths: list[str], test_paths: list[str], styles: pd.Series) -> dict:
+def linear_probe(store, train_paths: list[str], test_paths: list[str], styles: pd.Series) -> dict:
     """The reference the brief quotes (≈ 62 %): logistic regression on the stored ImageNet pooled +
     Gram vectors (224 px), each part reduced as the fuser does, fitted on the training artists."""
     from sklearn.linear_model import LogisticRegression
 
     from stylecluster.cluster.fuse import Fuser, blocks_for_store
 
-    store = load_store(STORE)
-    position = {p: i for i, p in enumerate(store.paths)}
-    train = np.array([position[p] for p in train_paths if p in position])
-    test = np.array([position[p] for p in test_paths if p in position])
+    train, test = store_rows(store, train_paths), store_rows(store, test_paths)
     X, blocks = blocks_for_store(store, local_weight=0.0)
     fuser = Fuser(blocks, pca_components=128).fit(X[train])
     y = styles.loc[store.paths].to_numpy()
@@ -219,8 +219,9 @@ def main() -> int:
         rows.append(row)
     side = labels.set_index("path")
     train_paths, test_paths = side.index[side["split"] == "train"].tolist(), side.index[side["split"] == "test"].tolist()
-    clusters = unsupervised(train_paths, test_paths, side["artist"])
-    probe = linear_probe(train_paths, test_paths, side["style"])
+    store = load_store(STORE)
+    clusters = unsupervised(store, train_paths, test_paths, side["artist"])
+    probe = linear_probe(store, train_paths, test_paths, side["style"])
     print(f"{probe['model']}: accuracy {probe['accuracy']:.3f}, macro-F1 {probe['macro_f1']:.3f}", flush=True)
     print_table(rows, ["model", "accuracy", "macro_f1", "worst_class", "epochs", "best_epoch", "train_cpu_min_this_run", "train_wall_min"])
     print()
