@@ -217,16 +217,17 @@ class HDBSCANClustering(ClusterMethod):
         self.outlier_scores_[self.fit_rows_] = self.clusterer_.outlier_scores_
         self.outlier_scores_[self.isolated_rows_] = 1.0
         rest = np.setdiff1d(np.arange(n), rows)
-        if len(rest):
-            self.labels_[rest], self.probabilities_[rest] = self.assign(X[rest])
+        located = self._locate(X[rest]) if len(rest) and self.n_clusters_ > 0 else None
+        if located is not None:
+            self.labels_[rest], self.probabilities_[rest] = self._assign_located(*located)
 
         self.membership_vectors_ = None
         if self.soft_clustering and self.n_clusters_ > 0:
             self.membership_vectors_ = np.zeros((n, self.n_clusters_))
             fitted = hdbscan.all_points_membership_vectors(self.clusterer_)
             self.membership_vectors_[self.fit_rows_] = np.reshape(fitted, (len(self.fit_rows_), self.n_clusters_))
-            if len(rest):
-                self.membership_vectors_[rest] = self.predict_proba(X[rest])
+            if located is not None:
+                self.membership_vectors_[rest] = self._proba_located(*located)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -234,10 +235,12 @@ class HDBSCANClustering(ClusterMethod):
 
     def assign(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels (-1: outlier) and membership strengths of new points (``approximate_predict``)."""
-        labels, strengths = np.full(len(X), -1, dtype=np.int64), np.zeros(len(X))
         if self.n_clusters_ == 0 or len(X) == 0:
-            return labels, strengths
-        keep, E = self._locate(X)
+            return np.full(len(X), -1, dtype=np.int64), np.zeros(len(X))
+        return self._assign_located(*self._locate(X))
+
+    def _assign_located(self, keep: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        labels, strengths = np.full(len(keep), -1, dtype=np.int64), np.zeros(len(keep))
         if keep.any():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # hdbscan warns about the data type of X
@@ -247,10 +250,12 @@ class HDBSCANClustering(ClusterMethod):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Soft membership of new points in each cluster (rows sum to the probability of being
         in any cluster, at most 1; 0 for isolated points)."""
-        proba = np.zeros((len(X), self.n_clusters_))
         if self.n_clusters_ == 0 or len(X) == 0:
-            return proba
-        keep, E = self._locate(X)
+            return np.zeros((len(X), self.n_clusters_))
+        return self._proba_located(*self._locate(X))
+
+    def _proba_located(self, keep: np.ndarray, E: np.ndarray) -> np.ndarray:
+        proba = np.zeros((len(keep), self.n_clusters_))
         if keep.any():
             proba[keep] = np.reshape(hdbscan.membership_vector(self.clusterer_, E), (int(keep.sum()), self.n_clusters_))
         return proba
