@@ -7,19 +7,31 @@ of their own (they cannot leak).
 """
 from __future__ import annotations
 
+import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 
+def artist_key(name: str) -> str:
+    """One spelling of an artist's name across collections: ASCII, lower case, words joined by
+    ``-`` — WikiArt's slugs ("pierre-auguste-renoir") and museum names ("Pierre-Auguste Renoir")
+    then name the same hand."""
+    ascii_name = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+
+
 def artist_groups(labels: pd.DataFrame, column: str = "artist") -> pd.Series:
-    """One group name per row: the artist, or a unique name for rows without one."""
+    """One group name per row: the artist's :func:`artist_key`, or a unique name for rows without one."""
     if column not in labels.columns:
         raise ValueError(f"the labels have no {column!r} column (columns: {', '.join(labels.columns)})")
     names = labels[column].astype("string").str.strip()
     missing = names.isna() | (names == "")
-    return names.where(~missing, "\0row" + labels.index.astype(str))
+    keys = names.where(missing, names.fillna("").map(artist_key))
+    missing |= keys == ""
+    return keys.where(~missing, "\0row" + labels.index.astype(str))
 
 
 def split_by_artist(
