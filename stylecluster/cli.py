@@ -431,9 +431,11 @@ _COMMANDS.update({"train-global": _run_train_global})
 
 
 def _add_train_style_head(sub) -> None:
-    p = sub.add_parser("train-style-head", help="fit the artist-discriminant style head on a store of raw global vectors")
-    p.add_argument("store", metavar="STORE", help="store embedded with global.style_head: null (pooled + Gram parts)")
-    p.add_argument("--labels", required=True, metavar="LABELS.csv", help="'path' column relative to the embedded folder, and the group column")
+    p = sub.add_parser("train-style-head", help="fit the artist-discriminant style head on stores of raw branch vectors")
+    p.add_argument("stores", nargs="+", metavar="STORE", help="stores embedded with the branch's style_head: null (e.g. configs/raw_global.yaml); several collections fit one head")
+    p.add_argument("--labels", required=True, nargs="+", metavar="LABELS.csv",
+                   help="one per STORE, in the same order: 'path' column relative to that store's images folder, and the group column")
+    p.add_argument("--branch", choices=("global", "local"), default="global", help="which branch's vectors the head projects (default global)")
     p.add_argument("--out", required=True, metavar="head.pt", help="the head; use it with global.style_head: head.pt")
     p.add_argument("--group-column", default="artist", help="images of one group are pulled together (default: artist — never style)")
     p.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION", help="keep this share of the artists out of fitting and score the head on them")
@@ -441,6 +443,7 @@ def _add_train_style_head(sub) -> None:
     p.add_argument("--n-components", type=int, default=64, help="dimensions of the style vector (default 64)")
     p.add_argument("--pca-components", type=int, default=128, help="PCA dimensions per part before the discriminant (default 128)")
     p.add_argument("--shrinkage", type=float, default=0.1, help="within-artist covariance shrinkage, 0-1 (default 0.1)")
+    p.add_argument("--weighting", choices=("none", "posterior"), default="none", help="scale each direction by its measured artist signal: posterior = λ/(1+λ) (default none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_verbosity_options(p)
@@ -454,8 +457,9 @@ def _run_train_style_head(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
-    head = ArtistDiscriminantHead(n_components=args.n_components, pca_components=args.pca_components, shrinkage=args.shrinkage)
-    report = train_style_head(load_store(args.store), args.labels, out, args.group_column, args.holdout, args.score_column, args.seed, head)
+    head = ArtistDiscriminantHead(n_components=args.n_components, pca_components=args.pca_components, shrinkage=args.shrinkage, weighting=args.weighting)
+    stores = [load_store(path) for path in args.stores]
+    report = train_style_head(stores, args.labels, out, args.group_column, args.holdout, args.score_column, args.seed, head, column=args.branch)
     print(f"fitted on {report.images} images of {report.artists} artists; wrote {out}")
     if report.head is not None:
         print(f"held-out artists: {report.holdout_artists} ({report.holdout_images} images), k-means against {args.score_column}:")

@@ -107,7 +107,7 @@ def test_head_files_are_checked(tmp_path):
     path = ArtistDiscriminantHead(n_components=4, pca_components=8).fit(X, artists, PARTS).save(
         tmp_path / "head.pt", {"branch": {"backbone": "toy", "gram_levels": [1, 2]}})
     head = load_style_head(path)
-    with pytest.raises(ValueError, match="expects global parts"):
+    with pytest.raises(ValueError, match="expects parts"):
         head.check_fits({"a": (0, 50)}, {"backbone": "toy"}, "here")
     with pytest.raises(ValueError, match=r"trained on gram_levels \[1, 2\], this branch uses \[3\]"):
         head.check_fits(PARTS, {"backbone": "toy", "gram_levels": [3]}, "here")
@@ -130,7 +130,7 @@ def test_auto_head_is_skipped_for_a_backbone_layout_it_was_not_trained_on(tmp_pa
     assert GlobalBranch(GlobalConfig(gram_levels=(1, 2))).style_head is None
     X, _, artists = artists_in_styles()
     path = ArtistDiscriminantHead(n_components=4, pca_components=8).fit(X, artists, PARTS).save(tmp_path / "toy.pt", {})
-    with pytest.raises(ValueError, match="toy.pt: the style head expects global parts"):
+    with pytest.raises(ValueError, match="toy.pt: the style head expects parts"):
         GlobalBranch(GlobalConfig(style_head=str(path)))
 
 

@@ -34,7 +34,7 @@ from ..config import GlobalConfig
 from ..device import autocast
 from .backbones import Backbone, create_backbone
 from .branch import Branch
-from .style_head import PACKAGED_HEAD, StyleHead, load_style_head
+from .style_head import PACKAGED_HEAD, StyleHead, resolve_style_head
 
 
 def gram_upper(features: torch.Tensor) -> torch.Tensor:
@@ -98,18 +98,9 @@ class GlobalBranch(Branch):
         self._dim = start
 
     def _resolve_style_head(self) -> StyleHead | None:
-        choice = self.config.style_head
-        if choice is None or str(choice).lower() == "none":
-            return None
-        raw = self._raw_provenance()
-        if choice == "auto":
-            if self.backbone.style_head is not None or not PACKAGED_HEAD.is_file():
-                return None
-            head = load_style_head(PACKAGED_HEAD)
-            return head if head.fits(self._parts, raw) else None
-        head = load_style_head(choice)
-        head.check_fits(self._parts, raw, str(choice))
-        return head
+        if self.backbone.style_head is not None and self.config.style_head == "auto":
+            return None  # a CSD / train-global checkpoint's own projection is the style vector
+        return resolve_style_head(self.config.style_head, PACKAGED_HEAD, self._parts, self._raw_provenance())
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The first part (pooled features, or their style embedding) and the Gram levels' maps."""

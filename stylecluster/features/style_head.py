@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "stylecluster.style_head/1"
 PACKAGED_HEAD = Path(__file__).resolve().parents[1] / "models" / "global_style_head.pt"
+PACKAGED_LOCAL_HEAD = Path(__file__).resolve().parents[1] / "models" / "local_style_head.pt"
 
 
 def _normalise_parts(X: np.ndarray, parts: dict[str, tuple[int, int]]) -> np.ndarray:
@@ -49,6 +51,19 @@ def _normalise_parts(X: np.ndarray, parts: dict[str, tuple[int, int]]) -> np.nda
         block = np.asarray(X[:, start:stop], dtype=np.float64)
         out[:, start:stop] = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
     return out
+
+
+WEIGHTINGS = ("none", "posterior")
+
+
+def discriminant_ratios(projected: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Per direction, between-artist variance (of the artists' means, image-weighted) over the
+    mean within-artist variance, measured on the projected training images."""
+    frame = pd.DataFrame(projected)
+    centred = frame - frame.groupby(groups).transform("mean")
+    within = np.mean(centred.to_numpy() ** 2, axis=0)
+    between = np.var(projected, axis=0) - within
+    return np.maximum(between, 0.0) / np.maximum(within, 1e-12)
 
 
 class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
@@ -71,14 +86,21 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
     n_artists_ : number of artists (groups) it was fitted on
     """
 
-    def __init__(self, n_components: int = 64, pca_components: int = 128, shrinkage: float = 0.1):
+    def __init__(self, n_components: int = 64, pca_components: int = 128, shrinkage: float = 0.1, weighting: str = "none"):
         self.n_components = n_components
         self.pca_components = pca_components
         self.shrinkage = shrinkage
+        self.weighting = weighting
 
-    def fit(self, X: np.ndarray, groups, parts: dict[str, tuple[int, int]]) -> "ArtistDiscriminantHead":
+    def _input_space(self, X: np.ndarray, parts: dict[str, tuple[int, int]]):
+        """The per-part whitened PCA the discriminant is solved in (steps 1–2), fitted on X."""
         from ..cluster.fuse import Fuser, part_blocks
 
+        return Fuser(part_blocks("global", parts, 1.0), pca_components=self.pca_components, whiten=True).fit(X)
+
+    def fit(self, X: np.ndarray, groups, parts: dict[str, tuple[int, int]]) -> "ArtistDiscriminantHead":
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         X = np.asarray(X, dtype=np.float64)
         groups = np.asarray(groups)
         # An artist with a single image says nothing about within-artist variation.
@@ -88,10 +110,16 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
         if len(artists) < 3:
             raise ValueError(f"a style head needs at least 3 artists with 2 or more images each, got {len(artists)}")
         parts = {name: (int(a), int(b)) for name, (a, b) in parts.items()}
-        fuser = Fuser(part_blocks("global", parts, 1.0), pca_components=self.pca_components, whiten=True).fit(X)
+        fuser = self._input_space(X, parts)
         fused = fuser.transform(X).astype(np.float64)
         lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=self.shrinkage).fit(fused, groups)
         n_out = min(self.n_components, len(artists) - 1, fused.shape[1])
+        # Each discriminant direction has unit within-artist variance and between-artist variance
+        # λ (its eigenvalue). "posterior" scales it by λ / (1 + λ): the posterior mean of an
+        # artist's centroid under a Gaussian prior, so weak directions — noise for new artists —
+        # count little instead of as much as the strong ones.
+        eigenvalues = discriminant_ratios(lda.transform(fused)[:, :n_out], groups)
+        column_scale = eigenvalues / (1.0 + eigenvalues) if self.weighting == "posterior" else np.ones(n_out)
 
         # Fold: fuser block p is (x_p - mean_p) @ Cᵀ_p / sqrt(var_p) · scale_p; LDA is affine too.
         first = np.zeros((X.shape[1], fuser.n_features_out_))
@@ -104,14 +132,15 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
             first[block.start : block.stop, column : column + w.shape[1]] = w
             first_bias[column : column + w.shape[1]] = -pca.mean_ @ w
             column += w.shape[1]
-        lda_bias = lda.transform(np.zeros((1, fused.shape[1])))[0, :n_out]
-        lda_weight = lda.transform(np.eye(fused.shape[1]))[:, :n_out] - lda_bias
+        lda_bias = lda.transform(np.zeros((1, fused.shape[1])))[0, :n_out] * column_scale
+        lda_weight = lda.transform(np.eye(fused.shape[1]))[:, :n_out] * column_scale - lda_bias
         self.weight_ = first @ lda_weight
         self.bias_ = first_bias @ lda_weight + lda_bias
         self.parts_ = parts
         self.n_features_in_ = X.shape[1]
         self.n_components_ = n_out
         self.n_artists_ = len(artists)
+        self.eigenvalues_ = eigenvalues
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -160,11 +189,12 @@ class StyleHead(torch.nn.Module):
         return torch.cat(blocks, dim=1) @ self.weight + self.bias
 
     def check_fits(self, parts: dict[str, tuple[int, int]], provenance: dict[str, Any], where: str) -> None:
-        """Refuse a head trained on another backbone, weights or Gram layout: its numbers would be noise."""
+        """Refuse a head trained on other vectors (another backbone, weights, Gram layout; another
+        patch encoder or patch settings for a local head): its numbers would be noise."""
         if {k: tuple(v) for k, v in parts.items()} != self.parts:
-            raise ValueError(f"{where}: the style head expects global parts {self.parts}, the backbone gives {parts}")
-        for key in ("backbone", "weights", "gram_levels", "gram_channels", "input"):
-            trained, now = self.source.get("branch", {}).get(key), provenance.get(key)
+            raise ValueError(f"{where}: the style head expects parts {self.parts}, the branch gives {parts}")
+        for key, trained in self.source.get("branch", {}).items():
+            now = provenance.get(key)
             if trained is not None and trained != now:
                 raise ValueError(f"{where}: the style head was trained on {key} {trained!r}, this branch uses {now!r}")
 
@@ -187,3 +217,18 @@ def load_style_head(path: str | Path) -> StyleHead:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a stylecluster style head (expected format {FORMAT!r})")
     return StyleHead(payload["weight"], payload["bias"], payload["parts"], payload.get("source", {}), file_sha256(path)[:16])
+
+
+def resolve_style_head(choice: str | None, packaged: Path, parts: dict[str, tuple[int, int]], raw_provenance: dict[str, Any]) -> StyleHead | None:
+    """The head a branch applies: None for ``None``/"none"; for "auto" the packaged head when it
+    was fitted on exactly these vectors (else None: the raw vector is written); a file must fit."""
+    if choice is None or str(choice).lower() == "none":
+        return None
+    if choice == "auto":
+        if not packaged.is_file():
+            return None
+        head = load_style_head(packaged)
+        return head if head.fits(parts, raw_provenance) else None
+    head = load_style_head(choice)
+    head.check_fits(parts, raw_provenance, str(choice))
+    return head
