@@ -54,6 +54,9 @@ class LocalConfig:
     patch_scale: str = "pixels"  # "pixels" (fixed side) or "relative" (fraction of the shorter side)
     relative_size: float = 0.25  # patch side / shorter image side, with patch_scale "relative"
     aggregate: str = "mean"  # "mean" or "mean+std" of the patch codes
+    # Artist-discriminant head on the aggregated codes (features/style_head.py): "auto" = the one
+    # shipped for the shipped encoder and these patch settings when it fits; a file; or None.
+    style_head: str | None = "auto"
 
 
 @dataclass

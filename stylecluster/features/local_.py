@@ -4,6 +4,11 @@
 seed (:mod:`stylecluster.features.patches`); ``encode`` (main process) maps every patch to its
 posterior mean μ — deterministic, no sampling — and aggregates the n codes of an image into
 their mean, or their mean and standard deviation (``LocalConfig.aggregate = "mean+std"``).
+
+With a local style head (``LocalConfig.style_head``; the same artist-discriminant head as the
+global branch's, features/style_head.py, fitted on aggregated patch codes) the branch writes the
+head's projection as one ``style`` part: the directions of the codes that tell hands apart,
+rather than where edges fall.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from ..config import LocalConfig
 from .branch import Branch
 from ..hashing import file_sha256
 from .infovae import load_encoder
+from .style_head import PACKAGED_LOCAL_HEAD, resolve_style_head
 from .patches import extract_patches, patch_params
 
 AGGREGATES = ("mean", "mean+std")
@@ -54,13 +60,22 @@ class LocalBranch(Branch):
                 f"{self.model_path}: encoder takes {self.encoder.arch.image_size}-px patches, config.local.patch_size is {self.config.patch_size}"
             )
         self.weights_sha256 = file_sha256(self.model_path)
+        self.style_head = resolve_style_head(self.config.style_head, PACKAGED_LOCAL_HEAD, {"local": (0, self._codes_dim)}, self._raw_provenance())
         self.device = torch.device("cpu")
         self.to(device)
 
     @property
-    def dim(self) -> int:
+    def _codes_dim(self) -> int:
         latent = self.encoder.arch.latent_dim
         return 2 * latent if self.config.aggregate == "mean+std" else latent
+
+    @property
+    def dim(self) -> int:
+        return self.style_head.out_features if self.style_head is not None else self._codes_dim
+
+    @property
+    def parts(self) -> dict[str, tuple[int, int]]:
+        return {"style" if self.style_head is not None else "local": (0, self.dim)}
 
     def preprocess(self, image: Image.Image, seed: int) -> np.ndarray:
         """(n_patches, 1, s, s) float32 DoG patches in [0, 1]."""
@@ -76,9 +91,19 @@ class LocalBranch(Branch):
             parts = [codes.mean(dim=1)]
             if self.config.aggregate == "mean+std":
                 parts.append(codes.std(dim=1, correction=0))
-            return torch.cat(parts, dim=1).float().cpu().numpy()
+            vectors = torch.cat(parts, dim=1).float()
+            if self.style_head is not None:
+                vectors = self.style_head(vectors)
+            return vectors.cpu().numpy()
 
     def provenance(self) -> dict[str, Any]:
+        provenance = self._raw_provenance()
+        if self.style_head is not None:
+            provenance["style_head"] = self.style_head.file_id
+        return provenance
+
+    def _raw_provenance(self) -> dict[str, Any]:
+        """What determines the aggregated patch codes (a local style head must match it)."""
         return {
             "kind": "infovae",
             "model": self.model_path.name,
@@ -91,4 +116,6 @@ class LocalBranch(Branch):
     def to(self, device: torch.device | str) -> "LocalBranch":
         self.device = torch.device(device)
         self.encoder.to(self.device)
+        if self.style_head is not None:
+            self.style_head.to(self.device)
         return self
