@@ -93,12 +93,16 @@ def test_ordered_mapping_checks_every_shape():
     assert list(map_by_order(source, OrderedDict(x=torch.zeros(2, 3), y=torch.zeros(4)), "f")) == ["x", "y"]
 
 
-def test_offline_default_lite0_weights_are_real_imagenet_weights():
-    backbone = create_backbone("efficientnet_lite0")
-    assert backbone.weights_id.startswith("sha256:5793442")  # the packaged file
-    assert backbone.data_config["mean"] == (0.5, 0.5, 0.5)
+@pytest.mark.parametrize(
+    "name, sha_prefix, size",
+    [("efficientnet_lite0", "5793442", 224), ("efficientnet_lite1", "77cc716", 240), ("efficientnet_lite2", "9656183", 260)],
+)
+def test_offline_default_lite_weights_are_real_imagenet_weights(name, sha_prefix, size):
+    backbone = create_backbone(name)
+    assert backbone.weights_id.startswith(f"sha256:{sha_prefix}")  # the packaged file, every shape checked on load
+    assert backbone.data_config["mean"] == (0.5, 0.5, 0.5) and backbone.data_config["input_size"] == (3, size, size)
     # ImageNet-trained first-layer filters are far from their random initialisation
-    random = create_backbone("efficientnet_lite0", "random")
+    random = create_backbone(name, "random")
     trained_bn = backbone.model.bn1.running_var
     assert not torch.allclose(trained_bn, random.model.bn1.running_var)
     assert random.weights_id == "random"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from stylecluster.config import Config, LocalConfig
 from stylecluster.data.dataset import ImageDataset, WorkItem, collate_items
 from stylecluster.features.infovae import InfoVAE, save_checkpoint
 from stylecluster.features.local_ import LocalBranch, default_model_path
+from stylecluster.features.style_head import ArtistDiscriminantHead
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -123,3 +125,21 @@ def test_shipped_encoder_loads():
     branch = LocalBranch()
     x = branch.encode(default_collate([branch.preprocess(painting(500, 400), seed=0)]))
     assert x.shape == (1, 64) and np.isfinite(x).all()
+
+
+def test_local_style_head_projects_the_aggregated_codes_and_must_fit_them(tmp_path, checkpoint):
+    config = LocalConfig(model=str(checkpoint), n_patches=3, style_head=None)
+    raw = LocalBranch(config)
+    batch = default_collate([raw.preprocess(painting(96, 96, seed=i), seed=i) for i in range(12)])
+    codes = raw.encode(batch)
+    head = ArtistDiscriminantHead(n_components=2, pca_components=8).fit(codes, np.repeat(["a", "b", "c", "d"], 3), raw.parts)
+    path = head.save(tmp_path / "local_head.pt", {"branch": raw.provenance()})
+
+    branch = LocalBranch(replace(config, style_head=str(path)))
+    assert branch.parts == {"style": (0, 2)} and branch.dim == 2
+    np.testing.assert_allclose(branch.encode(batch), head.transform(codes), rtol=1e-4, atol=1e-4)
+    assert branch.provenance()["style_head"] == branch.style_head.file_id
+    with pytest.raises(ValueError, match="trained on patches"):
+        LocalBranch(replace(config, n_patches=4, style_head=str(path)))
+    # the packaged head belongs to the packaged encoder: "auto" leaves another encoder's codes raw
+    assert LocalBranch(replace(config, style_head="auto")).parts == {"local": (0, 64)}

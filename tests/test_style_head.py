@@ -19,7 +19,7 @@ from stylecluster.data.discovery import discover_images
 from stylecluster.evaluate import nmi
 from stylecluster.features.embedder import embed_images
 from stylecluster.features.global_ import GlobalBranch
-from stylecluster.features.style_head import PACKAGED_HEAD, ArtistDiscriminantHead, load_style_head
+from stylecluster.features.style_head import PACKAGED_HEAD, ArtistDiscriminantHead, discriminant_ratios, load_style_head
 from stylecluster.store import load_store
 from stylecluster.viz.provenance import config_for_store
 
@@ -76,6 +76,23 @@ def test_folded_head_equals_the_fuser_then_discriminant_it_was_built_from():
     lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=0.2).fit(fuser.transform(X).astype(np.float64), artists)
     expected = lda.transform(fuser.transform(X).astype(np.float64))[:, :5]
     np.testing.assert_allclose(head.transform(X), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_discriminant_ratios_by_hand():
+    # artist a: 0, 2; artist b: 10, 12 → within-artist variance 1, total 26, between 25
+    ratios = discriminant_ratios(np.array([[0.0], [2.0], [10.0], [12.0]]), np.array(["a", "a", "b", "b"]))
+    np.testing.assert_allclose(ratios, [25.0])
+
+
+def test_posterior_weighting_scales_each_direction_by_its_measured_signal():
+    X, _, artists = artists_in_styles()
+    plain = ArtistDiscriminantHead(n_components=5, pca_components=30).fit(X, artists, PARTS)
+    weighted = ArtistDiscriminantHead(n_components=5, pca_components=30, weighting="posterior").fit(X, artists, PARTS)
+    ratios = plain.eigenvalues_
+    assert ratios[0] > 10 * ratios[-1]  # the first directions carry the artists, the last little
+    np.testing.assert_allclose(weighted.transform(X), plain.transform(X) * ratios / (1 + ratios), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        ArtistDiscriminantHead(weighting="sqrt").fit(X, artists, PARTS)
 
 
 def test_single_image_artists_are_left_out_and_too_few_artists_refused():
@@ -182,6 +199,29 @@ def test_cli_trains_a_head_and_scores_it_on_held_out_artists(artist_folder, caps
     before = head.read_bytes()
     assert main(args) == 2  # refuses to replace the user's file
     assert "exists; pass --overwrite" in capsys.readouterr().err and head.read_bytes() == before
+
+
+def test_one_head_from_several_collections_matches_artists_across_them(artist_folder, tmp_path, capsys):
+    """A second collection names the same painters as a museum would ("Painter0 1" for
+    "painter0-1"): the head counts them once, and a store of other vectors is refused."""
+    root, store = artist_folder
+    labels = pd.read_csv(root / "labels.csv")
+    museum = labels.assign(artist=labels["artist"].str.replace("painter", "Painter").str.replace("-", " "))
+    museum.to_csv(tmp_path / "museum.csv", index=False)
+    head = tmp_path / "head.pt"
+    assert main(["train-style-head", str(store), str(store), "--labels", str(root / "labels.csv"), str(tmp_path / "museum.csv"),
+                 "--out", str(head), "--n-components", "4", "--pca-components", "3", "-q"]) == 0
+    source = load_style_head(head).source
+    assert source["artists"] == 12 and source["images"] == 2 * len(labels) and source["labels"] == ["labels.csv", "museum.csv"]
+    assert main(["train-style-head", str(store), "--labels", str(root / "labels.csv"), str(tmp_path / "museum.csv"), "--out", str(tmp_path / "h2.pt")]) == 2
+    assert "one labels file per store" in capsys.readouterr().err
+
+    other = tmp_path / "other.store"
+    config = Config()
+    config.embed.workers = 0
+    embed_images(discover_images(root / "images"), root / "images", other, config, quiet=True, branches=[MeanColourBranch(tag="v2")])
+    assert main(["train-style-head", str(store), str(other), "--labels", str(root / "labels.csv"), str(root / "labels.csv"), "--out", str(tmp_path / "h3.pt")]) == 2
+    assert "differs from" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_store_that_is_already_projected(artist_folder, tmp_path, capsys):

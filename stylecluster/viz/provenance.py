@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from ..config import Config, config_from_dict
-from ..features.style_head import PACKAGED_HEAD, load_style_head
+from ..features.style_head import PACKAGED_HEAD, PACKAGED_LOCAL_HEAD, load_style_head
 from ..store import _describe_difference
 
 
@@ -31,10 +31,7 @@ def config_for_store(store, base: Config | None = None) -> Config:
         if "gram_levels" in glob:
             config.global_.gram_levels = tuple(glob["gram_levels"])
         config.global_.gram_channels = glob.get("gram_channels", config.global_.gram_channels)
-        if glob.get("style_head") is None:
-            config.global_.style_head = None
-        elif PACKAGED_HEAD.is_file() and glob["style_head"] == load_style_head(PACKAGED_HEAD).file_id:
-            config.global_.style_head = "auto"
+        config.global_.style_head = _head_setting(glob, PACKAGED_HEAD, config.global_.style_head)
         size = (glob.get("input") or {}).get("input_size")
         if size:
             config.global_.image_size = int(size[-1])
@@ -45,10 +42,21 @@ def config_for_store(store, base: Config | None = None) -> Config:
             if hasattr(config.local, name):
                 setattr(config.local, name, value)
         config.local.aggregate = local.get("aggregate", config.local.aggregate)
+        config.local.style_head = _head_setting(local, PACKAGED_LOCAL_HEAD, config.local.style_head)
     seed = (meta.get("embed") or {}).get("seed")
     if seed is not None:
         config.embed.seed = int(seed)
     return config
+
+
+def _head_setting(branch: dict[str, Any], packaged, current: str | None) -> str | None:
+    """A branch's style_head setting from its provenance: None without a head, "auto" for the
+    packaged head, else ``current`` (a user's head file is known by hash only)."""
+    if branch.get("style_head") is None:
+        return None
+    if packaged.is_file() and branch["style_head"] == load_style_head(packaged).file_id:
+        return "auto"
+    return current
 
 
 def check_branches(store, branches) -> None:
