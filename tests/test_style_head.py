@@ -19,7 +19,7 @@ from stylecluster.data.discovery import discover_images
 from stylecluster.evaluate import nmi
 from stylecluster.features.embedder import embed_images
 from stylecluster.features.global_ import GlobalBranch
-from stylecluster.features.style_head import PACKAGED_HEAD, ArtistDiscriminantHead, discriminant_ratios, load_style_head
+from stylecluster.features.style_head import ArtistDiscriminantHead, packaged_global_head, discriminant_ratios, load_style_head
 from stylecluster.store import load_store
 from stylecluster.viz.provenance import config_for_store
 
@@ -132,10 +132,10 @@ def test_head_files_are_checked(tmp_path):
 
 
 def test_default_global_branch_writes_the_packaged_heads_projection():
-    assert PACKAGED_HEAD.is_file()
+    assert packaged_global_head(GlobalConfig().backbone).is_file()
     branch = GlobalBranch()
     raw = GlobalBranch(GlobalConfig(style_head=None), backbone=branch.backbone)
-    assert branch.parts == {"style": (0, 64)} and "style_head" in branch.provenance()
+    assert branch.parts == {"style": (0, branch.style_head.out_features)} and "style_head" in branch.provenance()
     assert "style_head" not in raw.provenance() and "pooled" in raw.parts
     batch = torch.stack([branch.preprocess(painting(seed), 0) for seed in range(3)])
     with torch.inference_mode():

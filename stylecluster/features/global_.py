@@ -34,7 +34,7 @@ from ..config import GlobalConfig
 from ..device import autocast
 from .backbones import Backbone, create_backbone
 from .branch import Branch
-from .style_head import PACKAGED_HEAD, StyleHead, resolve_style_head
+from .style_head import StyleHead, packaged_global_head, resolve_style_head
 
 
 def gram_upper(features: torch.Tensor) -> torch.Tensor:
@@ -100,7 +100,7 @@ class GlobalBranch(Branch):
     def _resolve_style_head(self) -> StyleHead | None:
         if self.backbone.style_head is not None and self.config.style_head == "auto":
             return None  # a CSD / train-global checkpoint's own projection is the style vector
-        return resolve_style_head(self.config.style_head, PACKAGED_HEAD, self._parts, self._raw_provenance())
+        return resolve_style_head(self.config.style_head, packaged_global_head(self.backbone.name), self._parts, self._raw_provenance())
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The first part (pooled features, or their style embedding) and the Gram levels' maps."""

@@ -41,8 +41,13 @@ from ..hashing import file_sha256
 log = logging.getLogger(__name__)
 
 FORMAT = "stylecluster.style_head/1"
-PACKAGED_HEAD = Path(__file__).resolve().parents[1] / "models" / "global_style_head.pt"
-PACKAGED_LOCAL_HEAD = Path(__file__).resolve().parents[1] / "models" / "local_style_head.pt"
+MODELS = Path(__file__).resolve().parents[1] / "models"
+PACKAGED_LOCAL_HEAD = MODELS / "local_style_head.pt"
+
+
+def packaged_global_head(backbone: str) -> Path:
+    """Where the head shipped for ``backbone`` lies (it may not exist: then "auto" means no head)."""
+    return MODELS / f"global_style_head-{backbone}.pt"
 
 
 def _normalise_parts(X: np.ndarray, parts: dict[str, tuple[int, int]]) -> np.ndarray:

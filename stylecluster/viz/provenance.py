@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from ..config import Config, config_from_dict
-from ..features.style_head import PACKAGED_HEAD, PACKAGED_LOCAL_HEAD, load_style_head
+from ..features.style_head import PACKAGED_LOCAL_HEAD, load_style_head, packaged_global_head
 from ..store import _describe_difference
 
 
@@ -31,7 +31,7 @@ def config_for_store(store, base: Config | None = None) -> Config:
         if "gram_levels" in glob:
             config.global_.gram_levels = tuple(glob["gram_levels"])
         config.global_.gram_channels = glob.get("gram_channels", config.global_.gram_channels)
-        config.global_.style_head = _head_setting(glob, PACKAGED_HEAD, config.global_.style_head)
+        config.global_.style_head = _head_setting(glob, packaged_global_head(config.global_.backbone), config.global_.style_head)
         size = (glob.get("input") or {}).get("input_size")
         if size:
             config.global_.image_size = int(size[-1])
