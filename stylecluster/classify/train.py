@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from ..data.discovery import relative_name
 from ..device import autocast, resolve_device
 from ..train.global_style import load_images
-from ..train.loop import epoch_generator, save_atomic, train_step
+from ..io import save_atomic
+from ..train.loop import epoch_generator, train_step
 from .config import ClassifierConfig, load_classifier_config
 from .data import FeatureCache, augmented_view, class_weights, clean_view, encode_views, split_three_ways
 from .models import StyleClassifier, create_classifier
@@ -187,8 +188,9 @@ def fit_classifier(
             "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
         })
         state["epoch"] = epoch + 1
-        save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), **state, "metadata": metadata}, out)
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "scaler": scaler.state_dict(), **state, "metadata": metadata}
+        save_atomic(out, lambda tmp: torch.save(checkpoint, tmp))
     model.load_state_dict(state["best"], strict=False)
     return TrainResult(state["history"], state["best_epoch"], state["stale"] >= config.early_stopping, model.eval())
 

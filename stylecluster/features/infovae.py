@@ -44,7 +44,6 @@ Defaults and why
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,6 +51,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..io import save_atomic
 
 CHECKPOINT_FORMAT = "stylecluster.infovae"
 CHECKPOINT_VERSION = 1
@@ -198,11 +199,7 @@ def save_checkpoint(path: str | Path, model: InfoVAE | Encoder, **extra: Any) ->
         "decoder": model.decoder.state_dict() if isinstance(model, InfoVAE) else None,
         **extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
