@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from ._version import __version__
 from .classify import cli as classify_cli
+from .cluster.persist import model_path_for
 from .config import Config, load_config
 
 log = logging.getLogger("stylecluster")
@@ -154,11 +155,6 @@ def _add_cluster(sub) -> None:
     p.set_defaults(command="cluster")
 
 
-def model_path_for(clusters_csv: Path) -> Path:
-    """Where the fitted clustering of CLUSTERS.csv is saved."""
-    return clusters_csv.with_suffix(".model.joblib")
-
-
 def _run_cluster(args: argparse.Namespace) -> int:
     from .cluster import StyleClustering
     from .store import load_store
@@ -195,7 +191,7 @@ def _run_cluster(args: argparse.Namespace) -> int:
 
 def _add_assign(sub) -> None:
     p = sub.add_parser("assign", help="assign the images of another store to an existing clustering")
-    p.add_argument("model", metavar="MODEL", help="CLUSTERS.model.joblib written by `stylecluster cluster` (or its CLUSTERS.csv)")
+    p.add_argument("model", metavar="MODEL", help="CLUSTERS.model.npz written by `stylecluster cluster` (or its CLUSTERS.csv)")
     p.add_argument("store", metavar="NEW_STORE", help="store embedded with the same model and configuration")
     p.add_argument("--out", required=True, metavar="NEW_CLUSTERS.csv", help="output CSV: path, cluster, probability")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")

@@ -30,7 +30,7 @@ class DemoResult:
             f"clusters vs. period labels ({self.evaluation['n_labels']} periods):",
             format_table(self.evaluation),
             "",
-            f"outputs in {self.out}/: store/ (embeddings), clusters.csv, clusters.model.joblib, evaluation.json",
+            f"outputs in {self.out}/: store/ (embeddings), clusters.csv, clusters.model.npz, evaluation.json",
         ]
 
 
@@ -40,8 +40,8 @@ def run_demo(out: Path, config: Config | None = None, quiet: bool = False) -> De
     The folder is created, or reused when an earlier demo made it (the store then resumes and
     the derived files are rewritten). A non-empty folder the demo did not make is refused.
     """
-    from .cluster import StyleClustering
-    from .cli import UserError, model_path_for
+    from .cli import UserError
+    from .cluster import StyleClustering, model_path_for
     from .data.discovery import discover_images
     from .features.embedder import embed_images
     from .store import load_store

@@ -229,14 +229,16 @@ def _empty_table(metadata: dict[str, Any]) -> pa.Table:
     return _schema(metadata).empty_table()
 
 
-def _describe_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+def _describe_difference(
+    old: dict[str, Any], new: dict[str, Any], prefix: str = "", old_name: str = "store has", new_name: str = "this run uses"
+) -> list[str]:
     diffs = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _describe_difference(a, b, f"{prefix}{key}.")
+            diffs += _describe_difference(a, b, f"{prefix}{key}.", old_name, new_name)
         elif a != b:
-            diffs.append(f"{prefix}{key}: store has {a!r}, this run uses {b!r}")
+            diffs.append(f"{prefix}{key}: {old_name} {a!r}, {new_name} {b!r}")
     return diffs
 
 

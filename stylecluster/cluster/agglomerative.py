@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import linkage
 
-from .base import ClusterMethod, register_method, student_t_assignments
+from .base import ClusterMethod, nearest_centroid, register_method, student_t_assignments
 from .reduce import subsample
 
 
@@ -33,11 +33,6 @@ def cut_tree(children: np.ndarray, n_clusters: int) -> np.ndarray:
         root[children[i]] = root[n_leaves + i]
     _, first, labels = np.unique(root[:n_leaves], return_index=True, return_inverse=True)
     return np.argsort(np.argsort(first))[labels]
-
-
-def nearest_centroid(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    d2 = (centers**2).sum(1)[None, :] - 2.0 * np.asarray(X, dtype=np.float64) @ centers.T
-    return d2.argmin(axis=1)
 
 
 @register_method("agglomerative")

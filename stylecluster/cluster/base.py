@@ -109,3 +109,9 @@ def student_t_assignments(X: np.ndarray, centers: np.ndarray, alpha: float = 1.0
     d2 = (X**2).sum(1)[:, None] - 2.0 * X @ centers.T + (centers**2).sum(1)[None, :]
     q = (1.0 + np.maximum(d2, 0.0) / alpha) ** (-(alpha + 1.0) / 2.0)
     return q / q.sum(axis=1, keepdims=True)
+
+
+def nearest_centroid(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Row of ``centers`` nearest to each point (squared Euclidean distance)."""
+    d2 = (np.asarray(centers, dtype=np.float64) ** 2).sum(1)[None, :] - 2.0 * np.asarray(X, dtype=np.float64) @ np.asarray(centers, dtype=np.float64).T
+    return d2.argmin(axis=1)

@@ -215,6 +215,21 @@ class DECClustering(ClusterMethod):
         self.n_clusters_ = len(self.cluster_centers_)
         return self
 
+    def _saved_state(self) -> dict:
+        """The encoder as data (layer sizes and weight arrays) for :mod:`~stylecluster.cluster.persist`."""
+        state = dict(vars(self))
+        linears = [m for m in self.encoder_ if isinstance(m, nn.Linear)]
+        sizes = [linears[0].in_features] + [m.out_features for m in linears]
+        state["encoder_"] = {"sizes": sizes, "weights": {k: v.detach().cpu().numpy() for k, v in self.encoder_.state_dict().items()}}
+        return state
+
+    def _restore_state(self, state: dict) -> None:
+        encoder = state.pop("encoder_")
+        self.__dict__.update(state)
+        self.encoder_ = _mlp([int(n) for n in encoder["sizes"]])
+        self.encoder_.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in encoder["weights"].items()})
+        self.encoder_.eval()
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Latent coordinates of X."""
         return self._encode(torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32)).numpy()

@@ -44,6 +44,7 @@ Defaults and why
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -203,8 +204,20 @@ def save_checkpoint(path: str | Path, model: InfoVAE | Encoder, **extra: Any) ->
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs) and check its format."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs) and check its format.
+
+    Anything else — a pickle of other objects, another model's file, text — is a one-line
+    ValueError naming the file.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's advice on pickle protocols, meaningless here
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
+        raise ValueError(f"{path}: not a stylecluster InfoVAE checkpoint (cannot be read as weights: {type(exc).__name__}); "
+                         "train one with `stylecluster train-local`") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a stylecluster InfoVAE checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:
