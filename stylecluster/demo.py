@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .config import Config
 from .evaluate import evaluate_clusters, format_table, read_labels
+from .io import check_writable, save_atomic
 
 MARKER = ".stylecluster-demo"
 
@@ -47,11 +48,10 @@ def run_demo(out: Path, config: Config | None = None, quiet: bool = False) -> De
     from .store import load_store
 
     config = config or Config()
-    out = Path(out)
+    out = check_writable(out, folder=True)
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise UserError(f"{out} exists and was not made by the demo; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by stylecluster demo; its files are rewritten by the next demo run\n")
+    save_atomic(out / MARKER, "made by stylecluster demo; its files are rewritten by the next demo run\n")
 
     sample = sample_dir()
     report = embed_images(discover_images(sample / "images"), sample, out / "store", config, quiet=quiet)
@@ -59,8 +59,8 @@ def run_demo(out: Path, config: Config | None = None, quiet: bool = False) -> De
     clustering = StyleClustering(config.cluster, config.fuse).fit(store)
     clusters_csv = out / "clusters.csv"
     frame = clustering.to_frame()
-    frame.to_csv(clusters_csv, index=False)
+    save_atomic(clusters_csv, lambda tmp: frame.to_csv(tmp, index=False))
     clustering.save(model_path_for(clusters_csv))
     evaluation = evaluate_clusters(frame, read_labels(sample / "labels.csv", "period"), "period")
-    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+    save_atomic(out / "evaluation.json", json.dumps(evaluation, indent=2))
     return DemoResult(out, report.summary_lines(), evaluation)

@@ -36,15 +36,11 @@ _COUNTER = itertools.count()
 class OutputError(Exception):
     """An output cannot be written; ``str(exc)`` is one line naming the path and the reason."""
 
-    def __init__(self, path: str | Path, reason: str):
+    def __init__(self, path: str | Path, reason: str | OSError):
+        if isinstance(reason, OSError):
+            reason = "no space left on the device" if reason.errno == errno.ENOSPC else reason.strerror or str(reason)
         super().__init__(f"cannot write {printable(path)}: {reason}")
         self.path = Path(path)
-
-
-def _reason(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return "no space left on the device"
-    return exc.strerror or str(exc)
 
 
 def temporary_name(path: Path) -> Path:
@@ -73,7 +69,7 @@ def save_atomic(path: str | Path, content: bytes | str | Callable[[Path], object
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise OutputError(path, _reason(exc)) from None
+            raise OutputError(path, exc) from None
         raise
     return path
 
@@ -100,7 +96,7 @@ def check_writable(path: str | Path, folder: bool = False) -> Path:
     try:
         probe.touch(exist_ok=False)
     except OSError as exc:
-        raise OutputError(path, _reason(exc)) from None
+        raise OutputError(path, exc) from None
     probe.unlink(missing_ok=True)
     return path
 

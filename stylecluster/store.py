@@ -314,7 +314,7 @@ class StoreWriter:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(str(OutputError(self.path, exc.strerror or str(exc)))) from None
+            raise StoreError(str(OutputError(self.path, exc))) from None
         self._lock = FileLock(str(self.path / LOCK_FILE))
         try:
             self._lock.acquire(timeout=0)
@@ -325,7 +325,7 @@ class StoreWriter:
             except Timeout:
                 raise StoreError(f"{printable(self.path)}: another process is still writing this store; run again when it has finished") from None
         except OSError as exc:
-            raise StoreError(str(OutputError(self.path / LOCK_FILE, exc.strerror or str(exc)))) from None
+            raise StoreError(str(OutputError(self.path / LOCK_FILE, exc))) from None
         try:
             self._open(new_meta, overwrite, now)
         except BaseException:

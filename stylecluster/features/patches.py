@@ -50,6 +50,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from ..config import LocalConfig
+from ..io import save_atomic
 
 #: |DoG| ranges below this (on the 0..255 intensity scale) count as a constant patch.
 FLAT_RANGE = 1e-3
@@ -277,13 +278,11 @@ def extract_patches_to_dir(
     config = config or LocalConfig()
     image_path, out_dir = Path(image_path), Path(out_dir)
     patches = extract_patches(load_image(image_path, max_pixels=max_pixels, min_side=1), config, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for i, (raw, dog) in enumerate(zip(patches.raw, patches.dog)):
         for kind, pixels in (("raw", raw), ("dog", np.round(dog).astype(np.uint8))):
             path = out_dir / f"{image_path.stem}_p{i}_{kind}.png"
-            Image.fromarray(pixels, "L").save(path)
-            written.append(path)
+            written.append(save_atomic(path, lambda tmp: Image.fromarray(pixels, "L").save(tmp)))
     record = {
         "image": str(image_path),
         "seed": seed,
@@ -291,5 +290,5 @@ def extract_patches_to_dir(
         "scores": [round(float(s), 4) for s in patches.scores],
         "params": patch_params(config),
     }
-    (out_dir / f"{image_path.stem}_patches.json").write_text(json.dumps(record, indent=2))
+    save_atomic(out_dir / f"{image_path.stem}_patches.json", json.dumps(record, indent=2))
     return written

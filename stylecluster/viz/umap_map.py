@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import OutputError, printable, save_atomic
+from ..io import OutputError, check_writable, printable, save_atomic
 from .html import esc, page, script_json
 from .thumbs import data_uri, ensure_thumbnails
 
@@ -307,7 +307,7 @@ def copy_thumbnails(thumbs: dict[str, Path], folder: Path) -> None:
         try:
             target.hardlink_to(source)
         except OSError:
-            shutil.copyfile(source, target)
+            save_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def write_map(
@@ -327,12 +327,11 @@ def write_map(
 
     if color_by == "label" and not explorer.has_labels:
         raise ValueError("colouring by label needs a labels table")
-    out = Path(out)
+    out = check_writable(out)
     cache = cache if cache is not None else cache_dir(explorer.store)
     points = explorer.points
     coords = umap_coordinates(explorer.fused, cache, umap_params)
     thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache, workers)
-    out.parent.mkdir(parents=True, exist_ok=True)
     thumbs_dir = None
     if len(points) <= embed_limit:
         thumb_src = {sha: data_uri(f) for sha, f in thumbs.items()}
@@ -345,5 +344,5 @@ def write_map(
     colouring = explorer.label_column if color_by == "label" else "cluster"
     title = f"Style map of {store_name}: {len(points)} images by {colouring}"
     fragment = map_fragment(points, coords, thumb_src, color_by, explorer.label_column, title)
-    out.write_text(page(title, fragment), encoding="utf-8")
+    save_atomic(out, page(title, fragment))
     return MapResult(out, thumbs_dir, len(points), len(thumbs))
