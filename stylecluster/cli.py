@@ -183,7 +183,7 @@ def _run_cluster(args: argparse.Namespace) -> int:
     for name, table in clustering.tables().items():  # e.g. the agglomerative merge tree
         written.append(save_atomic(out.with_suffix(f".{name}.csv"), lambda tmp: table.to_csv(tmp, index=False)))
     summary = clustering.summary()
-    print(f"{summary['method']}: {summary['n_clusters']} clusters over {summary['n_images']} images"
+    print(f"{summary['method']}: {summary['n_clusters']} cluster{'' if summary['n_clusters'] == 1 else 's'} over {summary['n_images']} images"
           + (f", {summary['outlier_share']:.1%} outliers" if summary["outlier_share"] else "")
           + (f" (k chosen by {summary['k_selection']['criterion']})" if "k_selection" in summary else ""))
     print("wrote " + ", ".join(str(p) for p in written))
@@ -566,11 +566,11 @@ def _run_similar(args: argparse.Namespace) -> int:
         config.embed.device = args.device
     explorer = _explorer(args)
     result = find_similar(explorer, args.image, args.k, config)
-    print(f"nearest in style to {result.query}" + ("" if result.inside else " (outside the store)") + ":")
+    print(f"nearest in style to {printable(result.query)}" + ("" if result.inside else " (outside the store)") + ":")
     for row in result.neighbours.itertuples(index=False):
         cluster = f"  cluster {row.cluster}" if explorer.has_clusters else ""
         label = f"  {row.label}" if explorer.has_labels else ""
-        print(f"{row.rank:>3}  {row.similarity:.3f}{cluster}  {row.path}{label}")
+        print(printable(f"{row.rank:>3}  {row.similarity:.3f}{cluster}  {row.path}{label}"))
     if args.out:
         print(f"wrote {write_similar(result, explorer, args.out)}")
     return 0
@@ -595,10 +595,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LineHandler(logging.Handler):
+    """One escaped line per message (a file name with a newline or a terminal escape stays on its
+    line and inert), written through tqdm so that it never glues onto a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(printable(self.format(record)), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
 def _setup_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    verbose = getattr(args, "verbose", False)
+    level = logging.DEBUG if verbose else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", handlers=[_LineHandler()])
     logging.getLogger("stylecluster").setLevel(level)
+    # Libraries' warnings (scikit-learn, numpy, hdbscan) speak of their internals, not of the
+    # user's images: shown with -v only, as log lines.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -618,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stylecluster: error: {where}{printable(exc.strerror or exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("stylecluster: interrupted; finished chunks are kept — run the same command again to resume", file=sys.stderr)
+        print("stylecluster: interrupted; what was saved is kept — run the same command again to resume", file=sys.stderr)
         return 130
 
 

@@ -178,3 +178,112 @@ def test_a_full_disk_leaves_no_partial_output_and_the_rerun_works(clustered, tmp
     assert left.read_text() == ""  # no partial file, no temporary one
     # the same commands, once there is room, need no --overwrite
     assert [r.returncode for r in results[2:]] == [0, 0], [r.stderr for r in results[2:]]
+
+
+# --- 6. degenerate collections ------------------------------------------------------------------
+
+DEGENERATE = {
+    "one image": np.random.default_rng(0).normal(size=(1, 16)),
+    "two images": np.random.default_rng(1).normal(size=(2, 16)),
+    "20 identical": np.repeat(np.random.default_rng(2).normal(size=(1, 16)), 20, axis=0),
+    "5 images, --k 10": np.random.default_rng(3).normal(size=(5, 16)),
+}
+DEGENERATE_SCRIPT = """
+import sys
+from stylecluster.cli import main
+for argv in {argvs!r}:
+    print("=== " + " ".join(argv), file=sys.stderr, flush=True)
+    print("rc", main(argv), file=sys.stderr, flush=True)
+"""
+
+
+def synthetic_store(path: Path, X: np.ndarray, tag: str = "synthetic") -> Path:
+    from stylecluster.store import StoreWriter
+
+    writer = StoreWriter(path, {"global": {"backbone": tag}}, {"global": X.shape[1]}, {"global": {"pooled": (0, 8), "gram": (8, 16)}})
+    for i, row in enumerate(X.astype(np.float32)):
+        writer.add(f"img{i:02d}.png", f"sha{i}", 64, 64, {"global": row})
+    writer.close()
+    return path
+
+
+def test_degenerate_collections_give_one_line_or_a_sensible_result(tmp_path):
+    """Every method on 1, 2, 20 identical and 5 images (--k 10), in one process with its real stderr."""
+    argvs, outs = [], {}
+    for case, X in DEGENERATE.items():
+        store = synthetic_store(tmp_path / f"{case}.store", X)
+        for method in ("bgmm", "kmeans", "hdbscan", "agglomerative", "dec"):
+            out = tmp_path / f"{case}-{method}.csv"
+            argv = ["cluster", str(store), "--method", method, "--out", str(out)]
+            argv += ["--k", "10"] if "--k" in case and method != "hdbscan" else []
+            argv += ["--param", "pretrain_steps=50", "--param", "max_steps=50"] if method == "dec" else []
+            argvs.append(argv)
+            outs[case, method] = out
+    script = tmp_path / "run.py"
+    script.write_text(DEGENERATE_SCRIPT.format(argvs=argvs))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    blocks = result.stderr.split("=== ")[1:]
+    printed = dict(zip(outs, blocks))
+    stdout = iter(result.stdout.splitlines())
+    for (case, method), out in outs.items():
+        text = printed[case, method]
+        assert "Traceback" not in text and "Warning" not in text and "sklearn" not in text and "numpy" not in text, text
+        *messages, status = text.strip().splitlines()[1:]
+        if case == "one image":
+            assert status == "rc 2" and messages == ["stylecluster: error: clustering needs at least 2 images; the store has 1"]
+            continue
+        if case == "two images" and method == "hdbscan":
+            assert status == "rc 2" and len(messages) == 1 and "min_cluster_size=5" in messages[0]
+            continue
+        assert status == "rc 0", text
+        summary, wrote = next(stdout), next(stdout)
+        frame = pd.read_csv(out)
+        n_clusters = frame.loc[frame["cluster"] >= 0, "cluster"].nunique()
+        assert summary.startswith(f"{method}: {n_clusters} cluster"), (case, method, summary)
+        if case == "20 identical":
+            assert n_clusters == 1 and (frame["probability"] == 1).all()
+            assert messages == ["all 20 images have the same vectors (identical images): one cluster"]
+        if case == "5 images, --k 10" and method in ("kmeans", "agglomerative", "dec"):
+            assert n_clusters == 5 and messages == [f"{method}: the collection has 5 distinct images, so 5 clusters instead of 10"]
+
+
+def test_assign_refuses_a_store_embedded_with_another_model(clustered, tmp_path, capsys):
+    tmp, store = clustered
+    other = tmp_path / "other.store"
+    config = Config()
+    config.embed.workers = 0
+    embed_images(discover_images(tmp / "images"), tmp / "images", other, config, quiet=True, branches=[MeanColourBranch(tag="v2")])
+    assert main(["assign", str(tmp / "c.model.npz"), str(other), "--out", str(tmp_path / "a.csv")]) == 2
+    err = one_line_error(capsys)
+    assert "embedded differently" in err and "branches.global.tag: the clustering's store has 'v1', this store has 'v2'" in err
+    assert main(["assign", str(tmp / "c.csv"), str(store), "--out", str(tmp_path / "a.csv"), "-q"]) == 0
+    assert (pd.read_csv(tmp_path / "a.csv")["cluster"] == pd.read_csv(tmp / "c.csv")["cluster"]).all()
+
+
+def test_local_model_that_is_not_a_checkpoint_is_one_line(clustered, tmp_path, capsys):
+    tmp, _ = clustered
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    assert main(["embed", str(tmp / "images"), "--out", str(tmp_path / "s.store"), "--local-model", str(tmp_path / "notes.pt")]) == 2
+    assert one_line_error(capsys).startswith(f"stylecluster: error: {tmp_path}/notes.pt: not a stylecluster InfoVAE checkpoint")
+
+
+# --- 7. log lines ------------------------------------------------------------------------------
+
+
+def test_hostile_file_names_stay_on_one_inert_line_beside_the_progress_bar(tmp_path):
+    images = tmp_path / "images"
+    for i in range(3):
+        make_image(images / f"ok{i}.png", size=(64, 64), noise_seed=i)
+    hostile = "bad\nname\x1b[2J\r.png"
+    (images / hostile).write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    result = subprocess.run([sys.executable, "-m", "stylecluster", "embed", str(images), "--out", str(tmp_path / "s.store"),
+                             "--workers", "0", "--batch-size", "2", "--no-local"],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stderr
+    segments = [s for line in result.stderr.split("\n") for s in line.split("\r")]
+    skipped = [s for s in segments if "skipped" in s]
+    assert skipped == [f"skipped {images}/bad\\nname\\x1b[2J\\r.png: corrupt image: broken data stream when reading image file"] or \
+        (len(skipped) == 1 and skipped[0].startswith(f"skipped {images}/bad\\nname\\x1b[2J\\r.png: ")), segments
+    assert "skipped: 1 (" in result.stdout

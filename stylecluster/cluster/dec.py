@@ -19,7 +19,7 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from .base import ClusterMethod, register_method
+from .base import ClusterMethod, capped_k, register_method
 from .reduce import IsotropicScaler
 
 
@@ -168,9 +168,7 @@ class DECClustering(ClusterMethod):
             torch.set_num_threads(threads)
 
     def _fit(self, X: np.ndarray) -> "DECClustering":
-        k = self.default_k if self.k is None else int(self.k)
-        if len(X) < k:
-            raise ValueError(f"DEC with {k} clusters needs at least {k} points, got {len(X)}")
+        k = capped_k(self.default_k if self.k is None else int(self.k), X, "dec")
         self.scaler_ = IsotropicScaler().fit(X)
         data = torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32)
         generator = torch.Generator().manual_seed(self.random_state)

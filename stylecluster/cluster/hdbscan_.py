@@ -34,7 +34,7 @@ import hdbscan
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from .base import ClusterMethod, register_method
+from .base import ClusterMethod, distinct_points, register_method
 from .reduce import make_reducer, subsample
 
 REDUCTIONS = ("umap", "pca", "none")
@@ -84,8 +84,9 @@ class HDBSCANClustering(ClusterMethod):
     outlier_scores_ : GLOSH outlier score (higher = more outlying; 1 for isolated images, nan for
     images assigned after a subsampled fit), membership_vectors_ : (n, n_clusters_) soft
     memberships when ``soft_clustering``, fit_rows_ : rows HDBSCAN was fitted on,
-    isolated_rows_ : rows the isolation screen removed, min_cluster_size_, pca_ : the fitted PCA
-    stage (None when unused), fit_points_ : the fitted rows in the PCA space (new points are
+    isolated_rows_ : rows the isolation screen removed, min_cluster_size_, reduction_ : the
+    reduction used ("pca" instead of "umap" for fewer than ``n_components + 2`` distinct images), pca_ : the
+    fitted PCA stage (None when unused), fit_points_ : the fitted rows in the PCA space (new points are
     located by their neighbours among them), embedding_ : the coordinates HDBSCAN clustered (the
     UMAP embedding of ``fit_points_``, or ``fit_points_`` without UMAP), umap_neighbors_ (0
     without UMAP), clusterer_ : the fitted ``hdbscan.HDBSCAN``.
@@ -133,9 +134,13 @@ class HDBSCANClustering(ClusterMethod):
         """Fit the PCA stage, the isolation screen and UMAP: (isolated mask, coordinates HDBSCAN clusters)."""
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+        # UMAP's spectral start needs more distinct points than dimensions + 1 (with fewer it
+        # failed, or put two groups of identical images all among the outliers); so few need no UMAP.
+        few = distinct_points(X, at_least=self.n_components + 2) <= self.n_components + 1
+        self.reduction_ = "pca" if self.reduction == "umap" and few else self.reduction
         self.pca_, self.umap_neighbors_ = None, 0
-        if self.reduction != "none":
-            dims = self.pca_components if self.reduction == "umap" else self.n_components
+        if self.reduction_ != "none":
+            dims = self.pca_components if self.reduction_ == "umap" else self.n_components
             # not whitened: densities live in the fused space's own distances
             self.pca_ = make_reducer(dims, len(X), X.shape[1], whiten=False, random_state=self.random_state).fit(X)
         P = self._project(X)
@@ -149,7 +154,7 @@ class HDBSCANClustering(ClusterMethod):
         inliers = self.fit_points_ = P[~isolated]
         # Exact neighbours of the fitted points: the isolation screen and UMAP placement of new points.
         self.neighbours_ = NearestNeighbors().fit(inliers)
-        if self.reduction != "umap":
+        if self.reduction_ != "umap":
             return isolated, inliers
 
         import umap  # imported here: numba compilation makes the import slow
@@ -202,10 +207,13 @@ class HDBSCANClustering(ClusterMethod):
         X = np.asarray(X, dtype=np.float32)
         n = len(X)
         rows = subsample(n, self.max_fit_samples, self.random_state)
+        self.min_cluster_size_ = default_min_cluster_size(len(rows)) if self.min_cluster_size is None else int(self.min_cluster_size)
+        if len(rows) < max(self.min_cluster_size_, 2):
+            raise ValueError(f"hdbscan: a cluster needs at least min_cluster_size={self.min_cluster_size_} images and there are {len(rows)}; "
+                             "pass --param min_cluster_size=N with a smaller N, or use another --method")
         isolated, E = self._fit_reductions(X[rows])
         self.embedding_ = np.asarray(E, dtype=np.float64)
         self.fit_rows_, self.isolated_rows_ = rows[~isolated], rows[isolated]
-        self.min_cluster_size_ = default_min_cluster_size(len(rows)) if self.min_cluster_size is None else int(self.min_cluster_size)
         self.clusterer_ = self._fit_clusterer()
         self.n_clusters_ = int(self.clusterer_.labels_.max() + 1)
 

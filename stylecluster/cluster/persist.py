@@ -63,7 +63,7 @@ def saved_types() -> dict[str, type]:
     from sklearn.pipeline import Pipeline
 
     from ..config import ClusterConfig, FuseConfig
-    from .base import available_methods, method_class
+    from .base import OneCluster, available_methods, method_class
     from .fuse import Block, Fuser
     from .pipeline import StyleClustering
     from .reduce import IsotropicScaler
@@ -77,6 +77,7 @@ def saved_types() -> dict[str, type]:
         "Fuser": Fuser,
         "Block": Block,
         "IsotropicScaler": IsotropicScaler,
+        "OneCluster": OneCluster,
         "sklearn.PCA": PCA,
         "sklearn.Pipeline": Pipeline,
         "sklearn.BayesianGaussianMixture": BayesianGaussianMixture,

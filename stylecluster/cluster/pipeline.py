@@ -7,6 +7,7 @@ images of another store are placed only when they were embedded the same way.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ import pandas as pd
 
 from ..config import ClusterConfig, FuseConfig
 from ..io import printable
-from .base import make_clusterer
+from .base import OneCluster, distinct_points, make_clusterer
 from .fuse import Fuser, blocks_for_store
 from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
+
+log = logging.getLogger("stylecluster")
 
 
 class StyleClustering:
@@ -34,10 +37,22 @@ class StyleClustering:
         self.fuse = fuse or FuseConfig()
 
     def fit(self, store) -> "StyleClustering":
+        """Fuse and cluster ``store``'s images.
+
+        Fewer than 2 images is a ValueError; identical images (all vectors equal) make one
+        cluster whatever the method, which is what every method would mean by them.
+        """
+        n = len(store.paths)
+        if n < 2:
+            raise ValueError(f"clustering needs at least 2 images; the store has {n}")
         Z = self._fit_fuser(store)
-        k, self.k_selection_ = resolve_k(self.cluster.method, self.cluster.k, Z, seed=self.cluster.seed, **self.cluster.params)
-        self.method_ = make_clusterer(self.cluster.method, k=k, seed=self.cluster.seed, **self.cluster.params)
-        self.method_.fit(Z)
+        if distinct_points(Z, at_least=2) < 2:
+            log.warning("all %d images have the same vectors (identical images): one cluster", n)
+            self.k_selection_, self.method_ = None, OneCluster().fit(Z)
+        else:
+            k, self.k_selection_ = resolve_k(self.cluster.method, self.cluster.k, Z, seed=self.cluster.seed, **self.cluster.params)
+            self.method_ = make_clusterer(self.cluster.method, k=k, seed=self.cluster.seed, **self.cluster.params)
+            self.method_.fit(Z)
         self.paths_ = list(store.paths)
         self.labels_ = np.asarray(self.method_.labels_)
         self.probabilities_ = np.asarray(self.method_.probabilities_, dtype=np.float64)

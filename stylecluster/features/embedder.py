@@ -53,7 +53,7 @@ class EmbedReport:
 
     def summary_lines(self) -> list[str]:
         lines = [
-            f"store: {self.store}",
+            f"store: {printable(self.store)}",
             f"images found: {self.found}",
             f"embedded now: {self.embedded}",
             f"already in the store (resumed): {self.already_stored}",

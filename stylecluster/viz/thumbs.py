@@ -63,7 +63,7 @@ def ensure_thumbnails(
             list(pool.map(make, todo))
     if failed:
         where = images_root if images_root is not None else "an unknown folder (the store records no images root)"
-        log.warning("%d images could not be read from %s and have no thumbnail, e.g. %s", len(failed), where, failed[0])
+        log.warning("%d images could not be read from %s and have no thumbnail, e.g. %s", len(failed), printable(where), printable(failed[0]))
     return {sha: f for sha, f in found.items() if f.is_file()}
 
 
