@@ -56,8 +56,10 @@ from ..io import save_atomic
 FLAT_RANGE = 1e-3
 #: Upsampling a too-small image never makes it longer than this many times its shorter side.
 MAX_ASPECT = 32
-#: Working-memory bound for gradient strips (pixels of float32 per strip).
-MAX_STRIP_PIXELS = 1 << 24
+#: Working-memory bound for gradient strips (pixels per strip). A strip costs ~20 bytes a pixel
+#: (two Sobel derivatives and their magnitude in float32, the float64 integral image): 80 MB at
+#: 4 megapixels; at 16 it was 320 MB, most of what a 24-megapixel image cost to embed.
+MAX_STRIP_PIXELS = 1 << 22
 
 #: LocalConfig fields that determine the patches (recorded in provenance and checkpoints).
 PATCH_FIELDS = ("patch_size", "stride", "top_fraction", "n_patches", "sigma1", "sigma2", "patch_scale", "relative_size")
