@@ -22,10 +22,11 @@ A 41 KB 14,000 x 14,000 one-bit PNG is under the 200-megapixel cap, yet decoding
   is skipped as ``too_large``. The reduction then converts and reduces horizontal strips of the
   decoded image, so no full-size RGB copy is ever made.
 
-Measured on this machine (``benchmarks/faults.py``, decode and both branches' preprocessing of
+Measured on this machine (``benchmarks/faults.py``: decoding and both branches' preprocessing of
 one image, peak RSS above the process's): the one-bit PNG above 1,852 MB and 6.3 s before,
-217 MB and 0.6 s now; the costliest accepted images — a 9,100 x 9,100 colour PNG and a 12,000 x
-12,000 16-bit TIFF — 425 and 478 MB; an unreduced 6,000 x 4,000 colour PNG 252 MB.
+217 MB and 0.7 s now; the costliest accepted images, a 9,100 x 9,100 colour PNG and a 12,000 x
+12,000 16-bit TIFF, 425 and 419 MB; a 14,000 x 10,000 JPEG 200 MB; the largest image that is not
+reduced, 6,000 x 4,000 in colour, 219 MB (403 MB with the former 16-megapixel gradient strips).
 """
 from __future__ import annotations
 
