@@ -261,7 +261,6 @@ def train_classifier(
     names = [relative_name(paths[i], root) for i in kept]
     data = LabelledImages(images, targets, split.to_numpy(), classes, names)
     split_table = pd.DataFrame({"path": labels["path"], label_column: labels[label_column], "artist": labels["artist"], "split": split.to_numpy()})
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    split_table.to_csv(split_path(out), index=False)
+    save_atomic(split_path(out), lambda tmp: split_table.to_csv(tmp, index=False))
     result = fit_classifier(data, config, out, device, resume, progress, metadata={"label_column": label_column})
     return result, skipped

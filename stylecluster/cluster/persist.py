@@ -21,7 +21,7 @@ assignment first needs it).
 Why not skops: its loader is just as code-free with an explicit trusted-type list, but that list
 must also name every numpy and scikit-learn type and function the file mentions, DEC's torch
 module and HDBSCAN's and UMAP's compiled trees would need code of our own anyway, and this format
-is 150 lines that can be read in one sitting.
+is one file of ~200 lines that can be read in one sitting.
 """
 from __future__ import annotations
 
