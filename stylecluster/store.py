@@ -265,8 +265,7 @@ class StoreWriter:
     Opening an existing store checks that it was made by the same branches with the same
     parameters (``branches`` provenance); otherwise :class:`StoreMismatchError` unless
     ``overwrite``, which deletes the store's own files (and nothing else) first. The writer holds
-    the store's lock from opening to :meth:`close`; a second writer waits for it
-    (``lock_timeout`` seconds, None: as long as it takes).
+    the store's lock from opening to :meth:`close`; a second writer waits for it.
 
     Rows are saved every ``checkpoint_rows`` rows or ``checkpoint_seconds`` seconds, whichever
     comes first; :meth:`close` merges the chunks this writer saved into chunks of ``chunk_size``
@@ -285,7 +284,6 @@ class StoreWriter:
         seed: int = 0,
         checkpoint_rows: int = 64,
         checkpoint_seconds: float = 30.0,
-        lock_timeout: float | None = None,
     ):
         from filelock import FileLock, Timeout
 
@@ -320,10 +318,7 @@ class StoreWriter:
             self._lock.acquire(timeout=0)
         except Timeout:
             log.warning("%s: another process is writing this store; waiting for it to finish (Ctrl-C to stop)", printable(self.path))
-            try:
-                self._lock.acquire(timeout=-1 if lock_timeout is None else lock_timeout)
-            except Timeout:
-                raise StoreError(f"{printable(self.path)}: another process is still writing this store; run again when it has finished") from None
+            self._lock.acquire()
         except OSError as exc:
             raise StoreError(str(OutputError(self.path / LOCK_FILE, exc))) from None
         try:
