@@ -90,7 +90,7 @@ def _browser_ready(html: Path) -> float | None:
 
 
 def _cluster_once(store: Path, work: Path, k: int) -> Path:
-    from stylecluster.cli import model_path_for
+    from stylecluster.cluster import model_path_for
     from stylecluster.cluster import StyleClustering
     from stylecluster.config import ClusterConfig
     from stylecluster.store import load_store

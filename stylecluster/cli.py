@@ -10,7 +10,9 @@ from typing import Callable, Sequence
 
 from ._version import __version__
 from .classify import cli as classify_cli
+from .cluster.persist import model_path_for
 from .config import Config, load_config
+from .io import OutputError, check_writable, printable, save_atomic
 
 log = logging.getLogger("stylecluster")
 
@@ -44,9 +46,14 @@ def images_folder(path: str | Path) -> Path:
     return root
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
+def _check_output(path: str | Path, overwrite: bool) -> Path:
+    """An output file, checked before any work: refused when it exists (without --overwrite) or
+    cannot be written (a read-only folder, a file where a folder should be)."""
+    path = Path(path)
     if path.exists() and not overwrite:
-        raise UserError(f"{path} exists; pass --overwrite to replace it or choose another --out")
+        raise UserError(f"{printable(path)} exists; pass --overwrite to replace it or choose another --out")
+    check_writable(path)
+    return path
 
 
 # --- embed -------------------------------------------------------------------------------------
@@ -154,11 +161,6 @@ def _add_cluster(sub) -> None:
     p.set_defaults(command="cluster")
 
 
-def model_path_for(clusters_csv: Path) -> Path:
-    """Where the fitted clustering of CLUSTERS.csv is saved."""
-    return clusters_csv.with_suffix(".model.joblib")
-
-
 def _run_cluster(args: argparse.Namespace) -> int:
     from .cluster import StyleClustering
     from .store import load_store
@@ -169,22 +171,19 @@ def _run_cluster(args: argparse.Namespace) -> int:
         config.cluster.seed = args.seed
     if args.local_weight is not None:
         config.fuse.local_weight = args.local_weight
-    out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
-    _refuse_existing(model_path_for(out), args.overwrite)
+    out = _check_output(args.out, args.overwrite)
+    _check_output(model_path_for(out), args.overwrite)
     store = load_store(args.store)
     if len(store) == 0:
         raise UserError(f"{args.store}: the store is empty")
     clustering = StyleClustering(config.cluster, config.fuse).fit(store)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clustering.to_frame().to_csv(out, index=False)
-    clustering.save(model_path_for(out))
-    written = [out, model_path_for(out)]
+    frame = clustering.to_frame()
+    save_atomic(out, lambda tmp: frame.to_csv(tmp, index=False))
+    written = [out, clustering.save(model_path_for(out))]
     for name, table in clustering.tables().items():  # e.g. the agglomerative merge tree
-        written.append(out.with_suffix(f".{name}.csv"))
-        table.to_csv(written[-1], index=False)
+        written.append(save_atomic(out.with_suffix(f".{name}.csv"), lambda tmp: table.to_csv(tmp, index=False)))
     summary = clustering.summary()
-    print(f"{summary['method']}: {summary['n_clusters']} clusters over {summary['n_images']} images"
+    print(f"{summary['method']}: {summary['n_clusters']} cluster{'' if summary['n_clusters'] == 1 else 's'} over {summary['n_images']} images"
           + (f", {summary['outlier_share']:.1%} outliers" if summary["outlier_share"] else "")
           + (f" (k chosen by {summary['k_selection']['criterion']})" if "k_selection" in summary else ""))
     print("wrote " + ", ".join(str(p) for p in written))
@@ -195,7 +194,7 @@ def _run_cluster(args: argparse.Namespace) -> int:
 
 def _add_assign(sub) -> None:
     p = sub.add_parser("assign", help="assign the images of another store to an existing clustering")
-    p.add_argument("model", metavar="MODEL", help="CLUSTERS.model.joblib written by `stylecluster cluster` (or its CLUSTERS.csv)")
+    p.add_argument("model", metavar="MODEL", help="CLUSTERS.model.npz written by `stylecluster cluster` (or its CLUSTERS.csv)")
     p.add_argument("store", metavar="NEW_STORE", help="store embedded with the same model and configuration")
     p.add_argument("--out", required=True, metavar="NEW_CLUSTERS.csv", help="output CSV: path, cluster, probability")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -207,13 +206,11 @@ def _run_assign(args: argparse.Namespace) -> int:
     from .cluster import StyleClustering
     from .store import load_store
 
-    out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
+    out = _check_output(args.out, args.overwrite)
     model = Path(args.model)
     clustering = StyleClustering.load(model_path_for(model) if model.suffix == ".csv" else model)
     frame = clustering.predict_store(load_store(args.store))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
+    save_atomic(out, lambda tmp: frame.to_csv(tmp, index=False))
     print(f"assigned {len(frame)} images to {clustering.n_clusters_} clusters ({clustering.cluster.method}); wrote {out}")
     return 0
 
@@ -239,13 +236,13 @@ def _run_stability(args: argparse.Namespace) -> int:
     config = _config(args)
     _apply_method_options(config, args)
     if args.json:
-        _refuse_existing(Path(args.json), args.overwrite)
+        _check_output(Path(args.json), args.overwrite)
     result = stability(load_store(args.store), config.cluster, config.fuse, runs=args.runs, mode=args.mode)
     print(f"{result.method}, {len(result.ari)} runs ({result.mode}): mean ARI {result.mean_ari:.3f} ± {result.std_ari:.3f}; "
           f"clusters per run: {', '.join(map(str, result.n_clusters))}")
     print("ARI near 1: the clusters are a property of the collection; near 0: of the seed.")
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2))
+        save_atomic(args.json, json.dumps(result.to_dict(), indent=2))
     return 0
 
 
@@ -268,7 +265,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_clusters, format_table, read_labels
 
     if args.json:
-        _refuse_existing(Path(args.json), args.overwrite)
+        _check_output(Path(args.json), args.overwrite)
     clusters = pd.read_csv(args.clusters)
     for column in ("path", "cluster"):
         if column not in clusters.columns:
@@ -278,7 +275,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if result["unmatched_clusters_rows"]:
         log.warning("%d clustered images have no label in %s and were not scored", result["unmatched_clusters_rows"], args.labels)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        save_atomic(args.json, json.dumps(result, indent=2))
     return 0
 
 
@@ -337,6 +334,7 @@ def _run_patches(args: argparse.Namespace) -> int:
     from .features.patches import extract_patches_to_dir
 
     config = _local_config(args)
+    check_writable(args.out, folder=True)
     try:
         written = extract_patches_to_dir(args.image, args.out, config.local, seed=args.seed, max_pixels=config.ingest.max_pixels)
     except BadImage as exc:
@@ -369,6 +367,8 @@ def _run_train_local(args: argparse.Namespace) -> int:
     from .train.infovae import train_local
 
     config = _local_config(args)
+    for out in filter(None, (args.out, args.export)):
+        check_writable(out)
     history = train_local(
         args.images_dirs, args.out, epochs=args.epochs, device=args.device, config=config.local, patch_scales=args.train_scales,
         batch_size=args.batch_size, seed=args.seed, workers=args.workers, resume=not args.no_resume, progress=not args.quiet,
@@ -412,6 +412,8 @@ def _run_train_global(args: argparse.Namespace) -> int:
     from .train.global_style import export_global, load_train_config, train_global
 
     root = images_folder(args.images_dir)
+    for out in filter(None, (args.out, args.export)):
+        check_writable(out)
     config = load_train_config(
         args.config, method=args.method, backbone=args.backbone, weights=args.weights, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
@@ -455,8 +457,7 @@ def _run_train_style_head(args: argparse.Namespace) -> int:
     from .store import load_store
     from .train.style_head import train_style_head
 
-    out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
+    out = _check_output(args.out, args.overwrite)
     head = ArtistDiscriminantHead(n_components=args.n_components, pca_components=args.pca_components, shrinkage=args.shrinkage, weighting=args.weighting)
     stores = [load_store(path) for path in args.stores]
     report = train_style_head(stores, args.labels, out, args.group_column, args.holdout, args.score_column, args.seed, head, column=args.branch)
@@ -509,8 +510,7 @@ def _add_plot(sub) -> None:
 def _run_plot(args: argparse.Namespace) -> int:
     from .viz.umap_map import UmapParams, write_map
 
-    out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
+    out = _check_output(args.out, args.overwrite)
     by_label = args.color_by != "cluster"
     explorer = _explorer(args, args.color_by if by_label else None)
     result = write_map(explorer, out, "label" if by_label else "cluster", args.embed_limit, umap_params=UmapParams(seed=args.seed), workers=args.workers)
@@ -533,9 +533,10 @@ def _add_report(sub) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from .viz.report import write_report
+    from .viz.report import check_folder, write_report
     from .viz.umap_map import UmapParams
 
+    check_folder(Path(args.out), args.overwrite)
     explorer = _explorer(args)
     result = write_report(explorer, Path(args.out), args.per_section, _config(args), umap_params=UmapParams(seed=args.seed),
                           workers=args.workers, overwrite=args.overwrite)
@@ -559,17 +560,17 @@ def _run_similar(args: argparse.Namespace) -> int:
     from .viz.similar import find_similar, write_similar
 
     if args.out:
-        _refuse_existing(Path(args.out), args.overwrite)
+        _check_output(Path(args.out), args.overwrite)
     config = _config(args)
     if args.device:
         config.embed.device = args.device
     explorer = _explorer(args)
     result = find_similar(explorer, args.image, args.k, config)
-    print(f"nearest in style to {result.query}" + ("" if result.inside else " (outside the store)") + ":")
+    print(f"nearest in style to {printable(result.query)}" + ("" if result.inside else " (outside the store)") + ":")
     for row in result.neighbours.itertuples(index=False):
         cluster = f"  cluster {row.cluster}" if explorer.has_clusters else ""
         label = f"  {row.label}" if explorer.has_labels else ""
-        print(f"{row.rank:>3}  {row.similarity:.3f}{cluster}  {row.path}{label}")
+        print(printable(f"{row.rank:>3}  {row.similarity:.3f}{cluster}  {row.path}{label}"))
     if args.out:
         print(f"wrote {write_similar(result, explorer, args.out)}")
     return 0
@@ -594,10 +595,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LineHandler(logging.Handler):
+    """One escaped line per message (a file name with a newline or a terminal escape stays on its
+    line and inert), written through tqdm so that it never glues onto a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(printable(self.format(record)), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
 def _setup_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    verbose = getattr(args, "verbose", False)
+    level = logging.DEBUG if verbose else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", handlers=[_LineHandler()])
     logging.getLogger("stylecluster").setLevel(level)
+    # Libraries' warnings (scikit-learn, numpy, hdbscan) speak of their internals, not of the
+    # user's images: shown with -v only, as log lines.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -609,11 +628,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _COMMANDS[args.command](args)
-    except (UserError, StoreError, WeightsError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        print(f"stylecluster: error: {exc}", file=sys.stderr)
+    except (UserError, StoreError, WeightsError, OutputError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"stylecluster: error: {printable(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an input that cannot be read: one line naming it
+        where = f"{printable(exc.filename)}: " if exc.filename else ""
+        print(f"stylecluster: error: {where}{printable(exc.strerror or exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("stylecluster: interrupted; finished chunks are kept — run the same command again to resume", file=sys.stderr)
+        print("stylecluster: interrupted; what was saved is kept — run the same command again to resume", file=sys.stderr)
         return 130
 
 

@@ -66,7 +66,10 @@ class EmbedConfig:
     device: str = "auto"
     batch_size: int = 32
     workers: int = 2
-    chunk_size: int = 512  # rows per store chunk: a crash loses at most this many
+    chunk_size: int = 512  # rows per store chunk once a run ends (the chunks it saved are merged)
+    # A run saves its rows at least this often, so a crash or kill loses at most this much work.
+    checkpoint_rows: int = 64
+    checkpoint_seconds: float = 30.0
     seed: int = 0
 
 

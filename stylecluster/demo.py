@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .config import Config
 from .evaluate import evaluate_clusters, format_table, read_labels
+from .io import check_writable, save_atomic
 
 MARKER = ".stylecluster-demo"
 
@@ -30,7 +31,7 @@ class DemoResult:
             f"clusters vs. period labels ({self.evaluation['n_labels']} periods):",
             format_table(self.evaluation),
             "",
-            f"outputs in {self.out}/: store/ (embeddings), clusters.csv, clusters.model.joblib, evaluation.json",
+            f"outputs in {self.out}/: store/ (embeddings), clusters.csv, clusters.model.npz, evaluation.json",
         ]
 
 
@@ -40,18 +41,17 @@ def run_demo(out: Path, config: Config | None = None, quiet: bool = False) -> De
     The folder is created, or reused when an earlier demo made it (the store then resumes and
     the derived files are rewritten). A non-empty folder the demo did not make is refused.
     """
-    from .cluster import StyleClustering
-    from .cli import UserError, model_path_for
+    from .cli import UserError
+    from .cluster import StyleClustering, model_path_for
     from .data.discovery import discover_images
     from .features.embedder import embed_images
     from .store import load_store
 
     config = config or Config()
-    out = Path(out)
+    out = check_writable(out, folder=True)
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise UserError(f"{out} exists and was not made by the demo; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by stylecluster demo; its files are rewritten by the next demo run\n")
+    save_atomic(out / MARKER, "made by stylecluster demo; its files are rewritten by the next demo run\n")
 
     sample = sample_dir()
     report = embed_images(discover_images(sample / "images"), sample, out / "store", config, quiet=quiet)
@@ -59,8 +59,8 @@ def run_demo(out: Path, config: Config | None = None, quiet: bool = False) -> De
     clustering = StyleClustering(config.cluster, config.fuse).fit(store)
     clusters_csv = out / "clusters.csv"
     frame = clustering.to_frame()
-    frame.to_csv(clusters_csv, index=False)
+    save_atomic(clusters_csv, lambda tmp: frame.to_csv(tmp, index=False))
     clustering.save(model_path_for(clusters_csv))
     evaluation = evaluate_clusters(frame, read_labels(sample / "labels.csv", "period"), "period")
-    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+    save_atomic(out / "evaluation.json", json.dumps(evaluation, indent=2))
     return DemoResult(out, report.summary_lines(), evaluation)

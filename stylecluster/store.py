@@ -5,9 +5,10 @@ Layout of ``STORE/``::
     _stylecluster.json      provenance: branches (model, weights hash, parameters), vector parts,
                             stylecluster version, creation/update time, images root
     part-000000.parquet     rows: path, sha256, width, height, duplicate_of, global, local
-    part-000001.parquet     ... one file per chunk, each written to a temporary name and renamed,
-                            so an interrupted run loses at most the chunk it was writing
+    part-000001.parquet     ... one file per chunk, each written to a temporary name and renamed
     _skipped.csv            the files the last run could not embed, with the reason
+    _stylecluster.lock      held by the one process writing the store (see StoreWriter)
+    _corrupt/               chunks that could not be read, set aside (their images are embedded again)
 
 Why a folder of Parquet files: pandas and pyarrow read it in one line
 (``pandas.read_parquet("STORE")``; files starting with ``_`` are ignored by both), vectors are
@@ -15,13 +16,35 @@ stored as fixed-size float32 lists without any custom encoding, and appending a 
 rewrites earlier ones — which is what makes resuming cheap and crash-safe.
 
 Rows are keyed by ``path`` (relative to the images root, POSIX separators). When a path was
-embedded twice (its file changed between runs), the later row wins.
+embedded twice (its file changed between runs), the row of the later chunk wins; chunks are
+ordered by the number in their name, and a writer numbers new chunks after the highest one
+present, so no chunk is ever written over another (a deleted chunk does not make the next run
+overwrite the last one).
+
+What a crash, a second writer or a damaged chunk can cost
+---------------------------------------------------------
+* A writer saves what it has every ``checkpoint_rows`` rows (64) or ``checkpoint_seconds`` (30 s),
+  whichever comes first, so ``kill -9`` or an OOM kill loses at most that much work; at the end
+  of the run its checkpoint chunks are merged into chunks of ``chunk_size`` rows (512), so a
+  store of 100k images is still ~200 files (reading 1,563 files of 64 rows took 1.1 s against
+  0.4 s for 196 of 512). Saving every 64 rows, merge included, costs 0.07 ms per image against
+  0.01 ms every 512, beside ~80 ms to embed an image on this machine (``benchmarks/faults.py``).
+* One process writes a store at a time: the writer holds ``_stylecluster.lock`` (an OS file lock,
+  released when the process ends, however it ends). A second ``embed`` into the same store waits
+  for it with one line, then resumes from what the first one stored — so two runs over disjoint
+  halves of a collection keep every row instead of numbering their chunks over each other.
+* A chunk that cannot be read (truncated, not Parquet, wrong columns) is skipped with one warning
+  by readers; the writer moves it to ``_corrupt/`` and the images it held are embedded again,
+  because resuming compares the folder with what is readable.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,9 +55,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._version import __version__
+from .io import OutputError, printable, save_atomic
+
+log = logging.getLogger("stylecluster")
 
 META_FILE = "_stylecluster.json"
 SKIPPED_FILE = "_skipped.csv"
+LOCK_FILE = "_stylecluster.lock"
+CORRUPT_DIR = "_corrupt"
 FORMAT_VERSION = 1
 VECTOR_COLUMNS = ("global", "local")
 
@@ -47,8 +75,57 @@ class StoreMismatchError(StoreError):
     """The store was made with another model or configuration."""
 
 
+_CHUNK_NUMBER = re.compile(r"part-(\d+)")
+
+
+def _chunk_number(file: Path) -> int:
+    match = _CHUNK_NUMBER.match(file.name)
+    return int(match.group(1)) if match else -1
+
+
 def _chunk_files(path: Path) -> list[Path]:
-    return sorted(path.glob("part-*.parquet"))
+    """The store's chunks in write order (by the number in their name)."""
+    return sorted(path.glob("part-*.parquet"), key=lambda f: (_chunk_number(f), f.name))
+
+
+class ChunkError(StoreError):
+    """One chunk cannot be read; ``str(exc)`` is the reason."""
+
+
+def read_chunk(file: Path, metadata: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
+    """One chunk, checked against the store's metadata; :class:`ChunkError` when unusable."""
+    try:
+        table = pq.read_table(file, columns=columns)
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise ChunkError(f"not readable as Parquet ({printable(exc)})") from None
+    text = (pa.string(), pa.large_string())
+    expected = {"path": text, "sha256": text}
+    if columns is None:
+        expected.update({column: (pa.list_(pa.float32(), dim),) for column, dim in metadata.get("dims", {}).items() if dim})
+    for name, kinds in expected.items():
+        if name not in table.column_names:
+            raise ChunkError(f"no {name!r} column")
+        if table.schema.field(name).type not in kinds:
+            raise ChunkError(f"column {name!r} is {table.schema.field(name).type}, expected {kinds[0]}")
+    return table
+
+
+def readable_chunks(path: Path, metadata: dict[str, Any], columns: list[str] | None = None):
+    """(tables of the readable chunks in order, [(file, reason) of the unreadable ones]).
+
+    A chunk that vanished since the folder was listed (merged by a writer) is skipped silently.
+    """
+    tables, unreadable = [], []
+    for f in _chunk_files(path):
+        try:
+            tables.append(read_chunk(f, metadata, columns))
+        except FileNotFoundError:
+            continue
+        except ChunkError as exc:
+            unreadable.append((f, str(exc)))
+    return tables, unreadable
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -70,9 +147,12 @@ class EmbeddingStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.metadata: dict[str, Any] = _read_meta(self.path)
-        files = _chunk_files(self.path)
-        if files:
-            table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+        tables, self.unreadable = readable_chunks(self.path, self.metadata)
+        for f, reason in self.unreadable:
+            log.warning("%s: skipped an unreadable chunk (%s); `stylecluster embed` into this store sets it aside and embeds its images again",
+                        printable(f), reason)
+        if tables:
+            table = pa.concat_tables(tables, promote_options="default")
         else:
             table = _empty_table(self.metadata)
         # Later rows for the same path supersede earlier ones (a re-embedded, changed file).
@@ -149,14 +229,16 @@ def _empty_table(metadata: dict[str, Any]) -> pa.Table:
     return _schema(metadata).empty_table()
 
 
-def _describe_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+def _describe_difference(
+    old: dict[str, Any], new: dict[str, Any], prefix: str = "", old_name: str = "store has", new_name: str = "this run uses"
+) -> list[str]:
     diffs = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _describe_difference(a, b, f"{prefix}{key}.")
+            diffs += _describe_difference(a, b, f"{prefix}{key}.", old_name, new_name)
         elif a != b:
-            diffs.append(f"{prefix}{key}: store has {a!r}, this run uses {b!r}")
+            diffs.append(f"{prefix}{key}: {old_name} {a!r}, {new_name} {b!r}")
     return diffs
 
 
@@ -169,19 +251,25 @@ class StoredRow:
 
 
 def stored_paths(path: str | Path) -> list[str]:
-    """Distinct image paths in a store, reading only the ``path`` column."""
+    """Distinct image paths in the readable chunks of a store, reading only ``path`` and ``sha256``."""
     seen: dict[str, None] = {}
-    for f in _chunk_files(Path(path)):
-        seen.update(dict.fromkeys(pq.read_table(f, columns=["path"]).column("path").to_pylist()))
+    tables, _ = readable_chunks(Path(path), _read_meta(Path(path)), columns=["path", "sha256"])
+    for table in tables:
+        seen.update(dict.fromkeys(table.column("path").to_pylist()))
     return list(seen)
 
 
 class StoreWriter:
-    """Append side of a store: buffers rows and writes one Parquet chunk per ``chunk_size`` rows.
+    """Append side of a store: buffers rows and saves them as Parquet chunks.
 
     Opening an existing store checks that it was made by the same branches with the same
     parameters (``branches`` provenance); otherwise :class:`StoreMismatchError` unless
-    ``overwrite``, which deletes the store's own files (and nothing else) first.
+    ``overwrite``, which deletes the store's own files (and nothing else) first. The writer holds
+    the store's lock from opening to :meth:`close`; a second writer waits for it.
+
+    Rows are saved every ``checkpoint_rows`` rows or ``checkpoint_seconds`` seconds, whichever
+    comes first; :meth:`close` merges the chunks this writer saved into chunks of ``chunk_size``
+    rows (see the module docstring for the measured costs).
     """
 
     def __init__(
@@ -194,10 +282,19 @@ class StoreWriter:
         chunk_size: int = 512,
         overwrite: bool = False,
         seed: int = 0,
+        checkpoint_rows: int = 64,
+        checkpoint_seconds: float = 30.0,
     ):
+        from filelock import FileLock, Timeout
+
         self.path = Path(path)
         self.chunk_size = max(1, int(chunk_size))
+        self.checkpoint_rows = max(1, min(int(checkpoint_rows), self.chunk_size))
+        self.checkpoint_seconds = float(checkpoint_seconds)
         self._buffer: list[dict[str, Any]] = []
+        self._saved: list[Path] = []  # checkpoint chunks of this writer, merged by close()
+        self._last_save = time.monotonic()
+        self.set_aside_chunks: list[str] = []  # names of the unreadable chunks moved to _corrupt/
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         new_meta = {
             "format_version": FORMAT_VERSION,
@@ -211,43 +308,72 @@ class StoreWriter:
             "created": now,
             "updated": now,
         }
+        self._refuse_foreign_folder()  # before anything is created in it
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(str(OutputError(self.path, exc))) from None
+        self._lock = FileLock(str(self.path / LOCK_FILE))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            log.warning("%s: another process is writing this store; waiting for it to finish (Ctrl-C to stop)", printable(self.path))
+            self._lock.acquire()
+        except OSError as exc:
+            raise StoreError(str(OutputError(self.path / LOCK_FILE, exc))) from None
+        try:
+            self._open(new_meta, overwrite, now)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _own_entries(self) -> list[Path]:
+        return [f for f in self.path.iterdir() if f.name != LOCK_FILE] if self.path.is_dir() else []
+
+    def _refuse_foreign_folder(self) -> None:
         if self.path.exists() and not self.path.is_dir():
-            raise StoreError(f"{self.path}: exists and is not a folder; choose another --out")
-        if self.path.is_dir() and any(self.path.iterdir()):
-            if not is_store(self.path):
-                raise StoreError(f"{self.path}: folder is not empty and is not a stylecluster store; refusing to write into it")
+            raise StoreError(f"{printable(self.path)}: exists and is not a folder; choose another --out")
+        if self._own_entries() and not is_store(self.path):
+            raise StoreError(f"{printable(self.path)}: folder is not empty and is not a stylecluster store; refusing to write into it")
+
+    def _open(self, new_meta: dict[str, Any], overwrite: bool, now: str) -> None:
+        self._refuse_foreign_folder()  # again, under the lock: another writer may have made it meanwhile
+        if self._own_entries():
             old_meta = _read_meta(self.path)
             fingerprint = ("format_version", "branches", "dims", "parts", "embed")
             diffs = _describe_difference({k: old_meta.get(k) for k in fingerprint}, {k: new_meta[k] for k in fingerprint})
             if diffs and not overwrite:
                 raise StoreMismatchError(
-                    f"{self.path}: store was made with another model or configuration ({'; '.join(diffs)}); "
+                    f"{printable(self.path)}: store was made with another model or configuration ({'; '.join(diffs)}); "
                     "use --overwrite to replace it, or another --out"
                 )
             if diffs or overwrite:
                 self._delete_own_files()
             else:
                 new_meta["created"] = old_meta.get("created", now)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.metadata = new_meta
         self._write_meta()
         self._schema = _schema(new_meta)
-        self._next_chunk = len(_chunk_files(self.path))
+        self._next_chunk = max((_chunk_number(f) for f in _chunk_files(self.path)), default=-1) + 1
 
     def _delete_own_files(self) -> None:
         for f in [*_chunk_files(self.path), self.path / META_FILE, self.path / SKIPPED_FILE]:
             f.unlink(missing_ok=True)
 
     def _write_meta(self) -> None:
-        tmp = self.path / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.metadata, indent=2))
-        os.replace(tmp, self.path / META_FILE)
+        save_atomic(self.path / META_FILE, json.dumps(self.metadata, indent=2))
 
     def existing(self) -> tuple[dict[str, str], dict[str, StoredRow]]:
-        """What the store already holds: {path: sha256} and {sha256: first row with that content}."""
+        """What the store holds readably: {path: sha256} and {sha256: first row with that content}.
+
+        Unreadable chunks are moved to ``_corrupt/`` (one warning each), so their images count as
+        missing and are embedded again.
+        """
         if not _chunk_files(self.path):
             return {}, {}
         store = EmbeddingStore(self.path)
+        for f, reason in store.unreadable:
+            self.set_aside(f, reason)
         columns = {c: store.vectors(c) for c, d in self.metadata["dims"].items() if d}
         table = store.to_pandas()[["path", "sha256", "width", "height"]]
         by_path, by_sha = {}, {}
@@ -257,37 +383,87 @@ class StoreWriter:
                 by_sha[sha] = StoredRow(path, int(width), int(height), {c: m[i] for c, m in columns.items()})
         return by_path, by_sha
 
+    def set_aside(self, chunk: Path, reason: str) -> Path:
+        """Move an unreadable chunk to ``_corrupt/`` (kept for inspection, never read again)."""
+        folder = self.path / CORRUPT_DIR
+        folder.mkdir(exist_ok=True)
+        target = folder / chunk.name
+        n = 1
+        while target.exists():
+            target, n = folder / f"{chunk.stem}.{n}{chunk.suffix}", n + 1
+        os.replace(chunk, target)
+        self.set_aside_chunks.append(chunk.name)
+        log.warning("%s: chunk %s is unreadable (%s); moved to %s/, its images are embedded again",
+                    printable(self.path), printable(chunk.name), reason, CORRUPT_DIR)
+        return target
+
     def add(self, path: str, sha256: str, width: int, height: int, vectors: dict[str, np.ndarray], duplicate_of: str | None = None) -> None:
         row = {"path": path, "sha256": sha256, "width": int(width), "height": int(height), "duplicate_of": duplicate_of}
         for column in self._schema.names[5:]:
             row[column] = np.asarray(vectors[column], dtype=np.float32)
         self._buffer.append(row)
-        if len(self._buffer) >= self.chunk_size:
+        if len(self._buffer) >= self.checkpoint_rows or time.monotonic() - self._last_save >= self.checkpoint_seconds:
             self.flush()
 
-    def flush(self) -> None:
-        if not self._buffer:
-            return
+    def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
         columns = {}
         for field in self._schema:
-            values = [r[field.name] for r in self._buffer]
+            values = [r[field.name] for r in rows]
             if pa.types.is_fixed_size_list(field.type):
                 flat = pa.array(np.concatenate(values).astype(np.float32, copy=False))
                 columns[field.name] = pa.FixedSizeListArray.from_arrays(flat, field.type.list_size)
             else:
                 columns[field.name] = pa.array(values, type=field.type)
-        table = pa.table(columns, schema=self._schema)
+        return pa.table(columns, schema=self._schema)
+
+    def _save_chunk(self, table: pa.Table) -> Path:
         final = self.path / f"part-{self._next_chunk:06d}.parquet"
-        tmp = self.path / f".{final.name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
+        save_atomic(final, lambda tmp: pq.write_table(table, tmp))
         self._next_chunk += 1
+        return final
+
+    def flush(self) -> None:
+        """Save the buffered rows as one chunk now."""
+        self._last_save = time.monotonic()
+        if not self._buffer:
+            return
+        self._saved.append(self._save_chunk(self._table(self._buffer)))
         self._buffer.clear()
         self.metadata["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self._write_meta()
 
+    def _merge_saved(self) -> None:
+        """Rewrite this writer's checkpoint chunks as chunks of ``chunk_size`` rows.
+
+        The merged chunks are numbered after the checkpoints, so until the checkpoints are
+        deleted their rows are merely duplicated (same path, same vectors); a failure (a full
+        disk) removes the merged chunks written so far and keeps the checkpoints.
+        """
+        rows = sum(pq.read_metadata(f).num_rows for f in self._saved)
+        if -(-rows // self.chunk_size) >= len(self._saved):
+            return
+        table = pa.concat_tables([pq.read_table(f) for f in self._saved])
+        merged: list[Path] = []
+        try:
+            for start in range(0, table.num_rows, self.chunk_size):
+                merged.append(self._save_chunk(table.slice(start, self.chunk_size)))
+        except OutputError as exc:
+            for f in merged:
+                f.unlink(missing_ok=True)
+            log.warning("%s: kept %d small chunks, could not merge them (%s)", printable(self.path), len(self._saved), exc)
+            return
+        for f in self._saved:
+            f.unlink(missing_ok=True)
+        self._saved = merged
+
     def write_skipped(self, skipped: Iterable[tuple[str, str]]) -> None:
-        pd.DataFrame(list(skipped), columns=["path", "reason"]).to_csv(self.path / SKIPPED_FILE, index=False)
+        frame = pd.DataFrame(list(skipped), columns=["path", "reason"])
+        save_atomic(self.path / SKIPPED_FILE, lambda tmp: frame.to_csv(tmp, index=False))
 
     def close(self) -> None:
-        self.flush()
+        """Save what is buffered, merge this writer's chunks and release the store's lock."""
+        try:
+            self.flush()
+            self._merge_saved()
+        finally:
+            self._lock.release()

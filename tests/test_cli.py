@@ -68,7 +68,7 @@ def test_cluster_and_evaluate(store, subset, method, extra, capsys):
     frame = pd.read_csv(clusters)
     assert list(frame.columns[:3]) == ["path", "cluster", "probability"]
     assert len(frame) == 44 and frame["probability"].between(0, 1).all()
-    assert (tmp / f"{method}.model.joblib").is_file()
+    assert (tmp / f"{method}.model.npz").is_file()
     if method == "kmeans":
         assert frame["cluster"].nunique() == 11
     capsys.readouterr()
@@ -120,7 +120,7 @@ def test_assign_reproduces_the_fitted_labels(store, subset):
     clusters = tmp / "for-assign.csv"
     assert main(["cluster", str(store), "--method", "bgmm", "--out", str(clusters), "-q"]) == 0
     assigned = tmp / "assigned.csv"
-    assert main(["assign", str(tmp / "for-assign.model.joblib"), str(store), "--out", str(assigned), "-q"]) == 0
+    assert main(["assign", str(tmp / "for-assign.model.npz"), str(store), "--out", str(assigned), "-q"]) == 0
     fitted, again = pd.read_csv(clusters), pd.read_csv(assigned)
     assert list(again["path"]) == list(fitted["path"])
     assert (again["cluster"] == fitted["cluster"]).all()

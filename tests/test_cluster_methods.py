@@ -279,8 +279,8 @@ def test_pipeline_save_load_and_assign(method, blob_stores, tmp_path):
     clustering = StyleClustering(config, FuseConfig(pca_components=8)).fit(fit_store)
     assert normalized_mutual_info_score(y_fit, clustering.labels_) > 0.95
 
-    clustering.save(tmp_path / "model.joblib")
-    loaded = StyleClustering.load(tmp_path / "model.joblib")
+    clustering.save(tmp_path / "model.npz")
+    loaded = StyleClustering.load(tmp_path / "model.npz")
     np.testing.assert_array_equal(loaded.labels_, clustering.labels_)
     assert loaded.to_frame().equals(clustering.to_frame())
 

@@ -30,7 +30,7 @@ def test_demo_runs_end_to_end_and_reruns(tmp_path):
     assert evaluation["n_clusters"] >= 2  # BGMM must infer structure, not collapse to one cluster
     clusters = pd.read_csv(out / "clusters.csv")
     assert len(clusters) == 267 and clusters["probability"].between(0, 1).all()
-    assert (out / "clusters.model.joblib").is_file()
+    assert (out / "clusters.model.npz").is_file()
 
     again = subprocess.run(["stylecluster", "demo", "--out", str(out), "-q"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr

@@ -95,3 +95,14 @@ def test_a_constant_part_gives_zeros_not_nan():
     out = Fuser(blocks, pca_components=4).fit_transform(X)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out[:, -1], 0.0, atol=1e-6)
+
+
+def test_a_constant_part_weighs_nothing_instead_of_blowing_up_its_noise():
+    # issue 13.6: identical images (or a part constant on the collection) were scaled to unit
+    # variance: their rounding noise became coordinates of ~1e6
+    rng = np.random.default_rng(0)
+    X = np.hstack([rng.normal(size=(50, 4)), np.ones((50, 4)) + rng.normal(scale=1e-12, size=(50, 4))])
+    fuser = Fuser([Block("global", "varied", 0, 4, 1.0), Block("global", "constant", 4, 8, 1.0)])
+    Z = fuser.fit_transform(X)
+    assert fuser.scales_[1] == 0.0 and np.abs(Z).max() < 10
+    assert np.allclose(Z[:, fuser.pcas_[0].n_components_:], 0.0)

@@ -71,14 +71,16 @@ def test_unreadable_file(tmp_path, monkeypatch):
         assert reason(path).kind == "unreadable"
         path.chmod(0o644)
     # root reads anything: simulate the OS refusing instead
-    real_read_bytes = Path.read_bytes
+    import builtins
 
-    def refuse(self):
-        if self.name == "locked.png":
+    real_open = builtins.open
+
+    def refuse(file, *args, **kwargs):
+        if Path(str(file)).name == "locked.png":
             raise PermissionError(13, "Permission denied")
-        return real_read_bytes(self)
+        return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(builtins, "open", refuse)
     exc = reason(path)
     assert exc.kind == "unreadable" and "permission denied" in str(exc)
 
@@ -160,3 +162,84 @@ def test_gif_first_frame(tmp_path):
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     r, g, b = load_image(tmp_path / "anim.gif").getpixel((0, 0))
     assert r > 200 and g < 50
+
+
+# --- memory per image is bounded (issue 13.8; the RSS numbers are in benchmarks/faults.py) -------
+
+
+@pytest.fixture
+def small_working_size(monkeypatch):
+    """A working size of 100 x 100 px, so that the reduction is exercised on small files."""
+    from stylecluster.data import decode
+
+    monkeypatch.setattr(decode, "MAX_WORKING_PIXELS", 10_000)
+    monkeypatch.setattr(decode, "STRIP_PIXELS", 3_000)  # several strips per image
+    return decode
+
+
+def test_images_within_the_working_size_are_decoded_unchanged(tmp_path, small_working_size):
+    path = make_image(tmp_path / "n.png", size=(100, 100), noise_seed=3)
+    image = load_image(path)
+    assert image.size == (100, 100) and image.info["full_size"] == (100, 100)
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(path).convert("RGB")))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "I;16"])
+def test_larger_images_are_reduced_by_an_integer_factor_strip_by_strip(tmp_path, small_working_size, mode):
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        source = Image.fromarray(rng.integers(0, 65536, size=(250, 330), dtype=np.uint16))
+    else:
+        source = Image.fromarray(rng.integers(0, 256, size=(250, 330, 3), dtype=np.uint8), "RGB").convert(mode)
+    source.save(tmp_path / "big.png")
+    image = load_image(tmp_path / "big.png")
+    assert image.mode == "RGB" and image.size == (110, 84)  # factor ceil(sqrt(82,500 / 10,000)) = 3
+    assert image.info["full_size"] == (330, 250)
+    # the same as reducing the whole decoded image at once
+    whole = {"1": "L", "P": "RGB", "I;16": "I"}.get(mode, mode)
+    expected = small_working_size._to_rgb(Image.open(tmp_path / "big.png").convert(whole).reduce(3))
+    assert np.array_equal(np.asarray(image), np.asarray(expected))
+
+
+def test_large_jpegs_are_decoded_at_a_fraction_of_their_size(tmp_path, small_working_size, monkeypatch):
+    path = make_image(tmp_path / "big.jpg", size=(800, 600), noise_seed=4, fmt="JPEG")
+    from PIL import JpegImagePlugin
+
+    decoded = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def draft(self, mode, size):
+        result = real_draft(self, mode, size)
+        decoded.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", draft)
+    image = load_image(path)
+    # factor 7 asked; the JPEG decoder's nearest scale above it is 1/4, reduced by 2 after
+    assert decoded == [(200, 150)] and image.size == (100, 75)
+    assert image.info["full_size"] == (800, 600)
+
+
+def test_an_image_too_large_to_decode_within_the_bound_is_skipped(tmp_path, monkeypatch):
+    from stylecluster.data import decode
+
+    monkeypatch.setattr(decode, "MAX_DECODE_BYTES", 100_000)
+    rgb = make_image(tmp_path / "rgb.png", size=(200, 200))  # 160,000 bytes as RGB
+    exc = reason(rgb)
+    assert exc.kind == "too_large" and "needs" in str(exc)
+    gray = make_image(tmp_path / "gray.png", size=(200, 200), mode="L")  # 40,000 bytes: fine
+    assert load_image(gray).size == (200, 200)
+
+
+def test_the_store_records_the_full_size_of_a_reduced_image(tmp_path, small_working_size):
+    from conftest import MeanColourBranch
+    from stylecluster.config import Config
+    from stylecluster.features.embedder import embed_images
+    from stylecluster.store import load_store
+
+    make_image(tmp_path / "images" / "big.png", size=(400, 300), noise_seed=1)
+    config = Config()
+    config.embed.workers = 0
+    embed_images([tmp_path / "images" / "big.png"], tmp_path / "images", tmp_path / "s.store", config, quiet=True, branches=[MeanColourBranch()])
+    row = load_store(tmp_path / "s.store").to_pandas().iloc[0]
+    assert (row["width"], row["height"]) == (400, 300)

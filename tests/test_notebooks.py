@@ -49,7 +49,7 @@ def test_quickstart_then_art_history(tmp_path, monkeypatch):
     quick = _run("01_quickstart.ipynb", out, monkeypatch)
     text = _text(quick)
     assert f"rows in the store: {N_IMAGES}" in text and "NMI" in text
-    assert (out / "map.html").is_file() and (out / "clusters.model.joblib").is_file()
+    assert (out / "map.html").is_file() and (out / "clusters.model.npz").is_file()
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for c in quick.cells for o in c.get("outputs", []))
 
     history = _run("02_art_history.ipynb", out, monkeypatch)  # reuses the store (embedding resumes)

@@ -177,3 +177,162 @@ def test_worker_processes_decode(image_folder, tmp_path):
     run(image_folder, serial)
     a, b = load_store(tmp_path / "w.store"), load_store(serial)
     assert np.allclose(a.global_[np.argsort(a.paths)], b.global_[np.argsort(b.paths)])
+
+
+# --- faults: missing and corrupt chunks, concurrent writers, crashes ------------------------------
+
+
+def many_images(root, n):
+    for i in range(n):
+        make_image(root / f"img{i:03d}.png", size=(40, 36), noise_seed=1000 + i)
+    return root
+
+
+def test_a_deleted_chunk_is_re_embedded_exactly(tmp_path):
+    # issue 13.3: with chunks numbered from their count, the rerun overwrote the last chunk and
+    # the store alternated between two sizes without ever being complete again
+    root = many_images(tmp_path / "images", 40)
+    out = tmp_path / "s.store"
+    run(root, out, chunk_size=8, batch_size=8)
+    chunks = sorted(out.glob("part-*.parquet"))
+    assert len(chunks) == 5
+    chunks[2].unlink()
+    assert len(load_store(out)) == 32
+    branch = MeanColourBranch()
+    report = run(root, out, branch=branch, chunk_size=8, batch_size=8)
+    assert report.embedded == 8 and report.already_stored == 32 and report.stored_total == 40
+    assert branch.calls == 1
+    again = run(root, out, chunk_size=8, batch_size=8)
+    assert again.embedded == 0 and again.stored_total == 40 and len(load_store(out)) == 40
+
+
+def test_a_corrupt_chunk_is_set_aside_and_its_images_embedded_again(tmp_path, caplog):
+    root = many_images(tmp_path / "images", 40)
+    out = tmp_path / "s.store"
+    run(root, out, chunk_size=8, batch_size=8)
+    bad = sorted(out.glob("part-*.parquet"))[1]
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated
+    with caplog.at_level("WARNING", logger="stylecluster"):
+        store = load_store(out)
+    assert len(store) == 32 and store.unreadable[0][0] == bad
+    assert sum(bad.name in r.getMessage() for r in caplog.records) == 1
+    report = run(root, out, chunk_size=8, batch_size=8)
+    assert report.set_aside == [bad.name] and report.embedded == 8 and report.stored_total == 40
+    assert (out / "_corrupt" / bad.name).is_file() and not bad.exists()
+    assert any("unreadable chunks set aside" in line for line in report.summary_lines())
+    assert len(load_store(out)) == 40 and len(pd.read_parquet(out)) == 40
+
+
+def test_a_chunk_of_another_shape_counts_as_corrupt(tmp_path):
+    root = many_images(tmp_path / "images", 16)
+    out = tmp_path / "s.store"
+    run(root, out, chunk_size=8, batch_size=8)
+    chunk = sorted(out.glob("part-*.parquet"))[0]
+    pd.DataFrame({"path": ["x"], "sha256": ["y"]}).to_parquet(chunk)  # no vector column
+    store = load_store(out)
+    assert len(store) == 8 and "no 'global' column" in store.unreadable[0][1]
+
+
+def test_rows_are_saved_every_checkpoint_and_merged_at_the_end(tmp_path):
+    root = many_images(tmp_path / "images", 40)
+    out = tmp_path / "s.store"
+    config = Config()
+    config.embed.workers, config.embed.batch_size = 0, 4
+    config.embed.checkpoint_rows, config.embed.chunk_size = 4, 16
+    saved_counts = []
+
+    class Watching(MeanColourBranch):
+        def encode(self, batch):
+            saved_counts.append(len(list(out.glob("part-*.parquet"))))
+            return super().encode(batch)
+
+    embed_images(discover_images(root), root, out, config, quiet=True, branches=[Watching()])
+    # before the 10th batch, 9 checkpoints of 4 rows were on disk
+    assert saved_counts == list(range(10))
+    assert [len(pd.read_parquet(f)) for f in sorted(out.glob("part-*.parquet"))] == [16, 16, 8]
+    assert sorted(load_store(out).paths) == sorted(p.name for p in root.iterdir())
+
+
+def test_rows_are_saved_after_checkpoint_seconds(tmp_path, monkeypatch):
+    from stylecluster import store as store_module
+
+    clock = [0.0]
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    writer = store_module.StoreWriter(tmp_path / "s.store", {"global": {"m": 1}}, {"global": 2}, {"global": {"global": (0, 2)}},
+                                      checkpoint_rows=64, checkpoint_seconds=30)
+    writer.add("a.png", "a", 1, 1, {"global": np.zeros(2)})
+    assert not list((tmp_path / "s.store").glob("part-*"))
+    clock[0] = 31.0
+    writer.add("b.png", "b", 1, 1, {"global": np.ones(2)})
+    assert len(pd.read_parquet(tmp_path / "s.store")) == 2
+    writer.close()
+
+
+SLOW_EMBED = """
+import sys, time
+sys.path[:0] = [{tests!r}]
+from pathlib import Path
+from conftest import MeanColourBranch
+from stylecluster.config import Config
+from stylecluster.data.discovery import read_path_list
+from stylecluster.features.embedder import embed_images
+
+class Slow(MeanColourBranch):
+    def encode(self, batch):
+        time.sleep({delay})
+        return super().encode(batch)
+
+root, out, listing = map(Path, sys.argv[1:4])
+config = Config()
+config.embed.workers, config.embed.batch_size, config.embed.checkpoint_rows = 0, 4, 8
+report = embed_images(read_path_list(listing, root), root, out, config, quiet=True, branches=[Slow()])
+print("rows", report.stored_total)
+"""
+
+
+def slow_embed(tmp_path, root, out, listing, delay=0.05):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "slow_embed.py"
+    script.write_text(SLOW_EMBED.format(tests=str(Path(__file__).parent), delay=delay))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, str(script), str(root), str(out), str(listing)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_writers_into_one_store_keep_every_row(tmp_path):
+    # issue 13.2: both runs numbered their chunks from the count they saw at start; 264 of 400 rows survived
+    root = many_images(tmp_path / "images", 80)
+    names = sorted(p.name for p in root.iterdir())
+    (tmp_path / "a.txt").write_text("\n".join(names[:40]))
+    (tmp_path / "b.txt").write_text("\n".join(names[40:]))
+    out = tmp_path / "s.store"
+    first = slow_embed(tmp_path, root, out, tmp_path / "a.txt")
+    second = slow_embed(tmp_path, root, out, tmp_path / "b.txt")
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in (first, second)]
+    assert [code for _, _, code in results] == [0, 0], results
+    assert sorted(load_store(out).paths) == names
+    waited = [err for _, err, _ in results if "another process is writing this store; waiting" in err]
+    assert len(waited) == 1 and len(waited[0].strip().splitlines()) == 1
+
+
+def test_kill_9_loses_at_most_one_checkpoint(tmp_path):
+    # issue 13.4: with 512-row chunks a kill 400 images in kept nothing
+    import signal
+    import time
+
+    root = many_images(tmp_path / "images", 80)
+    (tmp_path / "all.txt").write_text("\n".join(sorted(p.name for p in root.iterdir())))
+    out = tmp_path / "s.store"
+    proc = slow_embed(tmp_path, root, out, tmp_path / "all.txt", delay=0.1)
+    deadline = time.monotonic() + 60
+    while len(list(out.glob("part-*.parquet"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    kept = len(load_store(out))
+    assert kept >= 24 and kept % 8 == 0  # whole checkpoints of 8 rows, nothing half-written
+    report = run(root, out)
+    assert report.already_stored == kept and report.embedded == 80 - kept and report.stored_total == 80

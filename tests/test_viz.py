@@ -123,7 +123,7 @@ def test_large_collection_gets_a_folder_of_thumbnails(explorer, tmp_path):
 
 def test_colour_by_label_escapes_legend_and_caches_umap(explorer, tmp_path, monkeypatch):
     write_map(explorer, tmp_path / "first.html", workers=1)  # fits (or reuses) the reducer
-    cached = list((Path(explorer.store.path) / "_viz").glob("umap-*.joblib"))
+    cached = list((Path(explorer.store.path) / "_viz").glob("umap-*.npy"))
     assert len(cached) == 1
 
     import umap

@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..io import save_atomic
+
 
 def _report_skipped(skipped: list[str]) -> None:
     for line in skipped:
@@ -112,7 +114,6 @@ def run_classify(args: argparse.Namespace) -> int:
     result = predict_files(trained, paths, root, args.batch_size, args.workers, progress=not args.quiet)
     _report_skipped(result.skipped)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     frame = result.frame
     written = [out / "predictions.csv"]
     if labels is not None:
@@ -121,9 +122,9 @@ def run_classify(args: argparse.Namespace) -> int:
         classes = list(trained.classes) + sorted(set(frame[column]) - set(trained.classes))
         scores = score_predictions(frame[column], frame["predicted"], classes)
         print(format_scores(scores))
-        (out / "scores.json").write_text(json.dumps(scores, indent=2))
+        save_atomic(out / "scores.json", json.dumps(scores, indent=2))
         written += [out / "scores.json"] + write_report(scores, out)
-    frame.to_csv(written[0], index=False)
+    save_atomic(written[0], lambda tmp: frame.to_csv(tmp, index=False))
     print(f"classified {len(frame)} images ({len(result.skipped)} skipped); wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -152,8 +153,7 @@ def run_explain(args: argparse.Namespace) -> int:
         picture, result = explain_image(trained, args.image, args.target)
     except BadImage as exc:
         raise UserError(f"{args.image}: {exc}") from None
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    picture.save(args.out)
+    save_atomic(args.out, lambda tmp: picture.save(tmp))
     top = result.probabilities.argmax()
     print(f"predicted {trained.classes[top]} ({result.probabilities[top]:.0%}); Grad-CAM for {trained.classes[result.target]} written to {args.out}")
     return 0

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from ..io import save_atomic
+
 
 def score_predictions(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro and per-class precision / recall / F1 and support, confusion matrix
@@ -85,10 +87,10 @@ def confusion_figure(scores: dict[str, Any]):
 def write_report(scores: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """confusion.csv, confusion.html (self-contained) and per_class.csv in ``out_dir``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     classes = scores["classes"]
-    written = [out_dir / "confusion.csv", out_dir / "confusion.html", out_dir / "per_class.csv"]
-    pd.DataFrame(scores["confusion"], index=pd.Index(classes, name="true"), columns=classes).to_csv(written[0])
-    confusion_figure(scores).write_html(written[1], include_plotlyjs=True, full_html=True)
-    pd.DataFrame(scores["per_class"]).to_csv(written[2], index=False)
-    return written
+    confusion = pd.DataFrame(scores["confusion"], index=pd.Index(classes, name="true"), columns=classes)
+    return [
+        save_atomic(out_dir / "confusion.csv", lambda tmp: confusion.to_csv(tmp)),
+        save_atomic(out_dir / "confusion.html", lambda tmp: confusion_figure(scores).write_html(tmp, include_plotlyjs=True, full_html=True)),
+        save_atomic(out_dir / "per_class.csv", lambda tmp: pd.DataFrame(scores["per_class"]).to_csv(tmp, index=False)),
+    ]

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from ..data.discovery import relative_name
 from ..device import autocast, resolve_device
 from ..train.global_style import load_images
-from ..train.loop import epoch_generator, save_atomic, train_step
+from ..io import save_atomic
+from ..train.loop import epoch_generator, train_step
 from .config import ClassifierConfig, load_classifier_config
 from .data import FeatureCache, augmented_view, class_weights, clean_view, encode_views, split_three_ways
 from .models import StyleClassifier, create_classifier
@@ -187,8 +188,9 @@ def fit_classifier(
             "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
         })
         state["epoch"] = epoch + 1
-        save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), **state, "metadata": metadata}, out)
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "scaler": scaler.state_dict(), **state, "metadata": metadata}
+        save_atomic(out, lambda tmp: torch.save(checkpoint, tmp))
     model.load_state_dict(state["best"], strict=False)
     return TrainResult(state["history"], state["best_epoch"], state["stale"] >= config.early_stopping, model.eval())
 
@@ -259,7 +261,6 @@ def train_classifier(
     names = [relative_name(paths[i], root) for i in kept]
     data = LabelledImages(images, targets, split.to_numpy(), classes, names)
     split_table = pd.DataFrame({"path": labels["path"], label_column: labels[label_column], "artist": labels["artist"], "split": split.to_numpy()})
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    split_table.to_csv(split_path(out), index=False)
+    save_atomic(split_path(out), lambda tmp: split_table.to_csv(tmp, index=False))
     result = fit_classifier(data, config, out, device, resume, progress, metadata={"label_column": label_column})
     return result, skipped

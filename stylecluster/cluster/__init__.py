@@ -3,7 +3,9 @@
 from . import agglomerative, bgmm, dec, hdbscan_, kmeans  # noqa: F401
 from .base import ClusterMethod, available_methods, make_clusterer, register_method
 from .fuse import Fuser
+from .persist import ModelFileError, model_path_for
 from .pipeline import StyleClustering, stability
 from .selection import select_k
 
-__all__ = ["ClusterMethod", "available_methods", "make_clusterer", "register_method", "Fuser", "StyleClustering", "select_k", "stability"]
+__all__ = ["ClusterMethod", "available_methods", "make_clusterer", "register_method", "Fuser", "ModelFileError", "StyleClustering",
+           "model_path_for", "select_k", "stability"]

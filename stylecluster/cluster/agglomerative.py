@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import linkage
 
-from .base import ClusterMethod, register_method, student_t_assignments
+from .base import ClusterMethod, capped_k, nearest_centroid, register_method, student_t_assignments
 from .reduce import subsample
 
 
@@ -33,11 +33,6 @@ def cut_tree(children: np.ndarray, n_clusters: int) -> np.ndarray:
         root[children[i]] = root[n_leaves + i]
     _, first, labels = np.unique(root[:n_leaves], return_index=True, return_inverse=True)
     return np.argsort(np.argsort(first))[labels]
-
-
-def nearest_centroid(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    d2 = (centers**2).sum(1)[None, :] - 2.0 * np.asarray(X, dtype=np.float64) @ centers.T
-    return d2.argmin(axis=1)
 
 
 @register_method("agglomerative")
@@ -75,9 +70,9 @@ class WardClustering(ClusterMethod):
 
     def fit(self, X: np.ndarray, y=None) -> "WardClustering":
         X = np.asarray(X, dtype=np.float32)
-        k = self.default_k if self.k is None else int(self.k)
-        if len(X) < max(k, 2):
-            raise ValueError(f"agglomerative clustering into {k} clusters needs at least {max(k, 2)} points, got {len(X)}")
+        if len(X) < 2:
+            raise ValueError(f"agglomerative clustering needs at least 2 points, got {len(X)}")
+        k = capped_k(self.default_k if self.k is None else int(self.k), X, "agglomerative")
         self.leaf_rows_ = subsample(len(X), self.max_fit_samples, self.random_state)
         self.leaf_points_ = X[self.leaf_rows_]
         tree = linkage(self.leaf_points_.astype(np.float64), method="ward")

@@ -15,11 +15,14 @@ Methods differ in what ``k`` means to them (``k_meaning``): ``"exact"`` (k-means
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin
+
+log = logging.getLogger("stylecluster")
 
 _REGISTRY: dict[str, type["ClusterMethod"]] = {}
 
@@ -109,3 +112,59 @@ def student_t_assignments(X: np.ndarray, centers: np.ndarray, alpha: float = 1.0
     d2 = (X**2).sum(1)[:, None] - 2.0 * X @ centers.T + (centers**2).sum(1)[None, :]
     q = (1.0 + np.maximum(d2, 0.0) / alpha) ** (-(alpha + 1.0) / 2.0)
     return q / q.sum(axis=1, keepdims=True)
+
+
+def nearest_centroid(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Row of ``centers`` nearest to each point (squared Euclidean distance)."""
+    d2 = (np.asarray(centers, dtype=np.float64) ** 2).sum(1)[None, :] - 2.0 * np.asarray(X, dtype=np.float64) @ np.asarray(centers, dtype=np.float64).T
+    return d2.argmin(axis=1)
+
+
+def distinct_points(X: np.ndarray, at_least: int | None = None) -> int:
+    """How many distinct points X holds (identical images give identical vectors; rounding to 1e-5
+    of the largest coordinate absorbs what fusion's arithmetic adds to them).
+
+    With ``at_least``, counting stops early once that many are found among the first rows.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if len(X) == 0:
+        return 0
+    keys = np.round(X / (float(np.abs(X).max()) or 1.0), 5)
+    if at_least is not None and len(X) > 10_000:
+        head = len(np.unique(keys[:10_000], axis=0))
+        if head >= at_least:
+            return head
+    return len(np.unique(keys, axis=0))
+
+
+def capped_k(k: int, X: np.ndarray, method: str, exact: bool = True) -> int:
+    """``k``, or the number of distinct points when there are fewer: more clusters than distinct
+    images would be copies of one another (k-means returned 10 centres, 9 of them empty, for 20
+    identical images). ``exact``: the user asked for exactly k, so say so in one line."""
+    n = distinct_points(X, at_least=k)
+    if n < k:
+        if exact:
+            log.warning("%s: the collection has %d distinct images, so %d cluster%s instead of %d", method, n, n, "" if n == 1 else "s", k)
+        return n
+    return k
+
+
+class OneCluster(ClusterMethod):
+    """What every method amounts to on identical images: one cluster that holds them all.
+
+    Attributes: labels_ (all 0), probabilities_ (all 1), n_clusters_ (1), cluster_centers_ (1, d).
+    """
+
+    def fit(self, X: np.ndarray, y: Any = None) -> "OneCluster":
+        X = np.asarray(X, dtype=np.float64)
+        self.cluster_centers_ = X.mean(axis=0, keepdims=True)
+        self.labels_ = np.zeros(len(X), dtype=np.int64)
+        self.probabilities_ = np.ones(len(X))
+        self.n_clusters_ = 1
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.zeros(len(X), dtype=np.int64)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.ones((len(X), 1))

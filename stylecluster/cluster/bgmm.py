@@ -38,7 +38,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import BayesianGaussianMixture
 from threadpoolctl import threadpool_limits
 
-from .base import ClusterMethod, register_method
+from .base import ClusterMethod, capped_k, register_method
 from .reduce import make_reducer, subsample
 
 
@@ -125,8 +125,8 @@ class BayesianGMMClustering(ClusterMethod):
 
     def fit(self, X: np.ndarray, y=None) -> "BayesianGMMClustering":
         X = np.asarray(X, dtype=np.float32)
-        k = self.default_k if self.k is None else int(self.k)
         fit_rows = subsample(len(X), self.max_fit_samples, self.random_state)
+        k = capped_k(self.default_k if self.k is None else int(self.k), X[fit_rows], "bgmm", exact=False)
         n_components = self._informative_components(X[fit_rows])
         self.reducer_ = make_reducer(n_components, len(fit_rows), X.shape[1], whiten=True, random_state=self.random_state)
         self.reducer_.fit(X[fit_rows])
@@ -149,6 +149,10 @@ class BayesianGMMClustering(ClusterMethod):
         order = np.argsort(-weights, kind="stable")
         keep = order[weights[order] > self.weight_threshold]
         self.components_ = keep if len(keep) else order[:1]
+        # A cluster is a component that some image belongs to: on identical or near-identical
+        # images several components keep weight while one of them takes every image.
+        members = np.unique(self._proba(Z).argmax(axis=1))
+        self.components_ = self.components_[members]
         self.weights_ = weights[self.components_] / weights[self.components_].sum()
         self.n_clusters_ = len(self.components_)
         proba = self._proba(Z)

@@ -19,7 +19,7 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from .base import ClusterMethod, register_method
+from .base import ClusterMethod, capped_k, register_method
 from .reduce import IsotropicScaler
 
 
@@ -168,9 +168,7 @@ class DECClustering(ClusterMethod):
             torch.set_num_threads(threads)
 
     def _fit(self, X: np.ndarray) -> "DECClustering":
-        k = self.default_k if self.k is None else int(self.k)
-        if len(X) < k:
-            raise ValueError(f"DEC with {k} clusters needs at least {k} points, got {len(X)}")
+        k = capped_k(self.default_k if self.k is None else int(self.k), X, "dec")
         self.scaler_ = IsotropicScaler().fit(X)
         data = torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32)
         generator = torch.Generator().manual_seed(self.random_state)
@@ -214,6 +212,21 @@ class DECClustering(ClusterMethod):
         self.probabilities_ = proba.max(axis=1).astype(np.float64)
         self.n_clusters_ = len(self.cluster_centers_)
         return self
+
+    def _saved_state(self) -> dict:
+        """The encoder as data (layer sizes and weight arrays) for :mod:`~stylecluster.cluster.persist`."""
+        state = dict(vars(self))
+        linears = [m for m in self.encoder_ if isinstance(m, nn.Linear)]
+        sizes = [linears[0].in_features] + [m.out_features for m in linears]
+        state["encoder_"] = {"sizes": sizes, "weights": {k: v.detach().cpu().numpy() for k, v in self.encoder_.state_dict().items()}}
+        return state
+
+    def _restore_state(self, state: dict) -> None:
+        encoder = state.pop("encoder_")
+        self.__dict__.update(state)
+        self.encoder_ = _mlp([int(n) for n in encoder["sizes"]])
+        self.encoder_.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in encoder["weights"].items()})
+        self.encoder_.eval()
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Latent coordinates of X."""

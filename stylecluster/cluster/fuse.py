@@ -69,6 +69,14 @@ class Fuser(BaseEstimator, TransformerMixin):
             part = _l2_normalise(np.asarray(X[:, block.start : block.stop], dtype=np.float64))
             cap = self.pca_components if self.pca_components > 0 else part.shape[1]
             n_keep = min(cap, part.shape[1], max(2, len(part) // 10))
+            if float(part.var(axis=0).sum()) < 1e-12:
+                # The same vector for every image (identical images, or a part that is constant on
+                # this collection): it tells nothing apart, and scaled to unit variance its rounding
+                # noise became coordinates of 1e6 in float32. It is kept, at weight 0.
+                with np.errstate(divide="ignore", invalid="ignore"):  # sklearn's variance ratios are 0/0 here
+                    self.pcas_.append(self._pca(1, False).fit(part))
+                self.scales_.append(0.0)
+                continue
             pca = self._pca(n_keep, block.whiten).fit(part)
             informative = int((pca.explained_variance_ > 1e-10 * max(pca.explained_variance_.max(), 1e-30)).sum())
             if informative < pca.n_components_:  # constant directions (e.g. flat images): whitening them divides by 0

@@ -34,7 +34,7 @@ import hdbscan
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from .base import ClusterMethod, register_method
+from .base import ClusterMethod, distinct_points, register_method
 from .reduce import make_reducer, subsample
 
 REDUCTIONS = ("umap", "pca", "none")
@@ -84,8 +84,15 @@ class HDBSCANClustering(ClusterMethod):
     outlier_scores_ : GLOSH outlier score (higher = more outlying; 1 for isolated images, nan for
     images assigned after a subsampled fit), membership_vectors_ : (n, n_clusters_) soft
     memberships when ``soft_clustering``, fit_rows_ : rows HDBSCAN was fitted on,
-    isolated_rows_ : rows the isolation screen removed, min_cluster_size_, pca_ / umap_ : the
-    fitted reductions (None when unused), clusterer_ : the fitted ``hdbscan.HDBSCAN``.
+    isolated_rows_ : rows the isolation screen removed, min_cluster_size_, reduction_ : the
+    reduction used ("pca" instead of "umap" for fewer than ``n_components + 2`` distinct images), pca_ : the
+    fitted PCA stage (None when unused), fit_points_ : the fitted rows in the PCA space (new points are
+    located by their neighbours among them), embedding_ : the coordinates HDBSCAN clustered (the
+    UMAP embedding of ``fit_points_``, or ``fit_points_`` without UMAP), umap_neighbors_ (0
+    without UMAP), clusterer_ : the fitted ``hdbscan.HDBSCAN``.
+
+    A saved model keeps ``embedding_`` instead of the fitted tree; the tree is refitted from it
+    (HDBSCAN is deterministic) when an assignment first needs it.
     """
 
     k_meaning = None
@@ -127,9 +134,13 @@ class HDBSCANClustering(ClusterMethod):
         """Fit the PCA stage, the isolation screen and UMAP: (isolated mask, coordinates HDBSCAN clusters)."""
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
-        self.pca_, self.umap_ = None, None
-        if self.reduction != "none":
-            dims = self.pca_components if self.reduction == "umap" else self.n_components
+        # UMAP's spectral start needs more distinct points than dimensions + 1 (with fewer it
+        # failed, or put two groups of identical images all among the outliers); so few need no UMAP.
+        few = distinct_points(X, at_least=self.n_components + 2) <= self.n_components + 1
+        self.reduction_ = "pca" if self.reduction == "umap" and few else self.reduction
+        self.pca_, self.umap_neighbors_ = None, 0
+        if self.reduction_ != "none":
+            dims = self.pca_components if self.reduction_ == "umap" else self.n_components
             # not whitened: densities live in the fused space's own distances
             self.pca_ = make_reducer(dims, len(X), X.shape[1], whiten=False, random_state=self.random_state).fit(X)
         P = self._project(X)
@@ -140,10 +151,10 @@ class HDBSCANClustering(ClusterMethod):
             core = NearestNeighbors(n_neighbors=self.min_samples + 1).fit(P).kneighbors(P)[0][:, -1]  # first: the point itself
             self.isolation_threshold_ = self.outlier_distance * float(np.median(core))
             isolated = core > self.isolation_threshold_
-        inliers = P[~isolated]
+        inliers = self.fit_points_ = P[~isolated]
         # Exact neighbours of the fitted points: the isolation screen and UMAP placement of new points.
         self.neighbours_ = NearestNeighbors().fit(inliers)
-        if self.reduction != "umap":
+        if self.reduction_ != "umap":
             return isolated, inliers
 
         import umap  # imported here: numba compilation makes the import slow
@@ -154,7 +165,7 @@ class HDBSCANClustering(ClusterMethod):
         dists, indices = self.neighbours_.kneighbors(inliers, n_neighbors=k)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # no search index: we place new points ourselves
-            self.umap_ = umap.UMAP(
+            reducer = umap.UMAP(
                 n_components=self.n_components,
                 n_neighbors=k,
                 min_dist=0.0,  # packed clusters suit density-based clustering
@@ -163,7 +174,8 @@ class HDBSCANClustering(ClusterMethod):
                 random_state=self.random_state,
                 n_jobs=1,  # a seeded UMAP is only reproducible single-threaded
             ).fit(inliers)
-        return isolated, self.umap_.embedding_
+        self.umap_neighbors_ = k
+        return isolated, reducer.embedding_
 
     def _project(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
@@ -177,11 +189,11 @@ class HDBSCANClustering(ClusterMethod):
         refinement epochs, which move points by a fraction of a cluster's width at a high cost.
         """
         P = self._project(X)
-        k_umap = 0 if self.umap_ is None else self.umap_.n_neighbors
+        k_umap = self.umap_neighbors_
         k = min(max(self.min_samples, k_umap), self.neighbours_.n_samples_fit_)
         dists, indices = self.neighbours_.kneighbors(P, n_neighbors=k)
         keep = dists[:, min(self.min_samples, k) - 1] <= self.isolation_threshold_
-        if self.umap_ is None:
+        if not k_umap:
             return keep, P[keep]
         from umap.umap_ import smooth_knn_dist
 
@@ -189,24 +201,20 @@ class HDBSCANClustering(ClusterMethod):
         sigmas, rhos = smooth_knn_dist(dists, float(k_umap), local_connectivity=0.0)
         weights = np.exp(-np.maximum(dists - rhos[:, None], 0.0) / sigmas[:, None])
         weights /= weights.sum(axis=1, keepdims=True)
-        return keep, np.einsum("nk,nkd->nd", weights, self.umap_.embedding_[indices])
+        return keep, np.einsum("nk,nkd->nd", weights, self.embedding_[indices])
 
     def fit(self, X: np.ndarray, y=None) -> "HDBSCANClustering":
         X = np.asarray(X, dtype=np.float32)
         n = len(X)
         rows = subsample(n, self.max_fit_samples, self.random_state)
-        isolated, E = self._fit_reductions(X[rows])
-        self.fit_rows_, self.isolated_rows_ = rows[~isolated], rows[isolated]
         self.min_cluster_size_ = default_min_cluster_size(len(rows)) if self.min_cluster_size is None else int(self.min_cluster_size)
-        self.clusterer_ = hdbscan.HDBSCAN(
-            min_cluster_size=self.min_cluster_size_,
-            min_samples=min(self.min_samples, self.min_cluster_size_),
-            cluster_selection_method=self.cluster_selection_method,
-            cluster_selection_epsilon=self.cluster_selection_epsilon,
-            max_cluster_size=int(self.max_cluster_fraction * len(rows)),
-            prediction_data=True,
-            core_dist_n_jobs=1,
-        ).fit(np.asarray(E, dtype=np.float64))
+        if len(rows) < max(self.min_cluster_size_, 2):
+            raise ValueError(f"hdbscan: a cluster needs at least min_cluster_size={self.min_cluster_size_} images and there are {len(rows)}; "
+                             "pass --param min_cluster_size=N with a smaller N, or use another --method")
+        isolated, E = self._fit_reductions(X[rows])
+        self.embedding_ = np.asarray(E, dtype=np.float64)
+        self.fit_rows_, self.isolated_rows_ = rows[~isolated], rows[isolated]
+        self.clusterer_ = self._fit_clusterer()
         self.n_clusters_ = int(self.clusterer_.labels_.max() + 1)
 
         self.labels_ = np.full(n, -1, dtype=np.int64)
@@ -230,6 +238,32 @@ class HDBSCANClustering(ClusterMethod):
                 self.membership_vectors_[rest] = self._proba_located(*located)
         return self
 
+    def _fit_clusterer(self) -> hdbscan.HDBSCAN:
+        return hdbscan.HDBSCAN(
+            min_cluster_size=self.min_cluster_size_,
+            min_samples=min(self.min_samples, self.min_cluster_size_),
+            cluster_selection_method=self.cluster_selection_method,
+            cluster_selection_epsilon=self.cluster_selection_epsilon,
+            max_cluster_size=int(self.max_cluster_fraction * (len(self.fit_rows_) + len(self.isolated_rows_))),
+            prediction_data=True,
+            core_dist_n_jobs=1,
+        ).fit(self.embedding_)
+
+    def _fitted(self) -> hdbscan.HDBSCAN:
+        if self.clusterer_ is None:  # loaded from a model file
+            self.clusterer_ = self._fit_clusterer()
+        return self.clusterer_
+
+    def _saved_state(self) -> dict:
+        """Arrays only (:mod:`~stylecluster.cluster.persist`): the tree and the neighbour index
+        are rebuilt from ``embedding_`` and ``fit_points_``."""
+        return {k: v for k, v in vars(self).items() if k not in ("clusterer_", "neighbours_")}
+
+    def _restore_state(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.neighbours_ = NearestNeighbors().fit(self.fit_points_)
+        self.clusterer_ = None
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.assign(X)[0]
 
@@ -244,7 +278,7 @@ class HDBSCANClustering(ClusterMethod):
         if keep.any():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # hdbscan warns about the data type of X
-                labels[keep], strengths[keep] = hdbscan.approximate_predict(self.clusterer_, E)
+                labels[keep], strengths[keep] = hdbscan.approximate_predict(self._fitted(), E)
         return labels, strengths
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -257,7 +291,7 @@ class HDBSCANClustering(ClusterMethod):
     def _proba_located(self, keep: np.ndarray, E: np.ndarray) -> np.ndarray:
         proba = np.zeros((len(keep), self.n_clusters_))
         if keep.any():
-            proba[keep] = np.reshape(hdbscan.membership_vector(self.clusterer_, E), (int(keep.sum()), self.n_clusters_))
+            proba[keep] = np.reshape(hdbscan.membership_vector(self._fitted(), E), (int(keep.sum()), self.n_clusters_))
         return proba
 
     def point_details(self) -> dict[str, np.ndarray]:

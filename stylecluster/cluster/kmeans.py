@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.cluster import KMeans as _KMeans
 
-from .base import ClusterMethod, register_method, student_t_assignments
+from .base import ClusterMethod, capped_k, nearest_centroid, register_method, student_t_assignments
 
 
 @register_method("kmeans")
@@ -15,7 +15,8 @@ class KMeansClustering(ClusterMethod):
     ----------
     k : int or None
         Number of clusters; None uses ``default_k`` (10, the order of the number of major
-        movements in a typical collection; use ``--k auto`` to choose it from the data).
+        movements in a typical collection; use ``--k auto`` to choose it from the data). Never
+        more than the number of distinct points (see :func:`~.base.capped_k`).
     n_init : int
         k-means++ restarts; the run with the lowest inertia is kept.
     max_iter : int
@@ -37,17 +38,17 @@ class KMeansClustering(ClusterMethod):
 
     def fit(self, X: np.ndarray, y=None) -> "KMeansClustering":
         X = np.asarray(X, dtype=np.float32)
-        k = self.default_k if self.k is None else int(self.k)
-        self.kmeans_ = _KMeans(n_clusters=k, n_init=self.n_init, max_iter=self.max_iter, random_state=self.random_state).fit(X)
-        self.cluster_centers_ = self.kmeans_.cluster_centers_
-        self.labels_ = self.kmeans_.labels_.astype(np.int64)
+        k = capped_k(self.default_k if self.k is None else int(self.k), X, "kmeans")
+        fitted = _KMeans(n_clusters=k, n_init=self.n_init, max_iter=self.max_iter, random_state=self.random_state).fit(X)
+        self.cluster_centers_ = fitted.cluster_centers_
+        self.labels_ = fitted.labels_.astype(np.int64)
         proba = student_t_assignments(X, self.cluster_centers_, self.alpha)
         self.probabilities_ = proba[np.arange(len(X)), self.labels_]
         self.n_clusters_ = k
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.kmeans_.predict(np.asarray(X, dtype=np.float32)).astype(np.int64)
+        return nearest_centroid(X, self.cluster_centers_).astype(np.int64)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return student_t_assignments(np.asarray(X, dtype=np.float32), self.cluster_centers_, self.alpha)

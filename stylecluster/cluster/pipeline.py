@@ -1,29 +1,35 @@
 """Fusion + a clustering method in one fitted object: what ``stylecluster cluster`` saves.
 
 ``StyleClustering`` is what the CLI, notebooks and ``assign`` use; it never branches on the
-method's name — the method comes from the registry.
+method's name — the method comes from the registry. It is saved as data only
+(:mod:`stylecluster.cluster.persist`), with the provenance of the store it was fitted on, so that
+images of another store are placed only when they were embedded the same way.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from ..config import ClusterConfig, FuseConfig
-from .base import make_clusterer
+from ..io import printable
+from .base import OneCluster, distinct_points, make_clusterer
 from .fuse import Fuser, blocks_for_store
 from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
+
+log = logging.getLogger("stylecluster")
 
 
 class StyleClustering:
     """Fit a clustering of a store's images.
 
     After :meth:`fit`: ``fuser_`` (the fitted :class:`Fuser`), ``method_`` (the fitted
-    clustering estimator), ``paths_``, ``labels_``, ``probabilities_``, ``n_clusters_``, and
-    ``k_selection_`` (the :class:`~.selection.KSelection` when ``cluster.k == "auto"``, else None).
+    clustering estimator), ``paths_``, ``labels_``, ``probabilities_``, ``n_clusters_``,
+    ``k_selection_`` (the :class:`~.selection.KSelection` when ``cluster.k == "auto"``, else None)
+    and ``provenance_`` (how the store's vectors were made: see :func:`store_provenance`).
     """
 
     def __init__(self, cluster: ClusterConfig | None = None, fuse: FuseConfig | None = None):
@@ -31,14 +37,27 @@ class StyleClustering:
         self.fuse = fuse or FuseConfig()
 
     def fit(self, store) -> "StyleClustering":
+        """Fuse and cluster ``store``'s images.
+
+        Fewer than 2 images is a ValueError; identical images (all vectors equal) make one
+        cluster whatever the method, which is what every method would mean by them.
+        """
+        n = len(store.paths)
+        if n < 2:
+            raise ValueError(f"clustering needs at least 2 images; the store has {n}")
         Z = self._fit_fuser(store)
-        k, self.k_selection_ = resolve_k(self.cluster.method, self.cluster.k, Z, seed=self.cluster.seed, **self.cluster.params)
-        self.method_ = make_clusterer(self.cluster.method, k=k, seed=self.cluster.seed, **self.cluster.params)
-        self.method_.fit(Z)
+        if distinct_points(Z, at_least=2) < 2:
+            log.warning("all %d images have the same vectors (identical images): one cluster", n)
+            self.k_selection_, self.method_ = None, OneCluster().fit(Z)
+        else:
+            k, self.k_selection_ = resolve_k(self.cluster.method, self.cluster.k, Z, seed=self.cluster.seed, **self.cluster.params)
+            self.method_ = make_clusterer(self.cluster.method, k=k, seed=self.cluster.seed, **self.cluster.params)
+            self.method_.fit(Z)
         self.paths_ = list(store.paths)
         self.labels_ = np.asarray(self.method_.labels_)
         self.probabilities_ = np.asarray(self.method_.probabilities_, dtype=np.float64)
         self.n_clusters_ = int(self.method_.n_clusters_)
+        self.provenance_ = store_provenance(store)
         return self
 
     def _fit_fuser(self, store) -> np.ndarray:
@@ -47,9 +66,28 @@ class StyleClustering:
         return self.fuser_.fit_transform(X)
 
     def embed(self, store) -> np.ndarray:
-        """The fused coordinates of a store's images in this clustering's space."""
+        """The fused coordinates of a store's images in this clustering's space.
+
+        Refuses (ValueError) a store whose vectors were made otherwise than the fitted store's.
+        """
+        self.check_store(store)
         X, _ = blocks_for_store(store, local_weight=self.fuse.local_weight)
         return self.fuser_.transform(X)
+
+    def check_store(self, store) -> None:
+        """ValueError naming what differs when ``store`` was embedded with other branches,
+        weights, patch settings or vector layout than the store this clustering was fitted on."""
+        from ..store import _describe_difference
+
+        recorded, new = getattr(self, "provenance_", None), store_provenance(store)
+        if recorded is None or new is None:
+            return
+        diffs = _describe_difference(recorded, new, old_name="the clustering's store has", new_name="this store has")
+        if diffs:
+            raise ValueError(
+                f"{printable(store.path)}: embedded differently from the store this clustering was fitted on ({'; '.join(diffs)}); "
+                "embed the images with the same model and configuration, or cluster this store itself"
+            )
 
     def predict_store(self, store) -> pd.DataFrame:
         """Assign a store's images (new or not) to this clustering: columns path, cluster, probability."""
@@ -73,15 +111,18 @@ class StyleClustering:
             out[name] = table
         return out
 
-    def save(self, path: str | Path) -> None:
-        joblib.dump(self, path)
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted clustering to ``path`` (``CLUSTERS.model.npz``; arrays + JSON, no code)."""
+        from .persist import save_model
+
+        return save_model(self, path)
 
     @staticmethod
     def load(path: str | Path) -> "StyleClustering":
-        obj = joblib.load(path)
-        if not isinstance(obj, StyleClustering):
-            raise ValueError(f"{path}: not a saved stylecluster clustering")
-        return obj
+        """Read a clustering saved by :meth:`save`; an old pickled model is refused with one line."""
+        from .persist import load_model
+
+        return load_model(path, expected=StyleClustering)
 
     def summary(self) -> dict[str, Any]:
         outliers = float(np.mean(self.labels_ < 0)) if len(self.labels_) else 0.0
@@ -89,6 +130,19 @@ class StyleClustering:
         if self.k_selection_ is not None:
             summary["k_selection"] = self.k_selection_.to_dict()
         return summary
+
+
+#: Store metadata that decides what a vector means; stores that differ here are not comparable.
+PROVENANCE_KEYS = ("branches", "dims", "parts")
+
+
+def store_provenance(store) -> dict[str, Any] | None:
+    """The fields of a store's metadata that decide its vectors (branches with their weights and
+    patch settings, dimensions, parts); None for store-like objects without metadata."""
+    metadata = getattr(store, "metadata", None)
+    if not isinstance(metadata, dict):
+        return None
+    return {key: metadata.get(key) for key in PROVENANCE_KEYS}
 
 
 def stability(

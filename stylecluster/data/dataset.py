@@ -51,7 +51,7 @@ class ImageDataset(Dataset):
             return {"index": item.index, "error": str(exc), "kind": exc.kind}
         except Exception as exc:  # a decoder bug on an odd file must not stop the run
             return {"index": item.index, "error": f"cannot decode: {type(exc).__name__}: {exc}", "kind": "corrupt"}
-        width, height = image.size
+        width, height = image.info.get("full_size", image.size)  # the image's own size, also when decoded reduced
         return {"index": item.index, "width": width, "height": height, "inputs": inputs}
 
 

@@ -3,14 +3,41 @@
 Every failure is turned into :class:`BadImage` with a short reason, so a bad file becomes one
 line in the run's report instead of stopping it. The header is read before any pixel data, so
 the pixel cap rejects decompression bombs without allocating them.
+
+Memory per image is bounded
+---------------------------
+A 41 KB 14,000 x 14,000 one-bit PNG is under the 200-megapixel cap, yet decoding it into RGB
+(PIL keeps RGB as 4 bytes a pixel), handing it to the branches and taking its luminance cost
+2.5 GB of RSS and 30 s. Decoding therefore works at the size the branches can use:
+
+* The branches are given at most :data:`MAX_WORKING_PIXELS` (24 megapixels, 6,000 x 4,000): the
+  global branch resizes every image to ~300 px anyway, and at 64-px patches a larger scan only
+  has finer brush strokes than any painting in the training sets (all under 2.5 megapixels).
+  Larger images are reduced by an integer factor (box filter) before anything else happens;
+  smaller ones are untouched, so their vectors are exactly what they were.
+* JPEGs are decoded directly at 1/2, 1/4 or 1/8 scale (``draft``), never at full size.
+* Other formats must be decoded whole first; that costs pixels x bytes per pixel of the file's
+  own mode (1 for one-bit, grey and palette images, 2 for 16-bit grey, 4 for colour). An image
+  whose decode would take more than :data:`MAX_DECODE_BYTES` (320 MB: 80 megapixels of colour)
+  is skipped as ``too_large``. The reduction then converts and reduces horizontal strips of the
+  decoded image, so no full-size RGB copy is ever made.
+
+Measured on this machine (``benchmarks/faults.py``: decoding and both branches' preprocessing of
+one image, peak RSS above the process's): the one-bit PNG above 1,852 MB and 6.3 s before,
+217 MB and 0.7 s now; the costliest accepted images, a 9,100 x 9,100 colour PNG and a 12,000 x
+12,000 16-bit TIFF, 425 and 419 MB; a 14,000 x 10,000 JPEG 200 MB; the largest image that is not
+reduced, 6,000 x 4,000 in colour, 219 MB (403 MB with the former 16-megapixel gradient strips).
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,6 +46,17 @@ from ..hashing import sha256_and_size
 
 # We enforce our own, configurable pixel cap (IngestConfig.max_pixels) before decoding.
 Image.MAX_IMAGE_PIXELS = None
+
+#: Largest image handed to the branches; larger ones are reduced while decoding (module docstring).
+MAX_WORKING_PIXELS = 24_000_000
+#: Most memory the full-size decode of a non-JPEG image may take.
+MAX_DECODE_BYTES = 320 * 2**20
+#: Source pixels converted and reduced at a time.
+STRIP_PIXELS = 4_000_000
+# PIL's storage per pixel for the modes that use less than 4 bytes.
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+# Modes Image.reduce cannot work on, and what they are converted to first.
+_REDUCIBLE_AS = {"1": "L", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}
 
 
 class BadImage(Exception):
@@ -46,14 +84,6 @@ def _reading():
         raise BadImage("unreadable: is a folder", "unreadable") from None
     except OSError as exc:
         raise BadImage(f"unreadable: {exc.strerror or exc}", "unreadable") from None
-
-
-def read_file(path: str | Path) -> bytes:
-    with _reading():
-        data = Path(path).read_bytes()
-    if not data:
-        raise BadImage("empty file (0 bytes)", "empty")
-    return data
 
 
 def hash_file(path: str | Path) -> FileInfo:
@@ -88,22 +118,63 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def decode_image(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
-    """Decode bytes into an RGB image with EXIF orientation applied (first frame of animations)."""
+def reduction_factor(width: int, height: int) -> int:
+    """The integer factor that brings an image down to at most :data:`MAX_WORKING_PIXELS`."""
+    pixels = width * height
+    return 1 if pixels <= MAX_WORKING_PIXELS else math.ceil(math.sqrt(pixels / MAX_WORKING_PIXELS))
+
+
+def _reduce(img: Image.Image, factor: int) -> Image.Image:
+    """``img`` reduced by ``factor`` (box filter), converted and reduced a strip at a time."""
+    width, height = img.size
+    mode = img.mode
+    if mode == "P":
+        mode = "RGBA" if "transparency" in img.info else "RGB"
+    mode = _REDUCIBLE_AS.get(mode, mode)
+    out = Image.new(mode, (math.ceil(width / factor), math.ceil(height / factor)))
+    rows = factor * max(1, STRIP_PIXELS // (width * factor))
+    for top in range(0, height, rows):
+        strip = img.crop((0, top, width, min(height, top + rows)))
+        out.paste((strip if strip.mode == mode else strip.convert(mode)).reduce(factor), (0, top // factor))
+    return out
+
+
+def decode_image(data: bytes | BinaryIO, max_pixels: int, min_side: int) -> Image.Image:
+    """Decode an image (bytes or a binary file) into RGB with EXIF orientation applied (first
+    frame of animations), at most :data:`MAX_WORKING_PIXELS` large.
+
+    ``image.info["full_size"]`` is the (width, height) of the image at full resolution, as
+    displayed (after EXIF orientation).
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
             width, height = img.size
             if width * height > max_pixels:
                 raise BadImage(
                     f"too many pixels ({width}x{height} = {width * height:,} > max_pixels {max_pixels:,}; possible decompression bomb)",
                     "too_large",
                 )
+            if min(width, height) < min_side:
+                raise BadImage(f"too small ({width}x{height} px; shorter side < min_side {min_side})", "too_small")
             img.seek(0)
+            factor = reduction_factor(width, height)
+            if factor > 1 and img.format == "JPEG":
+                img.draft(img.mode, (math.ceil(width / factor), math.ceil(height / factor)))  # decodes at 1/2, 1/4 or 1/8
+            need = img.size[0] * img.size[1] * _BYTES_PER_PIXEL.get(img.mode, 4)
+            if need > MAX_DECODE_BYTES:
+                raise BadImage(
+                    f"too large to decode within {MAX_DECODE_BYTES >> 20} MB ({width}x{height} {img.mode} needs {need >> 20} MB)", "too_large"
+                )
+            orientation = img.getexif().get(0x0112, 1)
             img.load()
+            factor = reduction_factor(*img.size)
+            if factor > 1:
+                img = _reduce(img, factor)
             img = ImageOps.exif_transpose(img) or img
             img = _to_rgb(img)
+            img.info["full_size"] = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     except BadImage:
         raise
     except UnidentifiedImageError:
@@ -114,11 +185,13 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
         text = str(exc)
         kind = "truncated" if "truncated" in text.lower() or isinstance(exc, EOFError) else "corrupt"
         raise BadImage(f"{'truncated' if kind == 'truncated' else 'corrupt'} image: {text}", kind) from None
-    if min(img.size) < min_side:
-        raise BadImage(f"too small ({img.size[0]}x{img.size[1]} px; shorter side < min_side {min_side})", "too_small")
     return img
 
 
 def load_image(path: str | Path, max_pixels: int = 200_000_000, min_side: int = 32) -> Image.Image:
-    """Read and decode one file; raises :class:`BadImage` with the reason."""
-    return decode_image(read_file(path), max_pixels=max_pixels, min_side=min_side)
+    """Read and decode one file (streamed, never read whole into memory); raises
+    :class:`BadImage` with the reason."""
+    with _reading(), open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise BadImage("empty file (0 bytes)", "empty")
+        return decode_image(f, max_pixels=max_pixels, min_side=min_side)

@@ -18,6 +18,8 @@ from ..data.dataset import ImageDataset, WorkItem, collate_items
 from ..data.decode import BadImage, hash_file
 from ..data.discovery import discover_images, relative_name
 from ..device import resolve_device
+from ..io import printable
+from ..store import CORRUPT_DIR as STORE_CORRUPT_DIR
 from ..store import StoreWriter, stored_paths
 from .branch import Branch
 from .global_ import GlobalBranch
@@ -42,6 +44,7 @@ class EmbedReport:
     already_stored: int = 0  # skipped because the store had them (resume)
     duplicates: int = 0  # same bytes as another file: vectors copied, not recomputed
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, kind)
+    set_aside: list[str] = field(default_factory=list)  # unreadable chunks moved to STORE/_corrupt/
     stored_total: int = 0
 
     @property
@@ -50,7 +53,7 @@ class EmbedReport:
 
     def summary_lines(self) -> list[str]:
         lines = [
-            f"store: {self.store}",
+            f"store: {printable(self.store)}",
             f"images found: {self.found}",
             f"embedded now: {self.embedded}",
             f"already in the store (resumed): {self.already_stored}",
@@ -58,6 +61,8 @@ class EmbedReport:
             f"skipped: {len(self.skipped)}" + (f" ({', '.join(f'{k} {n}' for k, n in sorted(self.skipped_by_kind.items()))})" if self.skipped else ""),
             f"rows in the store: {self.stored_total}",
         ]
+        if self.set_aside:
+            lines.insert(-1, f"unreadable chunks set aside in {STORE_CORRUPT_DIR}/ (their images embedded again): {len(self.set_aside)}")
         return lines
 
 
@@ -97,11 +102,6 @@ def embed_images(
     branches = list(branches) if branches is not None else build_branches(config, device)
     report = EmbedReport(store=Path(out), found=len(paths))
 
-    def skip(path: Path, exc: BadImage | str, kind: str | None = None) -> None:
-        reason = str(exc)
-        report.skipped.append((relative_name(path, root), reason, kind or getattr(exc, "kind", "corrupt")))
-        log.warning("skipped %s: %s", path, reason)
-
     writer = StoreWriter(
         out,
         branches={b.name: b.provenance() for b in branches},
@@ -111,7 +111,28 @@ def embed_images(
         chunk_size=config.embed.chunk_size,
         overwrite=overwrite,
         seed=config.embed.seed,
+        checkpoint_rows=config.embed.checkpoint_rows,
+        checkpoint_seconds=config.embed.checkpoint_seconds,
     )
+    try:
+        _embed_into(writer, report, paths, root, config, device, branches, quiet)
+    finally:
+        # Reached on Ctrl-C too: everything encoded so far is kept.
+        try:
+            writer.write_skipped((p, r) for p, r, _ in report.skipped)
+        finally:
+            writer.close()
+    report.set_aside = writer.set_aside_chunks
+    report.stored_total = len(stored_paths(out))
+    return report
+
+
+def _embed_into(writer: StoreWriter, report: EmbedReport, paths, root: Path, config: Config, device, branches, quiet: bool) -> None:
+    def skip(path: Path, exc: BadImage | str, kind: str | None = None) -> None:
+        reason = str(exc)
+        report.skipped.append((relative_name(path, root), reason, kind or getattr(exc, "kind", "corrupt")))
+        log.warning("skipped %s: %s", printable(path), reason)
+
     stored_by_path, stored_by_sha = writer.existing()
 
     items: list[WorkItem] = []
@@ -144,33 +165,26 @@ def embed_images(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if config.embed.workers > 0 else None,
     )
-    try:
-        with tqdm(total=len(items), desc="embedding", unit="img", disable=quiet) as bar:
-            for batch, failures in loader:
-                for failure in failures:
-                    item = items[failure["index"]]
-                    skip(item.path, failure["error"], failure["kind"])
-                    for rel, _ in pending_duplicates.pop(item.sha256, []):
-                        report.skipped.append((rel, failure["error"], failure["kind"]))
-                if batch is not None:
-                    vectors = {b.name: b.encode(batch["inputs"][b.name]) for b in branches}
-                    for row, index in enumerate(batch["index"].tolist()):
-                        item = items[index]
-                        rel = relative_name(item.path, root)
-                        width, height = int(batch["width"][row]), int(batch["height"][row])
-                        row_vectors = {name: v[row] for name, v in vectors.items()}
-                        writer.add(rel, item.sha256, width, height, row_vectors)
-                        report.embedded += 1
-                        for dup_rel, original in pending_duplicates.pop(item.sha256, []):
-                            writer.add(dup_rel, item.sha256, width, height, row_vectors, duplicate_of=original)
-                            report.duplicates += 1
-                bar.update(len(failures) + (0 if batch is None else len(batch["index"])))
-    finally:
-        # Reached on Ctrl-C too: everything encoded so far is kept.
-        writer.close()
-        writer.write_skipped((p, r) for p, r, _ in report.skipped)
-    report.stored_total = len(stored_paths(out))
-    return report
+    with tqdm(total=len(items), desc="embedding", unit="img", disable=quiet) as bar:
+        for batch, failures in loader:
+            for failure in failures:
+                item = items[failure["index"]]
+                skip(item.path, failure["error"], failure["kind"])
+                for rel, _ in pending_duplicates.pop(item.sha256, []):
+                    report.skipped.append((rel, failure["error"], failure["kind"]))
+            if batch is not None:
+                vectors = {b.name: b.encode(batch["inputs"][b.name]) for b in branches}
+                for row, index in enumerate(batch["index"].tolist()):
+                    item = items[index]
+                    rel = relative_name(item.path, root)
+                    width, height = int(batch["width"][row]), int(batch["height"][row])
+                    row_vectors = {name: v[row] for name, v in vectors.items()}
+                    writer.add(rel, item.sha256, width, height, row_vectors)
+                    report.embedded += 1
+                    for dup_rel, original in pending_duplicates.pop(item.sha256, []):
+                        writer.add(dup_rel, item.sha256, width, height, row_vectors, duplicate_of=original)
+                        report.duplicates += 1
+            bar.update(len(failures) + (0 if batch is None else len(batch["index"])))
 
 
 def embed_folder(images_dir: str | Path, out: str | Path, config: Config | None = None, **kwargs) -> EmbedReport:

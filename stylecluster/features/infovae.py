@@ -44,7 +44,7 @@ Defaults and why
 """
 from __future__ import annotations
 
-import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,6 +52,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..io import save_atomic
 
 CHECKPOINT_FORMAT = "stylecluster.infovae"
 CHECKPOINT_VERSION = 1
@@ -198,16 +200,24 @@ def save_checkpoint(path: str | Path, model: InfoVAE | Encoder, **extra: Any) ->
         "decoder": model.decoder.state_dict() if isinstance(model, InfoVAE) else None,
         **extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs) and check its format."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs) and check its format.
+
+    Anything else — a pickle of other objects, another model's file, text — is a one-line
+    ValueError naming the file.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's advice on pickle protocols, meaningless here
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
+        raise ValueError(f"{path}: not a stylecluster InfoVAE checkpoint (cannot be read as weights: {type(exc).__name__}); "
+                         "train one with `stylecluster train-local`") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a stylecluster InfoVAE checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:

@@ -50,13 +50,16 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from ..config import LocalConfig
+from ..io import save_atomic
 
 #: |DoG| ranges below this (on the 0..255 intensity scale) count as a constant patch.
 FLAT_RANGE = 1e-3
 #: Upsampling a too-small image never makes it longer than this many times its shorter side.
 MAX_ASPECT = 32
-#: Working-memory bound for gradient strips (pixels of float32 per strip).
-MAX_STRIP_PIXELS = 1 << 24
+#: Working-memory bound for gradient strips (pixels per strip). A strip costs ~20 bytes a pixel
+#: (two Sobel derivatives and their magnitude in float32, the float64 integral image): 80 MB at
+#: 4 megapixels; at 16 it was 320 MB, most of what a 24-megapixel image cost to embed.
+MAX_STRIP_PIXELS = 1 << 22
 
 #: LocalConfig fields that determine the patches (recorded in provenance and checkpoints).
 PATCH_FIELDS = ("patch_size", "stride", "top_fraction", "n_patches", "sigma1", "sigma2", "patch_scale", "relative_size")
@@ -277,13 +280,11 @@ def extract_patches_to_dir(
     config = config or LocalConfig()
     image_path, out_dir = Path(image_path), Path(out_dir)
     patches = extract_patches(load_image(image_path, max_pixels=max_pixels, min_side=1), config, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for i, (raw, dog) in enumerate(zip(patches.raw, patches.dog)):
         for kind, pixels in (("raw", raw), ("dog", np.round(dog).astype(np.uint8))):
             path = out_dir / f"{image_path.stem}_p{i}_{kind}.png"
-            Image.fromarray(pixels, "L").save(path)
-            written.append(path)
+            written.append(save_atomic(path, lambda tmp: Image.fromarray(pixels, "L").save(tmp)))
     record = {
         "image": str(image_path),
         "seed": seed,
@@ -291,5 +292,5 @@ def extract_patches_to_dir(
         "scores": [round(float(s), 4) for s in patches.scores],
         "params": patch_params(config),
     }
-    (out_dir / f"{image_path.stem}_patches.json").write_text(json.dumps(record, indent=2))
+    save_atomic(out_dir / f"{image_path.stem}_patches.json", json.dumps(record, indent=2))
     return written

@@ -31,6 +31,7 @@ from ..data.decode import BadImage, load_image
 from ..data.discovery import discover_images, relative_name
 from ..data.splits import artist_groups
 from ..device import resolve_device
+from ..io import save_atomic
 from ..features.backbones import StyleProjection, WeightsError, create_backbone, read_state_dict, split_style_head
 from .augment import ViewParams, style_views
 from .loop import Schedule, fit
@@ -303,10 +304,8 @@ def export_global(checkpoint: str | Path, out: str | Path, fp16: bool = True) ->
     if fp16:
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     meta = raw.get("metadata", {})
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": weights, "backbone": meta.get("backbone"), "image_size": meta.get("image_size"), "method": meta.get("method")}, out)
-    return out
+    exported = {"state_dict": weights, "backbone": meta.get("backbone"), "image_size": meta.get("image_size"), "method": meta.get("method")}
+    return save_atomic(out, lambda tmp: torch.save(exported, tmp))
 
 
 # Registers the recipes (imported last: they subclass Recipe).

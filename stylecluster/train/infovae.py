@@ -29,6 +29,7 @@ from ..config import LocalConfig
 from ..data.decode import BadImage, load_image
 from ..data.discovery import discover_images
 from ..device import resolve_device
+from ..io import save_atomic
 from ..features.infovae import InfoVAE, InfoVAEArch, InfoVAELossWeights, infovae_loss, load_checkpoint, load_infovae, save_checkpoint
 from ..features.patches import candidate_patches, patch_params
 
@@ -100,9 +101,7 @@ def cached_patches(
     for line in skipped:
         tqdm.write(f"skipped {line}")
     if cache is not None:
-        tmp = cache.with_name(f".{cache.name}.tmp.npz")
-        np.savez(tmp, patches=patches, fingerprint=np.array(fingerprint))
-        tmp.replace(cache)
+        save_atomic(cache, lambda tmp: np.savez(tmp, patches=patches, fingerprint=np.array(fingerprint)))
     return patches, fingerprint
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..device import autocast
+from ..io import save_atomic
 
 #: computes the loss terms of one batch (a tensor of row indices) with the epoch's generator
 LossFn = Callable[[torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
@@ -72,12 +73,6 @@ def train_step(
     return {k: float(v.detach()) for k, v in terms.items()}
 
 
-def save_atomic(payload: dict[str, Any], out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(out)
-
-
 def fit(
     module: nn.Module,
     loss_fn: LossFn,
@@ -128,9 +123,7 @@ def fit(
         bar.close()
         n = max(1, len(epoch_batches))
         history.append({"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "seconds": time.perf_counter() - started})
-        save_atomic(
-            {"model": module.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-             "epoch": epoch + 1, "history": history, "metadata": metadata},
-            out,
-        )
+        checkpoint = {"model": module.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                      "epoch": epoch + 1, "history": history, "metadata": metadata}
+        save_atomic(out, lambda tmp: torch.save(checkpoint, tmp))
     return history

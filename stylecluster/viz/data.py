@@ -12,6 +12,7 @@ import pandas as pd
 from ..cluster.fuse import Fuser, blocks_for_store
 from ..config import FuseConfig
 from ..evaluate import read_labels
+from ..io import printable
 
 log = logging.getLogger("stylecluster")
 
@@ -40,14 +41,19 @@ def load_fusion(store, clusters_csv: str | Path | None = None, fuse: FuseConfig 
 
     Either has ``embed(store) -> fused coordinates``.
     """
-    from ..cli import model_path_for
+    from ..cluster.persist import OLD_MODEL_SUFFIX, model_path_for
     from ..cluster.pipeline import StyleClustering
 
     if clusters_csv is not None:
-        model = model_path_for(Path(clusters_csv))
+        model = model_path_for(clusters_csv)
         if model.is_file():
             return StyleClustering.load(model)
-        log.info("%s not found: fusing the store with the default fusion settings", model)
+        old = Path(clusters_csv).with_name(Path(clusters_csv).stem + OLD_MODEL_SUFFIX)
+        if old.is_file():
+            log.warning("%s: a model pickled by an earlier stylecluster is never loaded (pickles can run code); using the default "
+                        "fusion instead — re-run `stylecluster cluster` to save the model as %s", printable(old), printable(model.name))
+        else:
+            log.info("%s not found: fusing the store with the default fusion settings", printable(model))
     return FusionOnly(fuse).fit(store)
 
 

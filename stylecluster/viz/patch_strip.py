@@ -20,6 +20,7 @@ from ..config import Config
 from ..data.dataset import image_seed
 from ..data.decode import BadImage, load_image
 from ..features.patches import Patches, extract_patches
+from ..io import printable
 
 log = logging.getLogger("stylecluster")
 
@@ -71,5 +72,5 @@ def write_patch_strips(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         strips = {sha: strip for sha, strip in pool.map(make, list(by_sha)) if strip is not None}
     if failed:
-        log.warning("%d images could not be read for their patches, e.g. %s", len(failed), failed[0])
+        log.warning("%d images could not be read for their patches, e.g. %s", len(failed), printable(failed[0]))
     return strips

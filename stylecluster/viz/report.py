@@ -11,10 +11,16 @@ Layout of ``OUT/``::
 
 Every file name and label goes through :func:`~stylecluster.viz.html.esc`; the map's data goes
 through :func:`~stylecluster.viz.html.script_json` and is written into the page as text only.
+
+The folder is written whole or not at all: it is built under a hidden name beside ``OUT`` and
+renamed into place when complete (an earlier report there is replaced only then), so a crash or
+a full disk leaves the previous report, or nothing, and the rerun is never refused.
 """
 from __future__ import annotations
 
+import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +28,7 @@ import pandas as pd
 
 from ..config import Config
 from ..evaluate import composition, evaluate_clusters
+from ..io import OutputError, check_writable, printable
 from .data import NO_LABEL
 from .html import bar_chart, esc, page, table
 from .members import ClusterMembers, cluster_members
@@ -175,23 +182,43 @@ def index_page(explorer, all_members, metrics, map_html: str) -> str:
 MARKER = ".stylecluster-report"
 
 
-def prepare_folder(out: Path, overwrite: bool = False) -> None:
-    """Create ``out``; an existing report there is replaced only with ``overwrite``.
-
-    A non-empty folder that is not a report is never written into (its files are not ours).
-    """
+def check_folder(out: Path, overwrite: bool = False) -> None:
+    """Raise unless a report may be written to ``out``: an existing report there is replaced only
+    with ``overwrite``; a non-empty folder that is not a report is never touched (its files are
+    not ours); the folder and the one it is in must be writable."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: exists and is not a folder")
+        raise ValueError(f"{printable(out)}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file():
-            raise ValueError(f"{out}: folder is not empty and is not a stylecluster report; choose another --out")
+            raise ValueError(f"{printable(out)}: folder is not empty and is not a stylecluster report; choose another --out")
         if not overwrite:
-            raise ValueError(f"{out}: a report exists there; pass --overwrite to replace it")
-        for sub in ("clusters", "thumbs", "patches"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        (out / "index.html").unlink(missing_ok=True)
-    (out / "clusters").mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by stylecluster report; replaced by `stylecluster report --overwrite`\n")
+            raise ValueError(f"{printable(out)}: a report exists there; pass --overwrite to replace it")
+    check_writable(out, folder=True)
+    check_writable(out.parent / f".{out.name}.staging", folder=True)
+
+
+@contextmanager
+def staged_folder(out: Path):
+    """Yield a hidden folder beside ``out``; when the block succeeds, it replaces ``out``."""
+    staging = out.parent / f".{out.name}.{os.getpid()}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        (staging / "clusters").mkdir()
+        yield staging
+        if out.exists():
+            old = out.parent / f".{out.name}.{os.getpid()}.replaced"
+            os.replace(out, old)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(out, exc) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def write_report(
@@ -212,9 +239,18 @@ def write_report(
     from .cache import cache_dir
 
     out = Path(out)
-    prepare_folder(out, overwrite)
+    check_folder(out, overwrite)
     cache = cache if cache is not None else cache_dir(explorer.store)
+    with staged_folder(out) as folder:
+        result = _write_report(explorer, folder, per_section, config, cache, umap_params, workers)
+    result.folder, result.index = out, out / "index.html"
+    result.pages = {c: out / "clusters" / page_name(c) for c in result.pages}
+    return result
+
+
+def _write_report(explorer, out: Path, per_section: int, config: Config | None, cache: Path, umap_params: UmapParams, workers: int) -> ReportResult:
     points, label_column = explorer.points, explorer.label_column
+    (out / MARKER).write_text("made by stylecluster report; replaced by `stylecluster report --overwrite`\n")
 
     thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache, workers)
     copy_thumbnails(thumbs, out / "thumbs")

@@ -21,6 +21,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from ..config import Config
 from ..data.decode import hash_file, load_image
+from ..io import save_atomic
 from .html import esc, page
 from .provenance import check_branches, config_for_store
 from .thumbs import data_uri, ensure_thumbnails, jpeg_uri, thumbnail_bytes
@@ -155,7 +156,4 @@ def similar_page(result: SimilarResult, explorer, cache: Path | None = None) -> 
 
 
 def write_similar(result: SimilarResult, explorer, out: str | Path, cache: Path | None = None) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(similar_page(result, explorer, cache), encoding="utf-8")
-    return out
+    return save_atomic(out, similar_page(result, explorer, cache))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
@@ -16,6 +15,7 @@ from typing import Iterable
 from PIL import Image
 
 from ..data.decode import BadImage, load_image
+from ..io import printable, save_atomic
 
 log = logging.getLogger("stylecluster")
 
@@ -30,12 +30,6 @@ def thumbnail_bytes(image: Image.Image, size: int = THUMB_SIZE) -> bytes:
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     return buffer.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def ensure_thumbnails(
@@ -62,14 +56,14 @@ def ensure_thumbnails(
         except BadImage as exc:
             failed.append(f"{by_sha[sha]} ({exc})")
             return
-        _write_atomic(found[sha], thumbnail_bytes(image))
+        save_atomic(found[sha], thumbnail_bytes(image))
 
     if todo:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             list(pool.map(make, todo))
     if failed:
         where = images_root if images_root is not None else "an unknown folder (the store records no images root)"
-        log.warning("%d images could not be read from %s and have no thumbnail, e.g. %s", len(failed), where, failed[0])
+        log.warning("%d images could not be read from %s and have no thumbnail, e.g. %s", len(failed), printable(where), printable(failed[0]))
     return {sha: f for sha, f in found.items() if f.is_file()}
 
 

@@ -14,9 +14,12 @@ Points are drawn with ``Scattergl`` (WebGL): SVG scatter becomes sluggish past a
 points, WebGL pans and hovers over 10k+ smoothly. The hover panel is filled by our own script
 with ``textContent`` (never ``innerHTML``), so file names and labels are always text.
 
-The fitted UMAP reducer and its 2-D embedding are cached beside the store (see
-:mod:`stylecluster.viz.cache`), keyed by the fused matrix and the UMAP parameters, so re-drawing
-with another colouring, or the report after the map, does not refit.
+The 2-D embedding is cached beside the store (see :mod:`stylecluster.viz.cache`) as a plain
+``.npy`` array (read with ``allow_pickle=False``), keyed by the fused matrix and the UMAP
+parameters, so re-drawing with another colouring, or the report after the map, does not refit.
+The fitted reducer itself is not kept: fitted on an exact neighbour graph it cannot place new
+points anyway, and a pickled reducer under a predictable name in a shared store would run
+whatever code it held when the map was drawn. Older ``umap-*.joblib`` files are never read.
 """
 from __future__ import annotations
 
@@ -28,10 +31,10 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 
+from ..io import OutputError, check_writable, printable, save_atomic
 from .html import esc, page, script_json
 from .thumbs import data_uri, ensure_thumbnails
 
@@ -83,19 +86,22 @@ def _exact_knn(fused: np.ndarray, params: UmapParams):
 
 
 def umap_coordinates(fused: np.ndarray, cache: Path | None = None, params: UmapParams = UmapParams()) -> np.ndarray:
-    """(n, 2) map coordinates; the fitted reducer is cached in ``cache`` as ``umap-<key>.joblib``.
+    """(n, 2) map coordinates, cached in ``cache`` as ``umap-<key>.npy``.
 
     Fewer than 10 points give UMAP no neighbourhood to learn from; they are placed by PCA.
     """
     fused = np.asarray(fused, dtype=np.float32)
     if len(fused) < 10:
         return _pca_2d(fused)
-    path = cache / f"umap-{_cache_key(fused, params)}.joblib" if cache is not None else None
+    path = cache / f"umap-{_cache_key(fused, params)}.npy" if cache is not None else None
     if path is not None and path.is_file():
         try:
-            return np.asarray(joblib.load(path)["embedding"], dtype=np.float32)
-        except Exception as exc:  # a truncated or foreign cache file is refitted, not fatal
-            log.warning("ignoring unreadable UMAP cache %s: %s", path, exc)
+            cached = np.load(path, allow_pickle=False)
+            if cached.shape == (len(fused), 2) and cached.dtype == np.float32:
+                return cached
+            log.warning("ignoring a UMAP cache of another shape: %s", printable(path))
+        except (OSError, ValueError) as exc:  # a truncated or foreign cache file is refitted, not fatal
+            log.warning("ignoring unreadable UMAP cache %s: %s", printable(path), printable(exc))
     import umap
 
     params = replace(params, n_neighbors=min(params.n_neighbors, len(fused) - 1))
@@ -113,15 +119,15 @@ def umap_coordinates(fused: np.ndarray, cache: Path | None = None, params: UmapP
         n_jobs=1,
     )
     with warnings.catch_warnings():
-        # Expected with an exact graph: the cached reducer keeps its graph and embedding but
-        # cannot place new points (style search works in the fused space, not on the map).
+        # Expected with an exact graph: the reducer cannot place new points (style search works
+        # in the fused space, not on the map).
         warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
         embedding = np.asarray(reducer.fit_transform(fused), dtype=np.float32)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        joblib.dump({"reducer": reducer, "embedding": embedding, "params": params.__dict__}, tmp)
-        tmp.replace(path)
+        try:
+            save_atomic(path, lambda tmp: np.save(tmp, embedding, allow_pickle=False))
+        except OutputError as exc:  # a cache that cannot be written costs a refit next time, nothing more
+            log.warning("the map layout is not cached: %s", exc)
     return embedding
 
 
@@ -301,7 +307,7 @@ def copy_thumbnails(thumbs: dict[str, Path], folder: Path) -> None:
         try:
             target.hardlink_to(source)
         except OSError:
-            shutil.copyfile(source, target)
+            save_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def write_map(
@@ -321,12 +327,11 @@ def write_map(
 
     if color_by == "label" and not explorer.has_labels:
         raise ValueError("colouring by label needs a labels table")
-    out = Path(out)
+    out = check_writable(out)
     cache = cache if cache is not None else cache_dir(explorer.store)
     points = explorer.points
     coords = umap_coordinates(explorer.fused, cache, umap_params)
     thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache, workers)
-    out.parent.mkdir(parents=True, exist_ok=True)
     thumbs_dir = None
     if len(points) <= embed_limit:
         thumb_src = {sha: data_uri(f) for sha, f in thumbs.items()}
@@ -339,5 +344,5 @@ def write_map(
     colouring = explorer.label_column if color_by == "label" else "cluster"
     title = f"Style map of {store_name}: {len(points)} images by {colouring}"
     fragment = map_fragment(points, coords, thumb_src, color_by, explorer.label_column, title)
-    out.write_text(page(title, fragment), encoding="utf-8")
+    save_atomic(out, page(title, fragment))
     return MapResult(out, thumbs_dir, len(points), len(thumbs))

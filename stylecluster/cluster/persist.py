@@ -1,0 +1,212 @@
+"""Saving a fitted clustering as data only: a zip of ``.npy`` arrays and one JSON document.
+
+``stylecluster cluster`` writes ``CLUSTERS.model.npz``; ``assign``, ``plot``, ``report`` and
+``similar`` read it. Such files are shared along with the CSVs, so reading one must never run
+code — which rules out pickle (joblib), whose loader calls whatever the file names. The layout::
+
+    state.json             the object tree in JSON: plain values as themselves; arrays as
+                           {"__array__": NAME}; tuples as {"__tuple__": [...]}; dicts with
+                           non-string keys as {"__items__": [[key, value], ...]}; objects as
+                           {"__object__": TYPE, "state": {attribute: value}}
+    NAME.npy               one array each, numpy's own format, read with allow_pickle=False
+
+Loading builds only the classes listed in :func:`saved_types` — by name, with ``cls.__new__``
+and their attribute dict, never ``__init__``, ``__reduce__`` or ``__setstate__`` — so nothing a
+file holds can name a function to call. ``unzip -p CLUSTERS.model.npz state.json`` shows all of
+it. Objects that are not plain attributes over arrays save themselves as such
+(``_saved_state`` / ``_restore_state``): DEC's encoder as its layer sizes and weight arrays,
+HDBSCAN's fitted tree as the coordinates it was fitted on (refitted, deterministically, when an
+assignment first needs it).
+
+Why not skops: its loader is just as code-free with an explicit trusted-type list, but that list
+must also name every numpy and scikit-learn type and function the file mentions, DEC's torch
+module and HDBSCAN's and UMAP's compiled trees would need code of our own anyway, and this format
+is one file of ~200 lines that can be read in one sitting.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..io import printable, save_atomic
+
+FORMAT = "stylecluster.clustering"
+FORMAT_VERSION = 1
+STATE_FILE = "state.json"
+#: Suffix of the model file written beside CLUSTERS.csv.
+MODEL_SUFFIX = ".model.npz"
+#: What earlier versions wrote there: a pickle, which is never loaded.
+OLD_MODEL_SUFFIX = ".model.joblib"
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read; ``str(exc)`` says what to do, in one line."""
+
+
+def model_path_for(clusters_csv: str | Path) -> Path:
+    """Where the fitted clustering of CLUSTERS.csv is saved: ``CLUSTERS.model.npz``."""
+    clusters_csv = Path(clusters_csv)
+    return clusters_csv.with_name(clusters_csv.stem + MODEL_SUFFIX)
+
+
+def saved_types() -> dict[str, type]:
+    """Every class a model file may contain, by the name the file uses for it."""
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import BayesianGaussianMixture
+    from sklearn.pipeline import Pipeline
+
+    from ..config import ClusterConfig, FuseConfig
+    from .base import OneCluster, available_methods, method_class
+    from .fuse import Block, Fuser
+    from .pipeline import StyleClustering
+    from .reduce import IsotropicScaler
+    from .selection import KSelection
+
+    types = {
+        "StyleClustering": StyleClustering,
+        "ClusterConfig": ClusterConfig,
+        "FuseConfig": FuseConfig,
+        "KSelection": KSelection,
+        "Fuser": Fuser,
+        "Block": Block,
+        "IsotropicScaler": IsotropicScaler,
+        "OneCluster": OneCluster,
+        "sklearn.PCA": PCA,
+        "sklearn.Pipeline": Pipeline,
+        "sklearn.BayesianGaussianMixture": BayesianGaussianMixture,
+    }
+    types.update({f"method.{name}": method_class(name) for name in available_methods()})
+    return types
+
+
+class _Encoder:
+    def __init__(self):
+        self.names = {cls: name for name, cls in saved_types().items()}
+        self.arrays: dict[str, np.ndarray] = {}
+        self._seen: dict[int, str] = {}  # the same array object is stored once
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if value is None or type(value) in (bool, int, float, str):
+            return value
+        if isinstance(value, (np.ndarray, np.generic)):
+            return {"__array__": self._array(np.asarray(value), value, where)}
+        if isinstance(value, tuple):
+            return {"__tuple__": [self(v, f"{where}.{i}") for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [self(v, f"{where}.{i}") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            if all(type(k) is str and not k.startswith("__") for k in value):
+                return {k: self(v, f"{where}.{k}") for k, v in value.items()}
+            return {"__items__": [[self(k, f"{where}.key{i}"), self(v, f"{where}.{i}")] for i, (k, v) in enumerate(value.items())]}
+        name = self.names.get(type(value))
+        if name is None:
+            raise TypeError(f"cannot save a {type(value).__module__}.{type(value).__qualname__} ({where}) in a model file")
+        state = value._saved_state() if hasattr(value, "_saved_state") else dict(vars(value))
+        return {"__object__": name, "state": self(state, where)}
+
+    def _array(self, array: np.ndarray, original: Any, where: str) -> str:
+        if array.dtype.hasobject:
+            raise TypeError(f"cannot save an array of Python objects ({where}) in a model file")
+        key = id(original)
+        if isinstance(original, np.ndarray) and key in self._seen:
+            return self._seen[key]
+        name = where.strip(".") or "value"
+        self.arrays[name] = array
+        if isinstance(original, np.ndarray):
+            self._seen[key] = name
+        return name
+
+
+class _Decoder:
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.types = saved_types()
+        self.arrays = arrays
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if "__array__" in value:
+            array = self.arrays[value["__array__"]]
+            return array[()] if array.ndim == 0 else array
+        if "__tuple__" in value:
+            return tuple(self(v) for v in value["__tuple__"])
+        if "__items__" in value:
+            return {self(k): self(v) for k, v in value["__items__"]}
+        if "__object__" in value:
+            cls = self.types.get(value["__object__"])
+            if cls is None:
+                raise ModelFileError(f"unknown type {printable(value['__object__'])!r}")
+            obj = cls.__new__(cls)
+            state = self(value["state"])
+            if hasattr(obj, "_restore_state"):
+                obj._restore_state(state)
+            else:
+                obj.__dict__.update(state)
+            return obj
+        return {k: self(v) for k, v in value.items()}
+
+
+def save_model(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` (a fitted :class:`~stylecluster.cluster.StyleClustering`) to ``path`` atomically."""
+    encode = _Encoder()
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "versions": {"stylecluster": __version__, **{name: version(name) for name in ("scikit-learn", "numpy", "hdbscan")}},
+        "root": encode(obj, ""),
+    }
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(STATE_FILE, json.dumps(document, indent=1))
+            for name, array in encode.arrays.items():
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+                archive.writestr(f"{name}.npy", buffer.getvalue())
+
+    return save_atomic(path, write)
+
+
+def load_model(path: str | Path, expected: type | None = None) -> Any:
+    """Read a model file written by :func:`save_model`; nothing in it is executed.
+
+    Raises :class:`ModelFileError` (one line naming the file and what to do) for an old pickled
+    model, a foreign or damaged file, or one of another format version.
+    """
+    path = Path(path)
+    rerun = "re-run `stylecluster cluster` to write it again"
+    if path.name.endswith(OLD_MODEL_SUFFIX) or path.suffix in (".joblib", ".pkl", ".pickle"):
+        raise ModelFileError(
+            f"{printable(path)}: a model pickled by an earlier stylecluster; pickles are never loaded (they can run code) — {rerun} as {MODEL_SUFFIX}"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            document = json.loads(archive.read(STATE_FILE))
+            if not isinstance(document, dict) or document.get("format") != FORMAT:
+                raise ModelFileError(f"{printable(path)}: not a stylecluster model file; {rerun}")
+            if document.get("format_version") != FORMAT_VERSION:
+                raise ModelFileError(f"{printable(path)}: model format {document.get('format_version')!r}, this stylecluster reads {FORMAT_VERSION}; {rerun}")
+            arrays = {}
+            for name in archive.namelist():
+                if name.endswith(".npy"):
+                    with archive.open(name) as f:
+                        arrays[name[: -len(".npy")]] = np.lib.format.read_array(f, allow_pickle=False)
+        obj = _Decoder(arrays)(document["root"])
+    except ModelFileError:
+        raise
+    except FileNotFoundError:
+        raise ModelFileError(f"{printable(path)}: no such model file; {rerun}") from None
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{printable(path)}: not a readable stylecluster model file ({printable(exc)}); {rerun}") from None
+    if expected is not None and not isinstance(obj, expected):
+        raise ModelFileError(f"{printable(path)}: holds a {type(obj).__name__}, not a {expected.__name__}; {rerun}")
+    return obj
