@@ -37,6 +37,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from ..hashing import file_sha256
+from ..io import save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,6 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
 
     def save(self, path: str | Path, source: dict[str, Any]) -> Path:
         """Write the head with ``source``: the global branch's provenance it applies to, and how it was trained."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": FORMAT,
             "weight": torch.from_numpy(self.weight_.astype(np.float32)),
@@ -164,10 +163,7 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
             "n_artists": self.n_artists_,
             "source": source,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
-        return path
+        return save_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 class StyleHead(torch.nn.Module):
