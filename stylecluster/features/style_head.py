@@ -92,7 +92,7 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
     n_artists_ : number of artists (groups) it was fitted on
     """
 
-    def __init__(self, n_components: int = 64, pca_components: int = 128, shrinkage: float = 0.1, weighting: str = "none"):
+    def __init__(self, n_components: int = 128, pca_components: int = 128, shrinkage: float = 0.1, weighting: str = "none"):
         self.n_components = n_components
         self.pca_components = pca_components
         self.shrinkage = shrinkage

@@ -116,7 +116,7 @@ def train_style_head(
     source = {
         "branch": raw_provenance(stores[0], column),
         "column": column,
-        "labels": [Path(p).name for p in labels_csvs],
+        "labels": [f"{Path(p).parent.name}/{Path(p).name}" for p in labels_csvs],
         "group_column": group_column,
         "images": len(fit_rows),
         "artists": int(fit_rows["group"].nunique()),
