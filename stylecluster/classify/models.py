@@ -22,6 +22,7 @@ from torch import nn
 
 from ..features.backbones import Backbone, create_backbone
 from .config import ClassifierConfig
+from ..errors import InputError
 
 Features = dict[str, torch.Tensor]
 
@@ -45,7 +46,7 @@ class FeatureMap(nn.Module):
     def __init__(self, backbone: Backbone):
         super().__init__()
         if hasattr(backbone.model, "patch_embed"):
-            raise ValueError(f"{backbone.name} is a vision transformer; the CNN part needs a CNN (e.g. resnet50, efficientnet_lite0)")
+            raise InputError(f"{backbone.name} is a vision transformer; the CNN part needs a CNN (e.g. resnet50, efficientnet_lite0)")
         self.net = backbone.model
         self.normalise = Normalise(backbone.data_config["mean"], backbone.data_config["std"])
         self.num_features = int(backbone.model.num_features)
@@ -61,7 +62,7 @@ class ViTEncoder(nn.Module):
     def __init__(self, backbone: Backbone):
         super().__init__()
         if not isinstance(backbone.model, VisionTransformer):
-            raise ValueError(f"{backbone.name} is not a timm vision transformer; the ViT part needs one (e.g. vit_hybrid_lite0, vit_small_patch16_224)")
+            raise InputError(f"{backbone.name} is not a timm vision transformer; the ViT part needs one (e.g. vit_hybrid_lite0, vit_small_patch16_224)")
         self.net = backbone.model
         self.normalise = Normalise(backbone.data_config["mean"], backbone.data_config["std"])
         self.num_features = int(backbone.model.num_features)
@@ -235,7 +236,7 @@ def available_classifiers() -> list[str]:
 
 def classifier_class(kind: str) -> type[StyleClassifier]:
     if kind not in _CLASSIFIERS:
-        raise ValueError(f"unknown classifier {kind!r} (known: {', '.join(available_classifiers())})")
+        raise InputError(f"unknown classifier {kind!r} (known: {', '.join(available_classifiers())})")
     return _CLASSIFIERS[kind]
 
 
@@ -262,5 +263,5 @@ def create_classifier(config: ClassifierConfig, num_classes: int, pretrained: bo
     try:
         backbones = _backbones(cls.parts, config, pretrained)
     except TypeError:
-        raise ValueError(f"{config.vit}: the ViT part needs a timm vision transformer (e.g. vit_hybrid_lite0)") from None
+        raise InputError(f"{config.vit}: the ViT part needs a timm vision transformer (e.g. vit_hybrid_lite0)") from None
     return cls(**backbones, num_classes=num_classes, config=config)

@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ..io import save_atomic
+from ..errors import InputError
 
 
 def score_predictions(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
@@ -17,7 +18,7 @@ def score_predictions(y_true: Sequence[str], y_pred: Sequence[str], classes: Seq
     (rows: true class, columns: predicted; over ``classes`` in that order)."""
     y_true, y_pred, classes = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object), list(classes)
     if len(y_true) == 0:
-        raise ValueError("no labelled image to score")
+        raise InputError("no labelled image to score")
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     present = support > 0  # macro averages over the classes that occur in the labels
     return {

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin
+from ..errors import ConfigError
 
 log = logging.getLogger("stylecluster")
 
@@ -95,15 +96,15 @@ def make_clusterer(method: str, k: int | None = None, seed: int = 0, **params: A
     cls = method_class(method)
     if k is not None:
         if cls.k_meaning is None:
-            raise ValueError(f"{method} infers the number of clusters itself; do not pass k")
+            raise ConfigError(f"{method} infers the number of clusters itself; do not pass k")
         if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+            raise ConfigError(f"k must be at least 1, got {k}")
         params["k"] = k
     params.setdefault("random_state", seed)
     accepted = cls._get_param_names()
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise ValueError(f"{method} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
+        raise ConfigError(f"{method} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
     return cls(**params)
 
 

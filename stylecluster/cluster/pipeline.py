@@ -19,6 +19,7 @@ from ..io import printable
 from .base import OneCluster, distinct_points, make_clusterer
 from .fuse import Fuser, blocks_for_store
 from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
+from ..errors import InputError
 
 log = logging.getLogger("stylecluster")
 
@@ -44,7 +45,7 @@ class StyleClustering:
         """
         n = len(store.paths)
         if n < 2:
-            raise ValueError(f"clustering needs at least 2 images; the store has {n}")
+            raise InputError(f"clustering needs at least 2 images; the store has {n}")
         Z = self._fit_fuser(store)
         if distinct_points(Z, at_least=2) < 2:
             log.warning("all %d images have the same vectors (identical images): one cluster", n)
@@ -84,7 +85,7 @@ class StyleClustering:
             return
         diffs = _describe_difference(recorded, new, old_name="the clustering's store has", new_name="this store has")
         if diffs:
-            raise ValueError(
+            raise InputError(
                 f"{printable(store.path)}: embedded differently from the store this clustering was fitted on ({'; '.join(diffs)}); "
                 "embed the images with the same model and configuration, or cluster this store itself"
             )

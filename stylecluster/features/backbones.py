@@ -32,12 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from ..hashing import file_sha256
 
 StateDict = "OrderedDict[str, torch.Tensor]"
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """Weights that cannot be loaded into the chosen backbone."""
 
 
