@@ -190,7 +190,7 @@ def _build(cls: type, values: Mapping[str, Any], where: str, section: str = "") 
     for key, value in values.items():
         attr = _SECTION_ATTRS.get(key, key)
         if attr not in fields:
-            raise ConfigError(f"{where}: unknown key {section + key!r} (known: {', '.join(sorted(fields))})")
+            raise ConfigError(f"{where}: unknown key {key!r}{' in ' + section[:-1] if section else ''} (known: {', '.join(sorted(fields))})")
         if dataclasses.is_dataclass(hints[attr]):
             value = _build(hints[attr], value or {}, where, f"{section}{key}.")
         else:

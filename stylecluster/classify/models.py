@@ -23,6 +23,7 @@ from torch import nn
 from ..features.backbones import Backbone, create_backbone
 from .config import ClassifierConfig
 from ..errors import InputError
+from ..registry import Registry
 
 Features = dict[str, torch.Tensor]
 
@@ -218,12 +219,12 @@ class FusionClassifier(StyleClassifier):
         return self.fc(self.dropout(fused))
 
 
-_CLASSIFIERS: dict[str, type[StyleClassifier]] = {}
+CLASSIFIERS: Registry[type[StyleClassifier]] = Registry("classifier")
 
 
 def register_classifier(cls: type[StyleClassifier]) -> type[StyleClassifier]:
-    _CLASSIFIERS[cls.kind] = cls
-    return cls
+    """Class decorator: registers ``cls`` under its ``kind``."""
+    return CLASSIFIERS.register(cls.kind, cls)
 
 
 for _cls in (CNNClassifier, ViTClassifier, FusionClassifier):
@@ -231,13 +232,11 @@ for _cls in (CNNClassifier, ViTClassifier, FusionClassifier):
 
 
 def available_classifiers() -> list[str]:
-    return sorted(_CLASSIFIERS)
+    return CLASSIFIERS.names()
 
 
 def classifier_class(kind: str) -> type[StyleClassifier]:
-    if kind not in _CLASSIFIERS:
-        raise InputError(f"unknown classifier {kind!r} (known: {', '.join(available_classifiers())})")
-    return _CLASSIFIERS[kind]
+    return CLASSIFIERS.get(kind)
 
 
 def _backbones(parts: tuple[str, ...], config: ClassifierConfig, pretrained: bool) -> dict[str, Backbone]:
@@ -260,8 +259,5 @@ def create_classifier(config: ClassifierConfig, num_classes: int, pretrained: bo
     """A classifier of kind ``config.model`` over the configured backbones (seeded)."""
     cls = classifier_class(config.model)
     torch.manual_seed(config.seed)
-    try:
-        backbones = _backbones(cls.parts, config, pretrained)
-    except TypeError:
-        raise InputError(f"{config.vit}: the ViT part needs a timm vision transformer (e.g. vit_hybrid_lite0)") from None
+    backbones = _backbones(cls.parts, config, pretrained)
     return cls(**backbones, num_classes=num_classes, config=config)

@@ -95,3 +95,21 @@ def write_report(scores: dict[str, Any], out_dir: str | Path) -> list[Path]:
         save_atomic(out_dir / "confusion.html", lambda tmp: confusion_figure(scores).write_html(tmp, include_plotlyjs=True, full_html=True)),
         save_atomic(out_dir / "per_class.csv", lambda tmp: pd.DataFrame(scores["per_class"]).to_csv(tmp, index=False)),
     ]
+
+
+def read_labelled(labels_csv: str | Path, column: str, split: str | None = None) -> pd.DataFrame:
+    """The rows of a labels CSV to classify and score: those with a ``path`` and a ``column``
+    label; of a split CSV (train-classifier's ``clf.split.csv``) only ``split``'s rows when given."""
+    from ..evaluate import read_labels
+
+    labels = read_labels(labels_csv, column, keep=("split",) if split else ())
+    return labels[labels["split"] == split] if split else labels
+
+
+def score_labelled(frame: pd.DataFrame, labels: pd.DataFrame, column: str, classes: Sequence[str]) -> dict[str, Any]:
+    """Score predictions (``path``, ``predicted``) against ``labels``; the true label is inserted
+    into ``frame`` as ``column``, after ``path``. Classes the labels hold and the classifier does
+    not are scored too (as always wrong), so a foreign label lowers the scores instead of vanishing."""
+    frame.insert(1, column, frame["path"].map(dict(zip(labels["path"], labels[column].astype(str)))))
+    classes = list(classes) + sorted(set(frame[column]) - set(classes))
+    return score_predictions(frame[column], frame["predicted"], classes)

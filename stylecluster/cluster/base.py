@@ -21,11 +21,13 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin
+
 from ..errors import ConfigError
+from ..registry import Registry
 
 log = logging.getLogger("stylecluster")
 
-_REGISTRY: dict[str, type["ClusterMethod"]] = {}
+METHODS: Registry[type["ClusterMethod"]] = Registry("cluster method")
 
 
 class ClusterMethod(BaseEstimator, ClusterMixin):
@@ -66,25 +68,19 @@ class ClusterMethod(BaseEstimator, ClusterMixin):
 
 def register_method(name: str) -> Callable[[type[ClusterMethod]], type[ClusterMethod]]:
     def decorator(cls: type[ClusterMethod]) -> type[ClusterMethod]:
-        if name in _REGISTRY:
-            raise ValueError(f"cluster method {name!r} registered twice")
         cls.method_name = name
-        _REGISTRY[name] = cls
-        return cls
+        return METHODS.register(name, cls)
 
     return decorator
 
 
 def available_methods() -> list[str]:
-    return sorted(_REGISTRY)
+    return METHODS.names()
 
 
 def method_class(method: str) -> type[ClusterMethod]:
     """The estimator class registered under ``method``."""
-    try:
-        return _REGISTRY[method]
-    except KeyError:
-        raise ValueError(f"unknown cluster method {method!r}; choose from {', '.join(available_methods())}") from None
+    return METHODS.get(method)
 
 
 def make_clusterer(method: str, k: int | None = None, seed: int = 0, **params: Any) -> ClusterMethod:

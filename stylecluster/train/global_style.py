@@ -36,6 +36,7 @@ from ..features.backbones import StyleProjection, WeightsError, create_backbone,
 from .augment import ViewParams, style_views
 from .loop import Schedule, fit
 from ..errors import ConfigError, InputError
+from ..registry import Registry
 
 
 @dataclass
@@ -102,22 +103,20 @@ class Recipe:
         raise NotImplementedError
 
 
-_RECIPES: dict[str, type[Recipe]] = {}
+RECIPES: Registry[type[Recipe]] = Registry("training method")
 
 
 def register_recipe(cls: type[Recipe]) -> type[Recipe]:
-    _RECIPES[cls.name] = cls
-    return cls
+    """Class decorator: registers ``cls`` under its ``name``."""
+    return RECIPES.register(cls.name, cls)
 
 
 def available_recipes() -> list[str]:
-    return sorted(_RECIPES)
+    return RECIPES.names()
 
 
 def create_recipe(config: GlobalTrainConfig) -> Recipe:
-    if config.method not in _RECIPES:
-        raise ConfigError(f"unknown training method {config.method!r} (known: {', '.join(available_recipes())})")
-    return _RECIPES[config.method](config)
+    return RECIPES.get(config.method)(config)
 
 
 # ----------------------------------------------------------------------------- model
@@ -157,12 +156,9 @@ class StyleNet(nn.Module):
 def build_net(config: GlobalTrainConfig, recipe: Recipe) -> tuple[StyleNet, dict]:
     """The network to train (seeded) and the backbone's data config."""
     torch.manual_seed(config.seed)
-    try:
-        # dynamic size: trained at image_size on the model's native position grid (interpolated),
-        # so checkpoints load into the default model and embed at any size the same way
-        backbone = create_backbone(config.backbone, config.weights, dynamic_img_size=True)
-    except TypeError:
-        raise InputError(f"{config.backbone}: train-global trains ViT backbones (a timm ViT name or vit_hybrid_lite0)") from None
+    # dynamic size: trained at image_size on the model's native position grid (interpolated),
+    # so checkpoints load into the default model and embed at any size the same way
+    backbone = create_backbone(config.backbone, config.weights, dynamic_img_size=True)
     ssl_head, style_head = recipe.heads(backbone.model.num_features)
     return StyleNet(backbone.model, ssl_head, style_head, config.freeze_stem), backbone.data_config
 
@@ -268,9 +264,7 @@ def train_global(
     """Train on the images below ``images_dir``; with ``labels_csv`` only on its rows (its
     ``path`` column is relative to ``images_dir``, its ``artist`` column groups them)."""
     root = Path(images_dir)
-    recipe_cls = _RECIPES.get(config.method)
-    if recipe_cls is None:
-        raise ConfigError(f"unknown training method {config.method!r} (known: {', '.join(available_recipes())})")
+    recipe_cls = RECIPES.get(config.method)
     labels = None
     if labels_csv is not None:
         labels = pd.read_csv(labels_csv)
