@@ -114,6 +114,7 @@ class StyleClustering:
 
     def predict_store(self, store) -> pd.DataFrame:
         """Assign a store's images (new or not) to this clustering: columns path, cluster, probability."""
+        self._check_fitted()
         labels, probabilities = self.method_.assign(self.embed(store))
         return pd.DataFrame({"path": list(store.paths), "cluster": labels, "probability": np.round(np.asarray(probabilities, dtype=np.float64), 6)})
 
