@@ -48,7 +48,6 @@ def run_train_local(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _add_train_global(sub) -> None:
     from ..train.global_style import available_recipes
 
@@ -88,7 +87,6 @@ def run_train_global(args: argparse.Namespace) -> int:
     if args.export:
         print(f"wrote {export_global(args.out, args.export)}")
     return 0
-
 
 
 def _add_train_style_head(sub) -> None:
