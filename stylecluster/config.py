@@ -2,16 +2,27 @@
 
 ``configs/default.yaml`` spells the same values out for users to copy and edit; a test keeps
 the two identical. A YAML file may set any subset of fields; unknown keys are an error so a
-typo never silently falls back to a default.
+typo never silently falls back to a default, and every value is checked against its field's
+annotation (``batch_size: "32"`` or ``gram_levels: "12"`` is one line naming the key and the
+type it takes, not a string that fails — or is iterated — later). Values are checked, never
+converted (an ``int`` where a ``float`` is annotated stays as written), so a config means what
+it did before the check existed.
+
+Command-line flags are overrides of the same fields: ``--set section.key=value`` (the value is
+YAML), and each named flag is a shorthand for one dotted key (:func:`apply_overrides`).
 """
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from .errors import ConfigError
 
 
 @dataclass
@@ -121,22 +132,88 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
-def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is tuple:
+        inner = f"{_type_name(args[0])}s" if len(args) == 2 and args[1] is Ellipsis else f"{len(args)} numbers"
+        return f"a list of {inner}"
+    if origin is dict:
+        return "a mapping"
+    return str(annotation)
+
+
+def _check(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits ``annotation``, and the value to store (YAML lists become tuples)."""
+    if annotation is Any:
+        return True, value
+    if annotation is type(None):
+        return value is None, value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool), value
+    if annotation is str:
+        return isinstance(value, str), value
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            ok, checked = _check(value, option)
+            if ok:
+                return True, checked
+        return False, value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value) or not all(_check(v, a)[0] for v, a in zip(value, items)):
+            return False, value
+        return True, tuple(value)
+    if origin is dict:
+        return isinstance(value, Mapping), dict(value) if isinstance(value, Mapping) else value
+    return isinstance(value, annotation), value
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str, section: str = "") -> Any:
     if not isinstance(values, Mapping):
-        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+        raise ConfigError(f"{where}: {section or 'the config'}: expected a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
         attr = _SECTION_ATTRS.get(key, key)
         if attr not in fields:
-            raise ValueError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(fields))})")
-        default = getattr(cls(), attr)
-        if dataclasses.is_dataclass(default):
-            value = _build(type(default), value or {}, f"{where}.{key}")
-        elif isinstance(default, tuple) and value is not None:
-            value = tuple(value)
+            raise ConfigError(f"{where}: unknown key {key!r}{' in ' + section[:-1] if section else ''} (known: {', '.join(sorted(fields))})")
+        if dataclasses.is_dataclass(hints[attr]):
+            value = _build(hints[attr], value or {}, where, f"{section}{key}.")
+        else:
+            ok, value = _check(value, hints[attr])
+            if not ok:
+                raise ConfigError(f"{where}: {section}{key}: expected {_type_name(hints[attr])}, got {value!r}")
         kwargs[attr] = value
     return cls(**kwargs)
+
+
+def apply_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (a config as nested mappings) with each dotted key of ``overrides`` set, e.g.
+    ``{"embed.batch_size": 16}``; the result is checked when it is built, like a file."""
+    values = {k: dict(v) if isinstance(v, Mapping) else v for k, v in values.items()}
+    for dotted, value in overrides.items():
+        *sections, key = dotted.split(".")
+        where = values
+        for section in sections:
+            where = where.setdefault(section, {})
+            if not isinstance(where, dict):
+                raise ConfigError(f"{dotted}: {section!r} is not a section")
+        where[key] = value
+    return values
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -144,13 +221,16 @@ def read_yaml(path: str | Path) -> Any:
     try:
         return yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read config: {exc}") from exc
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
 
 
 def load_dataclass_yaml(cls: type, path: str | Path | None = None, where: str = "config", **overrides) -> Any:
-    """A ``cls`` dataclass from a YAML file's settings over the defaults, then ``overrides`` (None values ignored)."""
-    values = dict(read_yaml(path)) if path is not None else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    """A ``cls`` dataclass from a YAML file's settings over the defaults, then ``overrides``
+    (keys, dotted for nested sections; None values ignored)."""
+    values = read_yaml(path) if path is not None else {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{path}: expected a mapping, got {type(values).__name__}")
+    values = apply_overrides(values, {k: v for k, v in overrides.items() if v is not None})
     return _build(cls, values, str(path or where))
 
 
@@ -158,13 +238,7 @@ def config_from_dict(values: Mapping[str, Any] | None) -> Config:
     return _build(Config, values or {}, "config")
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Load a YAML config; fields it does not set keep their defaults."""
-    if path is None:
-        return Config()
-    path = Path(path)
-    values = read_yaml(path)
-    try:
-        return config_from_dict(values)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load a YAML config, then ``overrides`` (dotted keys, e.g. ``{"cluster.k": 8}``); fields
+    neither sets keep their defaults."""
+    return load_dataclass_yaml(Config, path, "config", **(overrides or {}))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .config import Config
 from .evaluate import evaluate_clusters, format_table, read_labels
+from .errors import InputError
 from .io import check_writable, save_atomic
 
 MARKER = ".stylecluster-demo"
@@ -41,8 +42,7 @@ def run_demo(out: Path, config: Config | None = None, quiet: bool = False) -> De
     The folder is created, or reused when an earlier demo made it (the store then resumes and
     the derived files are rewritten). A non-empty folder the demo did not make is refused.
     """
-    from .cli import UserError
-    from .cluster import StyleClustering, model_path_for
+    from .cluster import StyleClustering
     from .data.discovery import discover_images
     from .features.embedder import embed_images
     from .store import load_store
@@ -50,17 +50,14 @@ def run_demo(out: Path, config: Config | None = None, quiet: bool = False) -> De
     config = config or Config()
     out = check_writable(out, folder=True)
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise UserError(f"{out} exists and was not made by the demo; choose another --out")
+        raise InputError(f"{out} exists and was not made by the demo; choose another --out")
     save_atomic(out / MARKER, "made by stylecluster demo; its files are rewritten by the next demo run\n")
 
     sample = sample_dir()
     report = embed_images(discover_images(sample / "images"), sample, out / "store", config, quiet=quiet)
     store = load_store(out / "store")
     clustering = StyleClustering(config.cluster, config.fuse).fit(store)
-    clusters_csv = out / "clusters.csv"
-    frame = clustering.to_frame()
-    save_atomic(clusters_csv, lambda tmp: frame.to_csv(tmp, index=False))
-    clustering.save(model_path_for(clusters_csv))
-    evaluation = evaluate_clusters(frame, read_labels(sample / "labels.csv", "period"), "period")
+    clustering.write(out / "clusters.csv")
+    evaluation = evaluate_clusters(clustering.to_frame(), read_labels(sample / "labels.csv", "period"), "period")
     save_atomic(out / "evaluation.json", json.dumps(evaluation, indent=2))
     return DemoResult(out, report.summary_lines(), evaluation)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from .errors import InputError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -16,7 +17,7 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+        raise InputError("--device cuda was asked for, but torch sees no CUDA device")
     return torch.device(name)
 
 

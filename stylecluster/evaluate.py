@@ -13,6 +13,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
+from .errors import InputError
 
 
 def purity(labels_true: Sequence, labels_pred: Sequence) -> float:
@@ -64,7 +65,7 @@ def evaluate_labels(labels_true: Sequence, labels_pred: Sequence) -> dict[str, A
     if len(labels_true) != len(labels_pred):
         raise ValueError(f"{len(labels_true)} labels but {len(labels_pred)} cluster assignments")
     if len(labels_true) == 0:
-        raise ValueError("no image has both a cluster and a label")
+        raise InputError("no image has both a cluster and a label")
     clusters = set(labels_pred.tolist()) - {-1}
     return {
         "n_images": int(len(labels_true)),
@@ -85,7 +86,7 @@ def read_labels(path: str | Path, column: str, keep: Sequence[str] = ()) -> pd.D
     table = pd.read_csv(path)
     for needed in ("path", column, *keep):
         if needed not in table.columns:
-            raise ValueError(f"{path}: no {needed!r} column (columns: {', '.join(table.columns)})")
+            raise InputError(f"{path}: no {needed!r} column (columns: {', '.join(table.columns)})")
     table = table[["path", column, *[c for c in keep if c != column]]].dropna(subset=["path", column])
     table["path"] = table["path"].astype(str).str.replace("\\", "/", regex=False)
     return table.drop_duplicates("path")

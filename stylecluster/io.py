@@ -30,10 +30,12 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from .errors import StyleclusterError
+
 _COUNTER = itertools.count()
 
 
-class OutputError(Exception):
+class OutputError(StyleclusterError):
     """An output cannot be written; ``str(exc)`` is one line naming the path and the reason."""
 
     def __init__(self, path: str | Path, reason: str | OSError):

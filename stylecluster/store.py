@@ -55,6 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._version import __version__
+from .errors import StyleclusterError
 from .io import OutputError, printable, save_atomic
 
 log = logging.getLogger("stylecluster")
@@ -67,7 +68,7 @@ FORMAT_VERSION = 1
 VECTOR_COLUMNS = ("global", "local")
 
 
-class StoreError(Exception):
+class StoreError(StyleclusterError):
     """A store cannot be read or written as asked."""
 
 

@@ -14,7 +14,7 @@ from stylecluster.classify.gradcam import grad_cam
 from stylecluster.classify.train import make_optimizer
 from stylecluster.cli import main
 from stylecluster.features.backbones import WeightsError
-from tests.conftest import make_image
+from conftest import make_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,12 +40,19 @@ def tiny_data(n: int = 24, size: int = 64, seed: int = 0) -> LabelledImages:
 def test_output_shapes_and_cached_path_equal_forward(kind):
     model = create_classifier(tiny_config(model=kind), num_classes=5).eval()
     x = torch.rand(3, 3, 64, 64)
-    features = model.encode(x)
-    assert set(features) == set(model.parts)
     with torch.no_grad():
+        features = model.encode(x)
         logits = model(x)
-        assert logits.shape == (3, 5)
-        assert torch.allclose(logits, model.classify(features), atol=1e-6)
+    assert set(features) == set(model.parts)
+    assert logits.shape == (3, 5)
+    # frozen training classifies features read back from the fp16 cache (classify/data.py):
+    # the logits stay those of the full forward pass to fp16 precision
+    cached = {name: value.to("cpu", torch.float16) for name, value in features.items()}
+    with torch.no_grad():
+        from_cache = model.classify(cached)
+    assert from_cache.dtype == torch.float32
+    assert torch.allclose(logits, from_cache, atol=2e-2)
+    assert not torch.equal(logits, from_cache)  # the cache really was read in half precision
 
 
 def test_resnet50_and_plain_vit_load_weight_files(tmp_path):

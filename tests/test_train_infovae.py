@@ -40,7 +40,7 @@ def test_checkpoint_each_epoch_and_exact_resume(tmp_path):
         fit_infovae(patches, tmp_path / "b.pt", TrainSettings(epochs=3, **settings), device="cpu", progress=False, metadata={"data": "b"})
 
 
-def test_train_local_on_a_folder(tmp_path):
+def test_train_local_on_a_folder(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     images = tmp_path / "images"
     images.mkdir()
@@ -54,8 +54,21 @@ def test_train_local_on_a_folder(tmp_path):
     payload = load_checkpoint(tmp_path / "local.pt")
     assert payload["patch"]["patch_scale"] == ["pixels"] and payload["images"]["count"] == 5
     assert (tmp_path / "local.pt.patches.npz").is_file()
-    # Rerunning the finished command trains nothing more and reuses the patch cache.
+    cache = tmp_path / "local.pt.patches.npz"
+    written = cache.stat().st_mtime_ns
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("patches extracted again although the cache holds them")
+
+    # Rerunning the finished command trains nothing more and reuses the patch cache: nothing is
+    # extracted and the cache is not rewritten.
+    monkeypatch.setattr("stylecluster.train.infovae.collect_patches", no_extraction)
     assert train_local(images, tmp_path / "local.pt", epochs=1, device="cpu", batch_size=8, workers=0, progress=False) == history
+    assert cache.stat().st_mtime_ns == written
+    # Other data (one image fewer) does not match the cache's fingerprint: extracted afresh.
+    (images / "3.png").unlink()
+    with pytest.raises(AssertionError, match="extracted again"):
+        train_local(images, tmp_path / "local.pt", epochs=1, device="cpu", batch_size=8, workers=0, progress=False, resume=False)
 
 
 def test_train_local_command(tmp_path, capsys):

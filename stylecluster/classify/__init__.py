@@ -4,7 +4,7 @@
     config = load_classifier_config("configs/classifier.yaml", model="fusion")
     result, skipped = train_classifier("images/", "labels.csv", "clf.pt", config)
 
-Names load on first use, so ``stylecluster.classify.cli`` starts without torch.
+Names load on first use, so the command line starts without torch.
 """
 _EXPORTS = {
     "ClassifierConfig": "config", "load_classifier_config": "config",

@@ -8,6 +8,7 @@ from typing import Any
 
 
 from ..config import load_dataclass_yaml
+from ..errors import ConfigError
 
 
 @dataclass
@@ -56,5 +57,5 @@ def load_classifier_config(path: str | Path | None = None, **overrides) -> Class
     """A YAML file's settings over the defaults, then ``overrides`` (None values ignored)."""
     config = load_dataclass_yaml(ClassifierConfig, path, "classifier config", **overrides)
     if config.freeze not in ("backbone", "none"):
-        raise ValueError(f"freeze must be 'backbone' or 'none', got {config.freeze!r}")
+        raise ConfigError(f"freeze must be 'backbone' or 'none', got {config.freeze!r}")
     return config

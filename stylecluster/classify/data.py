@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from ..data.splits import split_by_artist
 from ..train.augment import ViewParams, style_views
 from .config import ClassifierConfig
+from ..errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 
@@ -22,7 +23,7 @@ def split_three_ways(labels: pd.DataFrame, fractions: Sequence[float] = (0.7, 0.
     ``fractions``; an artist's images are always on one side."""
     train, val, test = (float(f) for f in fractions)
     if min(train, val, test) <= 0:
-        raise ValueError(f"split fractions must all be positive, got {list(fractions)}")
+        raise ConfigError(f"split fractions must all be positive, got {list(fractions)}")
     rest, test_rows = split_by_artist(labels, test / (train + val + test), seed, column)
     _, val_rows = split_by_artist(rest, val / (train + val), seed, column)
     side = pd.Series("train", index=labels.index, dtype=object)

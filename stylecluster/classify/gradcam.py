@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .models import StyleClassifier
+from ..errors import InputError
 
 
 @dataclass
@@ -32,7 +33,7 @@ def grad_cam(model: StyleClassifier, x: torch.Tensor, target: int | None = None)
     """Grad-CAM of one image ``x`` (1, 3, H, W) in [0, 1] for class ``target`` (default: the
     predicted class)."""
     if not model.has_feature_map:
-        raise ValueError(f"Grad-CAM needs a CNN feature map; the {model.kind} model has none (use a cnn or fusion model)")
+        raise InputError(f"Grad-CAM needs a CNN feature map; the {model.kind} model has none (use a cnn or fusion model)")
     captured = {}
 
     def keep_map(module, inputs, output):

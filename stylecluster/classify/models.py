@@ -22,6 +22,8 @@ from torch import nn
 
 from ..features.backbones import Backbone, create_backbone
 from .config import ClassifierConfig
+from ..errors import InputError
+from ..registry import Registry
 
 Features = dict[str, torch.Tensor]
 
@@ -45,7 +47,7 @@ class FeatureMap(nn.Module):
     def __init__(self, backbone: Backbone):
         super().__init__()
         if hasattr(backbone.model, "patch_embed"):
-            raise ValueError(f"{backbone.name} is a vision transformer; the CNN part needs a CNN (e.g. resnet50, efficientnet_lite0)")
+            raise InputError(f"{backbone.name} is a vision transformer; the CNN part needs a CNN (e.g. resnet50, efficientnet_lite0)")
         self.net = backbone.model
         self.normalise = Normalise(backbone.data_config["mean"], backbone.data_config["std"])
         self.num_features = int(backbone.model.num_features)
@@ -61,7 +63,7 @@ class ViTEncoder(nn.Module):
     def __init__(self, backbone: Backbone):
         super().__init__()
         if not isinstance(backbone.model, VisionTransformer):
-            raise ValueError(f"{backbone.name} is not a timm vision transformer; the ViT part needs one (e.g. vit_hybrid_lite0, vit_small_patch16_224)")
+            raise InputError(f"{backbone.name} is not a timm vision transformer; the ViT part needs one (e.g. vit_hybrid_lite0, vit_small_patch16_224)")
         self.net = backbone.model
         self.normalise = Normalise(backbone.data_config["mean"], backbone.data_config["std"])
         self.num_features = int(backbone.model.num_features)
@@ -217,12 +219,12 @@ class FusionClassifier(StyleClassifier):
         return self.fc(self.dropout(fused))
 
 
-_CLASSIFIERS: dict[str, type[StyleClassifier]] = {}
+CLASSIFIERS: Registry[type[StyleClassifier]] = Registry("classifier")
 
 
 def register_classifier(cls: type[StyleClassifier]) -> type[StyleClassifier]:
-    _CLASSIFIERS[cls.kind] = cls
-    return cls
+    """Class decorator: registers ``cls`` under its ``kind``."""
+    return CLASSIFIERS.register(cls.kind, cls)
 
 
 for _cls in (CNNClassifier, ViTClassifier, FusionClassifier):
@@ -230,13 +232,11 @@ for _cls in (CNNClassifier, ViTClassifier, FusionClassifier):
 
 
 def available_classifiers() -> list[str]:
-    return sorted(_CLASSIFIERS)
+    return CLASSIFIERS.names()
 
 
 def classifier_class(kind: str) -> type[StyleClassifier]:
-    if kind not in _CLASSIFIERS:
-        raise ValueError(f"unknown classifier {kind!r} (known: {', '.join(available_classifiers())})")
-    return _CLASSIFIERS[kind]
+    return CLASSIFIERS.get(kind)
 
 
 def _backbones(parts: tuple[str, ...], config: ClassifierConfig, pretrained: bool) -> dict[str, Backbone]:
@@ -259,8 +259,5 @@ def create_classifier(config: ClassifierConfig, num_classes: int, pretrained: bo
     """A classifier of kind ``config.model`` over the configured backbones (seeded)."""
     cls = classifier_class(config.model)
     torch.manual_seed(config.seed)
-    try:
-        backbones = _backbones(cls.parts, config, pretrained)
-    except TypeError:
-        raise ValueError(f"{config.vit}: the ViT part needs a timm vision transformer (e.g. vit_hybrid_lite0)") from None
+    backbones = _backbones(cls.parts, config, pretrained)
     return cls(**backbones, num_classes=num_classes, config=config)

@@ -16,6 +16,7 @@ from ..train.global_style import load_images, square_pixels
 from .data import clean_view
 from .gradcam import CamResult, grad_cam, overlay
 from .train import TrainedClassifier
+from ..errors import InputError
 
 
 @torch.no_grad()
@@ -41,7 +42,7 @@ def predict_files(trained: TrainedClassifier, paths: list[Path], root: Path, bat
     try:
         images, kept, skipped = load_images(paths, trained.config.image_size, workers, progress)
     except ValueError:
-        raise ValueError(f"none of the {len(paths)} images could be decoded") from None
+        raise InputError(f"none of the {len(paths)} images could be decoded") from None
     probabilities = predict_proba(trained, images, batch_size)
     classes = np.asarray(trained.classes, dtype=object)
     frame = pd.DataFrame({
@@ -62,7 +63,7 @@ def display_square(path: str | Path, size: int) -> Image.Image:
 def explain_image(trained: TrainedClassifier, path: str | Path, target: str | None = None, display_size: int = 448) -> tuple[Image.Image, CamResult]:
     """Grad-CAM overlay of one image for class ``target`` (default: the predicted class)."""
     if target is not None and target not in trained.classes:
-        raise ValueError(f"unknown class {target!r} (classes: {', '.join(trained.classes)})")
+        raise InputError(f"unknown class {target!r} (classes: {', '.join(trained.classes)})")
     image = display_square(path, max(display_size, trained.config.image_size))
     x = clean_view(torch.from_numpy(square_pixels(image, trained.config.image_size)).permute(2, 0, 1)[None])
     x = x.to(next(trained.model.parameters()).device)

@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ..io import save_atomic
+from ..errors import InputError
 
 
 def score_predictions(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
@@ -17,7 +18,7 @@ def score_predictions(y_true: Sequence[str], y_pred: Sequence[str], classes: Seq
     (rows: true class, columns: predicted; over ``classes`` in that order)."""
     y_true, y_pred, classes = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object), list(classes)
     if len(y_true) == 0:
-        raise ValueError("no labelled image to score")
+        raise InputError("no labelled image to score")
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     present = support > 0  # macro averages over the classes that occur in the labels
     return {
@@ -94,3 +95,21 @@ def write_report(scores: dict[str, Any], out_dir: str | Path) -> list[Path]:
         save_atomic(out_dir / "confusion.html", lambda tmp: confusion_figure(scores).write_html(tmp, include_plotlyjs=True, full_html=True)),
         save_atomic(out_dir / "per_class.csv", lambda tmp: pd.DataFrame(scores["per_class"]).to_csv(tmp, index=False)),
     ]
+
+
+def read_labelled(labels_csv: str | Path, column: str, split: str | None = None) -> pd.DataFrame:
+    """The rows of a labels CSV to classify and score: those with a ``path`` and a ``column``
+    label; of a split CSV (train-classifier's ``clf.split.csv``) only ``split``'s rows when given."""
+    from ..evaluate import read_labels
+
+    labels = read_labels(labels_csv, column, keep=("split",) if split else ())
+    return labels[labels["split"] == split] if split else labels
+
+
+def score_labelled(frame: pd.DataFrame, labels: pd.DataFrame, column: str, classes: Sequence[str]) -> dict[str, Any]:
+    """Score predictions (``path``, ``predicted``) against ``labels``; the true label is inserted
+    into ``frame`` as ``column``, after ``path``. Classes the labels hold and the classifier does
+    not are scored too (as always wrong), so a foreign label lowers the scores instead of vanishing."""
+    frame.insert(1, column, frame["path"].map(dict(zip(labels["path"], labels[column].astype(str)))))
+    classes = list(classes) + sorted(set(frame[column]) - set(classes))
+    return score_predictions(frame[column], frame["predicted"], classes)

@@ -29,6 +29,7 @@ from ..train.loop import epoch_generator, train_step
 from .config import ClassifierConfig, load_classifier_config
 from .data import FeatureCache, augmented_view, class_weights, clean_view, encode_views, split_three_ways
 from .models import StyleClassifier, create_classifier
+from ..errors import InputError, MissingInputError
 
 
 @dataclass
@@ -132,7 +133,7 @@ def fit_classifier(
     model = create_classifier(config, len(data.classes)).to(device)
     train_rows, val_rows = data.rows("train"), data.rows("val")
     if len(train_rows) == 0 or len(val_rows) == 0:
-        raise ValueError(f"need images on both the train and validation side, got {len(train_rows)} and {len(val_rows)}")
+        raise InputError(f"need images on both the train and validation side, got {len(train_rows)} and {len(val_rows)}")
     if config.cached and cache is None:
         cache = encode_views(model, data.images, train_rows, config, device, config.batch_size, progress)
     inputs = Inputs(data, config, device, cache if config.cached else None)
@@ -149,7 +150,7 @@ def fit_classifier(
         previous = torch.load(out, map_location=device, weights_only=True)
         for key in ("data", "config"):
             if previous.get("metadata", {}).get(key) != metadata[key]:
-                raise ValueError(f"{out}: checkpoint was trained with other {key}; use another --out or --no-resume")
+                raise InputError(f"{out}: checkpoint was trained with other {key}; use another --out or --no-resume")
         model.load_state_dict(previous["model"])
         optimizer.load_state_dict(previous["optimizer"])
         scheduler.load_state_dict(previous["scheduler"])
@@ -208,11 +209,11 @@ class TrainedClassifier:
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> TrainedClassifier:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such classifier checkpoint")
+        raise MissingInputError(f"{path}: no such classifier checkpoint")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     metadata = checkpoint.get("metadata", {}) if isinstance(checkpoint, dict) else {}
     if "classes" not in metadata or "best" not in checkpoint:
-        raise ValueError(f"{path}: not a stylecluster classifier checkpoint (from `stylecluster train-classifier`)")
+        raise InputError(f"{path}: not a stylecluster classifier checkpoint (from `stylecluster train-classifier`)")
     config = load_classifier_config(**metadata["settings"])
     model = create_classifier(config, len(metadata["classes"]), pretrained=False)
     model.load_state_dict(checkpoint["model"])
@@ -226,7 +227,7 @@ def read_training_labels(labels_csv: str | Path, label_column: str) -> pd.DataFr
     for needed in ("path", label_column, "artist"):
         if needed not in labels.columns:
             why = " (the split is made by artist)" if needed == "artist" else ""
-            raise ValueError(f"{labels_csv}: no {needed!r} column{why} (columns: {', '.join(labels.columns)})")
+            raise InputError(f"{labels_csv}: no {needed!r} column{why} (columns: {', '.join(labels.columns)})")
     return labels.dropna(subset=["path", label_column]).reset_index(drop=True)
 
 
@@ -252,7 +253,7 @@ def train_classifier(
     labels = read_training_labels(labels_csv, label_column)
     paths = [root / p for p in labels["path"]]
     if not paths:
-        raise ValueError(f"{labels_csv}: no labelled rows")
+        raise InputError(f"{labels_csv}: no labelled rows")
     images, kept, skipped = load_images(paths, config.image_size, workers, progress)
     labels = labels.iloc[kept].reset_index(drop=True)
     split = split_three_ways(labels, config.split, config.seed)

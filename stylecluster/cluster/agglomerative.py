@@ -14,6 +14,7 @@ from scipy.cluster.hierarchy import linkage
 
 from .base import ClusterMethod, capped_k, nearest_centroid, register_method, student_t_assignments
 from .reduce import subsample
+from ..errors import InputError
 
 
 def cut_tree(children: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -26,7 +27,7 @@ def cut_tree(children: np.ndarray, n_clusters: int) -> np.ndarray:
     children = np.asarray(children, dtype=np.int64)
     n_leaves = len(children) + 1
     if not 1 <= n_clusters <= n_leaves:
-        raise ValueError(f"n_clusters must be between 1 and {n_leaves}, got {n_clusters}")
+        raise InputError(f"n_clusters must be between 1 and {n_leaves}, got {n_clusters}")
     root = np.arange(2 * n_leaves - 1)
     # Later nodes first, so a node's root is final before it is handed down to its children.
     for i in range(n_leaves - n_clusters - 1, -1, -1):
@@ -71,7 +72,7 @@ class WardClustering(ClusterMethod):
     def fit(self, X: np.ndarray, y=None) -> "WardClustering":
         X = np.asarray(X, dtype=np.float32)
         if len(X) < 2:
-            raise ValueError(f"agglomerative clustering needs at least 2 points, got {len(X)}")
+            raise InputError(f"agglomerative clustering needs at least 2 points, got {len(X)}")
         k = capped_k(self.default_k if self.k is None else int(self.k), X, "agglomerative")
         self.leaf_rows_ = subsample(len(X), self.max_fit_samples, self.random_state)
         self.leaf_points_ = X[self.leaf_rows_]

@@ -22,9 +22,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin
 
+from ..errors import ConfigError
+from ..registry import Registry
+
 log = logging.getLogger("stylecluster")
 
-_REGISTRY: dict[str, type["ClusterMethod"]] = {}
+METHODS: Registry[type["ClusterMethod"]] = Registry("cluster method")
 
 
 class ClusterMethod(BaseEstimator, ClusterMixin):
@@ -65,25 +68,19 @@ class ClusterMethod(BaseEstimator, ClusterMixin):
 
 def register_method(name: str) -> Callable[[type[ClusterMethod]], type[ClusterMethod]]:
     def decorator(cls: type[ClusterMethod]) -> type[ClusterMethod]:
-        if name in _REGISTRY:
-            raise ValueError(f"cluster method {name!r} registered twice")
         cls.method_name = name
-        _REGISTRY[name] = cls
-        return cls
+        return METHODS.register(name, cls)
 
     return decorator
 
 
 def available_methods() -> list[str]:
-    return sorted(_REGISTRY)
+    return METHODS.names()
 
 
 def method_class(method: str) -> type[ClusterMethod]:
     """The estimator class registered under ``method``."""
-    try:
-        return _REGISTRY[method]
-    except KeyError:
-        raise ValueError(f"unknown cluster method {method!r}; choose from {', '.join(available_methods())}") from None
+    return METHODS.get(method)
 
 
 def make_clusterer(method: str, k: int | None = None, seed: int = 0, **params: Any) -> ClusterMethod:
@@ -95,15 +92,15 @@ def make_clusterer(method: str, k: int | None = None, seed: int = 0, **params: A
     cls = method_class(method)
     if k is not None:
         if cls.k_meaning is None:
-            raise ValueError(f"{method} infers the number of clusters itself; do not pass k")
+            raise ConfigError(f"{method} infers the number of clusters itself; do not pass k")
         if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+            raise ConfigError(f"k must be at least 1, got {k}")
         params["k"] = k
     params.setdefault("random_state", seed)
     accepted = cls._get_param_names()
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise ValueError(f"{method} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
+        raise ConfigError(f"{method} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
     return cls(**params)
 
 

@@ -25,6 +25,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 
 from ..features.branch import METRIC_PARTS
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -122,5 +123,5 @@ def blocks_for_store(store, local_weight: float = 1.0, global_weight: float = 1.
         matrices.append(values)
         offset += values.shape[1]
     if not matrices:
-        raise ValueError("the store holds no vectors to cluster")
+        raise InputError("the store holds no vectors to cluster")
     return np.hstack(matrices), blocks

@@ -36,6 +36,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from .base import ClusterMethod, distinct_points, register_method
 from .reduce import make_reducer, subsample
+from ..errors import ConfigError, InputError
 
 REDUCTIONS = ("umap", "pca", "none")
 
@@ -133,7 +134,7 @@ class HDBSCANClustering(ClusterMethod):
     def _fit_reductions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fit the PCA stage, the isolation screen and UMAP: (isolated mask, coordinates HDBSCAN clusters)."""
         if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+            raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
         # UMAP's spectral start needs more distinct points than dimensions + 1 (with fewer it
         # failed, or put two groups of identical images all among the outliers); so few need no UMAP.
         few = distinct_points(X, at_least=self.n_components + 2) <= self.n_components + 1
@@ -209,7 +210,7 @@ class HDBSCANClustering(ClusterMethod):
         rows = subsample(n, self.max_fit_samples, self.random_state)
         self.min_cluster_size_ = default_min_cluster_size(len(rows)) if self.min_cluster_size is None else int(self.min_cluster_size)
         if len(rows) < max(self.min_cluster_size_, 2):
-            raise ValueError(f"hdbscan: a cluster needs at least min_cluster_size={self.min_cluster_size_} images and there are {len(rows)}; "
+            raise InputError(f"hdbscan: a cluster needs at least min_cluster_size={self.min_cluster_size_} images and there are {len(rows)}; "
                              "pass --param min_cluster_size=N with a smaller N, or use another --method")
         isolated, E = self._fit_reductions(X[rows])
         self.embedding_ = np.asarray(E, dtype=np.float64)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..errors import InputError
 from ..io import printable, save_atomic
 
 FORMAT = "stylecluster.clustering"
@@ -46,7 +47,7 @@ MODEL_SUFFIX = ".model.npz"
 OLD_MODEL_SUFFIX = ".model.joblib"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """A model file that cannot be read; ``str(exc)`` says what to do, in one line."""
 
 

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import ClusterConfig, FuseConfig
-from ..io import printable
-from .base import OneCluster, distinct_points, make_clusterer
+from ..errors import ConfigError, InputError, NotFittedError
+from ..io import printable, save_atomic
+from .base import OneCluster, distinct_points, make_clusterer, method_class
 from .fuse import Fuser, blocks_for_store
 from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
 
@@ -29,7 +30,9 @@ class StyleClustering:
     After :meth:`fit`: ``fuser_`` (the fitted :class:`Fuser`), ``method_`` (the fitted
     clustering estimator), ``paths_``, ``labels_``, ``probabilities_``, ``n_clusters_``,
     ``k_selection_`` (the :class:`~.selection.KSelection` when ``cluster.k == "auto"``, else None)
-    and ``provenance_`` (how the store's vectors were made: see :func:`store_provenance`).
+    ``provenance_`` (how the store's vectors were made: see :func:`store_provenance`) and
+    ``n_features_in_`` (width of the stored vectors, branches concatenated). Using it before
+    ``fit`` (or :meth:`load`) is a :class:`~stylecluster.errors.NotFittedError`.
     """
 
     def __init__(self, cluster: ClusterConfig | None = None, fuse: FuseConfig | None = None):
@@ -39,12 +42,14 @@ class StyleClustering:
     def fit(self, store) -> "StyleClustering":
         """Fuse and cluster ``store``'s images.
 
-        Fewer than 2 images is a ValueError; identical images (all vectors equal) make one
-        cluster whatever the method, which is what every method would mean by them.
+        Fewer than 2 images is an InputError; identical images (all vectors equal) make one
+        cluster whatever the method, which is what every method would mean by them. The
+        parameters are checked first, before the (slow) fusion.
         """
+        self._validate_params()
         n = len(store.paths)
         if n < 2:
-            raise ValueError(f"clustering needs at least 2 images; the store has {n}")
+            raise InputError(f"clustering needs at least 2 images; the store has {n}")
         Z = self._fit_fuser(store)
         if distinct_points(Z, at_least=2) < 2:
             log.warning("all %d images have the same vectors (identical images): one cluster", n)
@@ -60,8 +65,21 @@ class StyleClustering:
         self.provenance_ = store_provenance(store)
         return self
 
+    def _validate_params(self) -> None:
+        method_class(self.cluster.method)  # a ConfigError naming the choices
+        k = self.cluster.k
+        if k is not None and k != "auto" and (isinstance(k, bool) or not isinstance(k, int)):
+            raise ConfigError(f"cluster.k must be a whole number, 'auto' or null, got {k!r}")
+        if not 0 <= self.fuse.local_weight:
+            raise ConfigError(f"fuse.local_weight must be 0 or more, got {self.fuse.local_weight}")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "method_"):
+            raise NotFittedError(self)
+
     def _fit_fuser(self, store) -> np.ndarray:
         X, blocks = blocks_for_store(store, local_weight=self.fuse.local_weight)
+        self.n_features_in_ = X.shape[1]
         self.fuser_ = Fuser(blocks, pca_components=self.fuse.pca_components, whiten=self.fuse.whiten, random_state=self.cluster.seed)
         return self.fuser_.fit_transform(X)
 
@@ -70,8 +88,13 @@ class StyleClustering:
 
         Refuses (ValueError) a store whose vectors were made otherwise than the fitted store's.
         """
+        self._check_fitted()
         self.check_store(store)
         X, _ = blocks_for_store(store, local_weight=self.fuse.local_weight)
+        expected = getattr(self, "n_features_in_", None)  # absent from model files saved before it existed
+        if expected is not None and X.shape[1] != expected:
+            raise InputError(f"{printable(getattr(store, 'path', 'the store'))}: its vectors have {X.shape[1]} features, "
+                             f"this clustering was fitted on {expected}")
         return self.fuser_.transform(X)
 
     def check_store(self, store) -> None:
@@ -84,18 +107,20 @@ class StyleClustering:
             return
         diffs = _describe_difference(recorded, new, old_name="the clustering's store has", new_name="this store has")
         if diffs:
-            raise ValueError(
+            raise InputError(
                 f"{printable(store.path)}: embedded differently from the store this clustering was fitted on ({'; '.join(diffs)}); "
                 "embed the images with the same model and configuration, or cluster this store itself"
             )
 
     def predict_store(self, store) -> pd.DataFrame:
         """Assign a store's images (new or not) to this clustering: columns path, cluster, probability."""
+        self._check_fitted()
         labels, probabilities = self.method_.assign(self.embed(store))
         return pd.DataFrame({"path": list(store.paths), "cluster": labels, "probability": np.round(np.asarray(probabilities, dtype=np.float64), 6)})
 
     def to_frame(self) -> pd.DataFrame:
         """path, cluster, probability, then any per-image columns the method adds (e.g. outlier_score)."""
+        self._check_fitted()
         frame = pd.DataFrame({"path": self.paths_, "cluster": self.labels_, "probability": np.round(self.probabilities_, 6)})
         for name, values in self.method_.point_details().items():
             frame[name] = np.round(np.asarray(values, dtype=np.float64), 6)
@@ -104,6 +129,7 @@ class StyleClustering:
     def tables(self) -> dict[str, pd.DataFrame]:
         """The method's extra tables (e.g. ``merge_tree``) by name, to write next to CLUSTERS.csv;
         a ``row`` column (row of the fitted matrix) becomes the image ``path``."""
+        self._check_fitted()
         out = {}
         for name, table in self.method_.tables().items():
             if "row" in table.columns:
@@ -115,7 +141,21 @@ class StyleClustering:
         """Write the fitted clustering to ``path`` (``CLUSTERS.model.npz``; arrays + JSON, no code)."""
         from .persist import save_model
 
+        self._check_fitted()
         return save_model(self, path)
+
+    def write(self, out: str | Path) -> list[Path]:
+        """Write what ``stylecluster cluster`` writes: CLUSTERS.csv at ``out``, the model beside it
+        (:func:`~.persist.model_path_for`) and the method's tables (``out`` with ``.<name>.csv``,
+        e.g. the agglomerative merge tree); returns the paths written, CSV first."""
+        from .persist import model_path_for
+
+        out = Path(out)
+        frame = self.to_frame()
+        written = [save_atomic(out, lambda tmp: frame.to_csv(tmp, index=False)), self.save(model_path_for(out))]
+        for name, table in self.tables().items():
+            written.append(save_atomic(out.with_suffix(f".{name}.csv"), lambda tmp, table=table: table.to_csv(tmp, index=False)))
+        return written
 
     @staticmethod
     def load(path: str | Path) -> "StyleClustering":
@@ -125,6 +165,7 @@ class StyleClustering:
         return load_model(path, expected=StyleClustering)
 
     def summary(self) -> dict[str, Any]:
+        self._check_fitted()
         outliers = float(np.mean(self.labels_ < 0)) if len(self.labels_) else 0.0
         summary = {"method": self.cluster.method, "n_clusters": self.n_clusters_, "n_images": len(self.labels_), "outlier_share": outliers}
         if self.k_selection_ is not None:

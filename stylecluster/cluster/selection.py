@@ -24,6 +24,7 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from .base import make_clusterer, method_class
 from .reduce import subsample
+from ..errors import ConfigError, InputError
 
 CRITERIA = ("auto", "bic", "silhouette", "stability")
 DEFAULT_K_VALUES = tuple(range(2, 21))
@@ -83,9 +84,9 @@ def stability_labelings(
     by the data they see (``"subsample"``: each run fits a random ``fraction`` of the points,
     without replacement so density-based methods see no duplicates, and predicts the rest)."""
     if mode not in STABILITY_MODES:
-        raise ValueError(f"mode must be one of {', '.join(STABILITY_MODES)}, got {mode!r}")
+        raise ConfigError(f"mode must be one of {', '.join(STABILITY_MODES)}, got {mode!r}")
     if runs < 2:
-        raise ValueError(f"stability needs at least 2 runs, got {runs}")
+        raise ConfigError(f"stability needs at least 2 runs, got {runs}")
     labelings = []
     for run in range(runs):
         estimator = make_clusterer(method, k=k, seed=seed + run, **params)
@@ -128,20 +129,20 @@ def select_k(
     otherwise silhouette)."""
     cls = method_class(method)
     if cls.k_meaning is None:
-        raise ValueError(f"{method} infers the number of clusters itself; there is no k to select")
+        raise ConfigError(f"{method} infers the number of clusters itself; there is no k to select")
     if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+        raise ConfigError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
     if criterion == "auto":
         criterion = "bic" if hasattr(cls, "bic") else "silhouette"
     if criterion == "bic" and not hasattr(cls, "bic"):
-        raise ValueError(f"{method} defines no likelihood; use silhouette or stability")
+        raise ConfigError(f"{method} defines no likelihood; use silhouette or stability")
     if cls.k_selection_proxy is not None:
         method, params = cls.k_selection_proxy, {}
     X = np.asarray(X, dtype=np.float32)
     Xs = X[subsample(len(X), max_samples, seed)]
     candidates = sorted({int(k) for k in k_values if 2 <= k < len(Xs)})
     if not candidates:
-        raise ValueError(f"no candidate k in {list(k_values)} fits {len(Xs)} points")
+        raise InputError(f"no candidate k in {list(k_values)} fits {len(Xs)} points")
 
     scores: dict[int, float] = {}
     for k in candidates:

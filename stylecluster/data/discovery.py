@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from ..errors import InputError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
 
@@ -20,7 +21,7 @@ def discover_images(root: str | Path, follow_symlinks: bool = True) -> list[Path
     """
     root = Path(root)
     if not root.is_dir():
-        raise NotADirectoryError(f"{root}: not a folder")
+        raise InputError(f"{root}: not a folder")
     found: list[Path] = []
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):

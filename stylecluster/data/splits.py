@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from ..errors import ConfigError, InputError
 
 
 def artist_key(name: str) -> str:
@@ -26,7 +27,7 @@ def artist_key(name: str) -> str:
 def artist_groups(labels: pd.DataFrame, column: str = "artist") -> pd.Series:
     """One group name per row: the artist's :func:`artist_key`, or a unique name for rows without one."""
     if column not in labels.columns:
-        raise ValueError(f"the labels have no {column!r} column (columns: {', '.join(labels.columns)})")
+        raise InputError(f"the labels have no {column!r} column (columns: {', '.join(labels.columns)})")
     names = labels[column].astype("string").str.strip()
     missing = names.isna() | (names == "")
     keys = names.where(missing, names.fillna("").map(artist_key))
@@ -42,11 +43,11 @@ def split_by_artist(
     The same table and seed always give the same split; the artists are shuffled, not the images.
     """
     if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+        raise ConfigError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     groups = artist_groups(labels, column)
     artists = np.array(sorted(groups.unique()))
     if len(artists) < 2:
-        raise ValueError(f"need at least 2 artists to split, found {len(artists)}")
+        raise InputError(f"need at least 2 artists to split, found {len(artists)}")
     rng = np.random.default_rng(seed)
     rng.shuffle(artists)
     n_val = min(len(artists) - 1, max(1, round(validation_fraction * len(artists))))

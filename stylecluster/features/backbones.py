@@ -32,12 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from ..hashing import file_sha256
+from ..registry import Registry
 
 StateDict = "OrderedDict[str, torch.Tensor]"
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """Weights that cannot be loaded into the chosen backbone."""
 
 
@@ -54,18 +56,15 @@ class BackboneEntry:
     default_init: Callable[[nn.Module], str] | None = None
 
 
-_BACKBONES: dict[str, BackboneEntry] = {}
+BACKBONES: Registry[BackboneEntry] = Registry("backbone")
 
 
 def register_backbone(entry: BackboneEntry) -> BackboneEntry:
-    if entry.name in _BACKBONES:
-        raise ValueError(f"backbone {entry.name!r} registered twice")
-    _BACKBONES[entry.name] = entry
-    return entry
+    return BACKBONES.register(entry.name, entry)
 
 
 def available_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 def _package_weights(module: str, locator: str) -> Callable[[], Path | None]:
@@ -250,7 +249,8 @@ def create_backbone(name: str, weights: str | None = None, **timm_kwargs) -> Bac
 
     ``timm_kwargs`` override the entry's (e.g. ``img_size=128`` to train a ViT at 128 px).
     """
-    entry = _BACKBONES.get(name, BackboneEntry(name, name))
+    # any timm model name works too: an unregistered name is its own timm name
+    entry = BACKBONES.get(name) if name in BACKBONES else BackboneEntry(name, name)
     kwargs = dict(num_classes=0, **{**entry.timm_kwargs, **timm_kwargs})
     try:
         if weights in ("hub",) or (weights or "").startswith("hf-hub:"):
@@ -263,6 +263,11 @@ def create_backbone(name: str, weights: str | None = None, **timm_kwargs) -> Bac
                 ) from None
             return Backbone(model.eval(), name, f"hub:{hub_name}", timm.data.resolve_data_config({}, model=model))
         model = timm.create_model(entry.timm_name, pretrained=False, **kwargs)
+    except TypeError as exc:
+        if not timm_kwargs:
+            raise
+        # timm's only signal that a model lacks an option, e.g. dynamic_img_size on a CNN
+        raise InputError(f"{name}: this model does not take {', '.join(sorted(timm_kwargs))} (a timm vision transformer does): {exc}") from None
     except RuntimeError as exc:
         raise WeightsError(f"{name}: timm cannot build this model: {exc}") from None
     style_head = None

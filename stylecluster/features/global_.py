@@ -35,6 +35,7 @@ from ..device import autocast
 from .backbones import Backbone, create_backbone
 from .branch import Branch
 from .style_head import StyleHead, packaged_global_head, resolve_style_head
+from ..errors import ConfigError, InputError
 
 
 def gram_upper(features: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ class GlobalBranch(Branch):
             try:
                 pooled, maps = self._forward(torch.zeros(1, 3, *size))
             except AssertionError as exc:  # timm's check of intermediate indices
-                raise ValueError(
+                raise InputError(
                     f"{self.backbone.name}: gram_levels {list(self._levels)} do not fit this backbone ({exc}); "
                     "set global.gram_levels in the config (e.g. [] for a ViT with a style head)"
                 ) from None
@@ -108,7 +109,7 @@ class GlobalBranch(Branch):
         if not self._levels:
             pooled, maps = model(x), []
         elif not hasattr(model, "forward_intermediates"):
-            raise ValueError(f"{self.backbone.name} does not expose intermediate features; set gram_levels: [] for it")
+            raise ConfigError(f"{self.backbone.name} does not expose intermediate features; set gram_levels: [] for it")
         else:
             final, maps = model.forward_intermediates(x, indices=list(self._levels))
             pooled = model.forward_head(final, pre_logits=True)

@@ -54,6 +54,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..io import save_atomic
+from ..errors import InputError
 
 CHECKPOINT_FORMAT = "stylecluster.infovae"
 CHECKPOINT_VERSION = 1
@@ -216,12 +217,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
-        raise ValueError(f"{path}: not a stylecluster InfoVAE checkpoint (cannot be read as weights: {type(exc).__name__}); "
+        raise InputError(f"{path}: not a stylecluster InfoVAE checkpoint (cannot be read as weights: {type(exc).__name__}); "
                          "train one with `stylecluster train-local`") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a stylecluster InfoVAE checkpoint")
+        raise InputError(f"{path}: not a stylecluster InfoVAE checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint version {payload.get('version')} (this stylecluster reads {CHECKPOINT_VERSION})")
+        raise InputError(f"{path}: checkpoint version {payload.get('version')} (this stylecluster reads {CHECKPOINT_VERSION})")
     return payload
 
 
@@ -246,7 +247,7 @@ def load_infovae(path: str | Path) -> tuple[InfoVAE, dict[str, Any]]:
     """A full model (encoder and decoder) from a training checkpoint, and the payload."""
     payload = load_checkpoint(path)
     if payload.get("decoder") is None:
-        raise ValueError(f"{path}: holds an encoder only (an exported model); cannot resume training from it")
+        raise InputError(f"{path}: holds an encoder only (an exported model); cannot resume training from it")
     model = InfoVAE(arch_from_checkpoint(payload))
     model.encoder.load_state_dict(_float_state(payload["encoder"]))
     model.decoder.load_state_dict(_float_state(payload["decoder"]))

@@ -26,6 +26,7 @@ from ..hashing import file_sha256
 from .infovae import load_encoder
 from .style_head import PACKAGED_LOCAL_HEAD, resolve_style_head
 from .patches import extract_patches, patch_params
+from ..errors import ConfigError, InputError, MissingInputError
 
 AGGREGATES = ("mean", "mean+std")
 
@@ -50,13 +51,13 @@ class LocalBranch(Branch):
     def __init__(self, config: LocalConfig | None = None, device: torch.device | str = "cpu"):
         self.config = config or LocalConfig()
         if self.config.aggregate not in AGGREGATES:
-            raise ValueError(f"local.aggregate must be one of {AGGREGATES}, got {self.config.aggregate!r}")
+            raise ConfigError(f"local.aggregate must be one of {AGGREGATES}, got {self.config.aggregate!r}")
         self.model_path = Path(self.config.model) if self.config.model else default_model_path()
         if not self.model_path.is_file():
-            raise FileNotFoundError(f"{self.model_path}: no local InfoVAE checkpoint (train one with `stylecluster train-local`)")
+            raise MissingInputError(f"{self.model_path}: no local InfoVAE checkpoint (train one with `stylecluster train-local`)")
         self.encoder, payload = load_encoder(self.model_path)
         if self.encoder.arch.image_size != self.config.patch_size:
-            raise ValueError(
+            raise InputError(
                 f"{self.model_path}: encoder takes {self.encoder.arch.image_size}-px patches, config.local.patch_size is {self.config.patch_size}"
             )
         self.weights_sha256 = file_sha256(self.model_path)

@@ -51,6 +51,7 @@ from scipy.ndimage import gaussian_filter
 
 from ..config import LocalConfig
 from ..io import save_atomic
+from ..errors import ConfigError
 
 #: |DoG| ranges below this (on the 0..255 intensity scale) count as a constant patch.
 FLAT_RANGE = 1e-3
@@ -197,10 +198,10 @@ def working_image(gray: np.ndarray, config: LocalConfig) -> tuple[np.ndarray, fl
     target = None
     if config.patch_scale == "relative":
         if not 0 < config.relative_size <= 1:
-            raise ValueError(f"relative_size must be in (0, 1], got {config.relative_size}")
+            raise ConfigError(f"relative_size must be in (0, 1], got {config.relative_size}")
         target = size / config.relative_size
     elif config.patch_scale != "pixels":
-        raise ValueError(f"patch_scale must be 'pixels' or 'relative', got {config.patch_scale!r}")
+        raise ConfigError(f"patch_scale must be 'pixels' or 'relative', got {config.patch_scale!r}")
     short, long = min(height, width), max(height, width)
     new_short = float(short) if target is None else target
     new_long = long * new_short / short

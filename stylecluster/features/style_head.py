@@ -36,6 +36,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
+from ..errors import ConfigError, InputError, MissingInputError
 from ..hashing import file_sha256
 from ..io import save_atomic
 
@@ -106,7 +107,7 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
 
     def fit(self, X: np.ndarray, groups, parts: dict[str, tuple[int, int]]) -> "ArtistDiscriminantHead":
         if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+            raise ConfigError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         X = np.asarray(X, dtype=np.float64)
         groups = np.asarray(groups)
         # An artist with a single image says nothing about within-artist variation.
@@ -114,7 +115,7 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
         keep = counts[inverse] >= 2
         X, groups, artists = X[keep], groups[keep], artists[counts >= 2]
         if len(artists) < 3:
-            raise ValueError(f"a style head needs at least 3 artists with 2 or more images each, got {len(artists)}")
+            raise InputError(f"a style head needs at least 3 artists with 2 or more images each, got {len(artists)}")
         parts = {name: (int(a), int(b)) for name, (a, b) in parts.items()}
         fuser = self._input_space(X, parts)
         fused = fuser.transform(X).astype(np.float64)
@@ -193,11 +194,11 @@ class StyleHead(torch.nn.Module):
         """Refuse a head trained on other vectors (another backbone, weights, Gram layout; another
         patch encoder or patch settings for a local head): its numbers would be noise."""
         if {k: tuple(v) for k, v in parts.items()} != self.parts:
-            raise ValueError(f"{where}: the style head expects parts {self.parts}, the branch gives {parts}")
+            raise InputError(f"{where}: the style head expects parts {self.parts}, the branch gives {parts}")
         for key, trained in self.source.get("branch", {}).items():
             now = provenance.get(key)
             if trained is not None and trained != now:
-                raise ValueError(f"{where}: the style head was trained on {key} {trained!r}, this branch uses {now!r}")
+                raise InputError(f"{where}: the style head was trained on {key} {trained!r}, this branch uses {now!r}")
 
     def fits(self, parts: dict[str, tuple[int, int]], provenance: dict[str, Any]) -> bool:
         try:
@@ -210,13 +211,13 @@ class StyleHead(torch.nn.Module):
 def load_style_head(path: str | Path) -> StyleHead:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such style head file")
+        raise MissingInputError(f"{path}: no such style head file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line message
-        raise ValueError(f"{path}: not a readable style head ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path}: not a readable style head ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a stylecluster style head (expected format {FORMAT!r})")
+        raise InputError(f"{path}: not a stylecluster style head (expected format {FORMAT!r})")
     return StyleHead(payload["weight"], payload["bias"], payload["parts"], payload.get("source", {}), file_sha256(path)[:16])
 
 

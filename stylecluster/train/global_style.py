@@ -35,6 +35,8 @@ from ..io import save_atomic
 from ..features.backbones import StyleProjection, WeightsError, create_backbone, read_state_dict, split_style_head
 from .augment import ViewParams, style_views
 from .loop import Schedule, fit
+from ..errors import ConfigError, InputError
+from ..registry import Registry
 
 
 @dataclass
@@ -101,22 +103,20 @@ class Recipe:
         raise NotImplementedError
 
 
-_RECIPES: dict[str, type[Recipe]] = {}
+RECIPES: Registry[type[Recipe]] = Registry("training method")
 
 
 def register_recipe(cls: type[Recipe]) -> type[Recipe]:
-    _RECIPES[cls.name] = cls
-    return cls
+    """Class decorator: registers ``cls`` under its ``name``."""
+    return RECIPES.register(cls.name, cls)
 
 
 def available_recipes() -> list[str]:
-    return sorted(_RECIPES)
+    return RECIPES.names()
 
 
 def create_recipe(config: GlobalTrainConfig) -> Recipe:
-    if config.method not in _RECIPES:
-        raise ValueError(f"unknown training method {config.method!r} (known: {', '.join(available_recipes())})")
-    return _RECIPES[config.method](config)
+    return RECIPES.get(config.method)(config)
 
 
 # ----------------------------------------------------------------------------- model
@@ -127,7 +127,7 @@ def stem_module(model: nn.Module) -> nn.Module:
     random patch projections stabilise self-supervised ViT training; Chen et al. 2021, MoCo v3 §4)."""
     embed = getattr(model, "patch_embed", None)
     if embed is None:
-        raise ValueError("freeze_stem needs a ViT backbone (one with a patch embedding)")
+        raise ConfigError("freeze_stem needs a ViT backbone (one with a patch embedding)")
     return getattr(embed, "backbone", embed)
 
 
@@ -156,12 +156,9 @@ class StyleNet(nn.Module):
 def build_net(config: GlobalTrainConfig, recipe: Recipe) -> tuple[StyleNet, dict]:
     """The network to train (seeded) and the backbone's data config."""
     torch.manual_seed(config.seed)
-    try:
-        # dynamic size: trained at image_size on the model's native position grid (interpolated),
-        # so checkpoints load into the default model and embed at any size the same way
-        backbone = create_backbone(config.backbone, config.weights, dynamic_img_size=True)
-    except TypeError:
-        raise ValueError(f"{config.backbone}: train-global trains ViT backbones (a timm ViT name or vit_hybrid_lite0)") from None
+    # dynamic size: trained at image_size on the model's native position grid (interpolated),
+    # so checkpoints load into the default model and embed at any size the same way
+    backbone = create_backbone(config.backbone, config.weights, dynamic_img_size=True)
     ssl_head, style_head = recipe.heads(backbone.model.num_features)
     return StyleNet(backbone.model, ssl_head, style_head, config.freeze_stem), backbone.data_config
 
@@ -197,7 +194,7 @@ def load_images(paths: Sequence[Path], size: int, workers: int = 4, progress: bo
                 arrays.append(array)
                 kept.append(i)
     if not arrays:
-        raise ValueError("no training image could be decoded")
+        raise InputError("no training image could be decoded")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), kept, skipped
 
 
@@ -267,22 +264,20 @@ def train_global(
     """Train on the images below ``images_dir``; with ``labels_csv`` only on its rows (its
     ``path`` column is relative to ``images_dir``, its ``artist`` column groups them)."""
     root = Path(images_dir)
-    recipe_cls = _RECIPES.get(config.method)
-    if recipe_cls is None:
-        raise ValueError(f"unknown training method {config.method!r} (known: {', '.join(available_recipes())})")
+    recipe_cls = RECIPES.get(config.method)
     labels = None
     if labels_csv is not None:
         labels = pd.read_csv(labels_csv)
         if "path" not in labels.columns:
-            raise ValueError(f"{labels_csv}: no 'path' column")
+            raise InputError(f"{labels_csv}: no 'path' column")
         artist_groups(labels)  # a clear error when there is no artist column
         paths = [root / p for p in labels["path"]]
     elif recipe_cls.needs_labels:
-        raise ValueError(f"--method {config.method} learns from artists: pass --labels LABELS.csv with an 'artist' column")
+        raise InputError(f"--method {config.method} learns from artists: pass --labels LABELS.csv with an 'artist' column")
     else:
         paths = discover_images(root)
     if not paths:
-        raise ValueError(f"{root}: no images found")
+        raise InputError(f"{root}: no images found")
     images, kept, skipped = load_images(paths, config.cache_size, workers, progress)
     for line in skipped:
         tqdm.write(f"skipped {line}")

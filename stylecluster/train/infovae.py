@@ -32,6 +32,7 @@ from ..device import resolve_device
 from ..io import save_atomic
 from ..features.infovae import InfoVAE, InfoVAEArch, InfoVAELossWeights, infovae_loss, load_checkpoint, load_infovae, save_checkpoint
 from ..features.patches import candidate_patches, patch_params
+from ..errors import InputError
 
 
 @dataclass
@@ -131,14 +132,14 @@ def fit_infovae(
     device = resolve_device(device) if isinstance(device, str) else device
     metadata = dict(metadata or {})
     if len(patches) < 2:
-        raise ValueError(f"need at least 2 training patches, got {len(patches)}")
+        raise InputError(f"need at least 2 training patches, got {len(patches)}")
     torch.manual_seed(settings.seed)
     model, history, start = InfoVAE(settings.arch), [], 0
     optimizer_state = None
     if resume and out.is_file():
         previous = load_checkpoint(out)
         if previous.get("data") != metadata.get("data"):
-            raise ValueError(f"{out}: checkpoint was trained on other data or patch parameters; use another --out or --no-resume")
+            raise InputError(f"{out}: checkpoint was trained on other data or patch parameters; use another --out or --no-resume")
         model, previous = load_infovae(out)
         optimizer_state, history, start = previous["optimizer"], list(previous["history"]), int(previous["epoch"])
     model.to(device)
@@ -206,7 +207,7 @@ def train_local(
     folders = [images_dir] if isinstance(images_dir, (str, Path)) else list(images_dir)
     paths = [p for folder in folders for p in discover_images(folder)]
     if not paths:
-        raise ValueError(f"no images found in {', '.join(map(str, folders))}")
+        raise InputError(f"no images found in {', '.join(map(str, folders))}")
     configs = [replace(config, patch_scale=s) for s in (patch_scales or [config.patch_scale])]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

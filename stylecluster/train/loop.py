@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..device import autocast
 from ..io import save_atomic
+from ..errors import InputError
 
 #: computes the loss terms of one batch (a tensor of row indices) with the epoch's generator
 LossFn = Callable[[torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
@@ -101,7 +102,7 @@ def fit(
         previous = torch.load(out, map_location=device, weights_only=True)
         for key in ("data", "config"):
             if previous.get("metadata", {}).get(key) != metadata.get(key):
-                raise ValueError(f"{out}: checkpoint was trained with other {key}; use another --out or --no-resume")
+                raise InputError(f"{out}: checkpoint was trained with other {key}; use another --out or --no-resume")
         module.load_state_dict(previous["model"])
         optimizer.load_state_dict(previous["optimizer"])
         scaler.load_state_dict(previous["scaler"])

@@ -27,6 +27,7 @@ from ..data.splits import artist_groups, split_by_artist
 from ..evaluate import evaluate_labels, read_labels
 from ..features.branch import METRIC_PARTS
 from ..features.style_head import ArtistDiscriminantHead
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def labelled_rows(store, labels_csv: str | Path, group_column: str, extra: tuple
     table = read_labels(labels_csv, group_column, keep=extra)
     rows = pd.DataFrame({"path": store.paths, "row": np.arange(len(store))}).merge(table, on="path", how="inner")
     if rows.empty:
-        raise ValueError(f"{labels_csv}: none of its paths is in {store.path} (paths must be relative to the embedded folder)")
+        raise InputError(f"{labels_csv}: none of its paths is in {store.path} (paths must be relative to the embedded folder)")
     rows["group"] = artist_groups(rows, group_column).to_numpy()
     return rows.reset_index(drop=True)
 
@@ -58,10 +59,10 @@ def raw_provenance(store, column: str) -> dict[str, Any]:
     """What determines a store's raw ``column`` vectors: the branch provenance without a head."""
     branch = dict(store.metadata.get("branches", {}).get(column) or {})
     if not branch:
-        raise ValueError(f"{store.path}: the store has no {column} branch")
+        raise InputError(f"{store.path}: the store has no {column} branch")
     if set(store.parts(column)) & METRIC_PARTS or "style_head" in branch:
         setting = "global.style_head" if column == "global" else "local.style_head"
-        raise ValueError(f"{store.path}: its {column} vectors are already a learned style projection; embed with {setting}: null first")
+        raise InputError(f"{store.path}: its {column} vectors are already a learned style projection; embed with {setting}: null first")
     return branch
 
 
@@ -69,12 +70,12 @@ def pooled_rows(stores: Sequence, labels_csvs: Sequence[str | Path], group_colum
     """Labelled rows of several stores (``store``: which one) and their ``column`` vectors, in one
     table; every store must hold the same branch (same model, weights and settings)."""
     if len(stores) != len(labels_csvs):
-        raise ValueError(f"give one labels file per store: {len(stores)} stores, {len(labels_csvs)} labels files")
+        raise InputError(f"give one labels file per store: {len(stores)} stores, {len(labels_csvs)} labels files")
     reference = raw_provenance(stores[0], column)
     frames, matrices = [], []
     for index, (store, labels_csv) in enumerate(zip(stores, labels_csvs)):
         if raw_provenance(store, column) != reference or store.parts(column) != stores[0].parts(column):
-            raise ValueError(f"{store.path}: its {column} branch differs from {stores[0].path}'s; a head is fitted on one kind of vector")
+            raise InputError(f"{store.path}: its {column} branch differs from {stores[0].path}'s; a head is fitted on one kind of vector")
         rows = labelled_rows(store, labels_csv, group_column, extra).assign(store=index)
         frames.append(rows)
         matrices.append(store.vectors(column)[rows["row"].to_numpy()])

@@ -13,6 +13,7 @@ from ..cluster.fuse import Fuser, blocks_for_store
 from ..config import FuseConfig
 from ..evaluate import read_labels
 from ..io import printable
+from ..errors import InputError
 
 log = logging.getLogger("stylecluster")
 
@@ -61,7 +62,7 @@ def read_clusters(path: str | Path) -> pd.DataFrame:
     frame = pd.read_csv(path)
     missing = [c for c in ("path", "cluster", "probability") if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: no {', '.join(map(repr, missing))} column; is it a stylecluster CLUSTERS.csv?")
+        raise InputError(f"{path}: no {', '.join(map(repr, missing))} column; is it a stylecluster CLUSTERS.csv?")
     frame = frame[["path", "cluster", "probability"]].drop_duplicates("path", keep="last")
     return frame.astype({"path": str, "cluster": np.int64, "probability": np.float64})
 
@@ -70,7 +71,7 @@ def default_label_column(labels_csv: str | Path) -> str:
     """The first column of a labels table that is not ``path``."""
     columns = [c for c in pd.read_csv(labels_csv, nrows=0).columns if c != "path"]
     if not columns:
-        raise ValueError(f"{labels_csv}: no label column besides 'path'")
+        raise InputError(f"{labels_csv}: no label column besides 'path'")
     return columns[0]
 
 
@@ -107,7 +108,7 @@ def _join_clusters(rows: pd.DataFrame, clusters_csv: str | Path | None, store) -
     clusters = read_clusters(clusters_csv)
     points = rows.merge(clusters, on="path", how="inner").sort_values("row", ignore_index=True)
     if points.empty:
-        raise ValueError(f"{clusters_csv}: none of its paths is in the store {store.path}")
+        raise InputError(f"{clusters_csv}: none of its paths is in the store {store.path}")
     if len(points) < len(rows):
         log.warning("%d images of the store have no cluster in %s and are left out", len(rows) - len(points), clusters_csv)
     if len(points) < len(clusters):
@@ -124,7 +125,7 @@ def load_explorer(
 ) -> Explorer:
     """Join a store with CLUSTERS.csv (None: every image, no cluster) and optional labels."""
     if len(store) == 0:
-        raise ValueError(f"{store.path}: the store is empty")
+        raise InputError(f"{store.path}: the store is empty")
     rows = pd.DataFrame({"row": np.arange(len(store)), "path": store.paths, "sha256": store.sha256})
     points = _join_clusters(rows, clusters_csv, store)
     if labels_csv is not None:

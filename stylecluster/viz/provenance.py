@@ -15,6 +15,7 @@ from typing import Any
 from ..config import Config, config_from_dict
 from ..features.style_head import PACKAGED_LOCAL_HEAD, load_style_head, packaged_global_head
 from ..store import _describe_difference
+from ..errors import InputError
 
 
 def config_for_store(store, base: Config | None = None) -> Config:
@@ -65,7 +66,7 @@ def check_branches(store, branches) -> None:
     built = json.loads(json.dumps({b.name: b.provenance() for b in branches}))  # as the store wrote it
     diffs = _describe_difference(recorded, built)
     if diffs:
-        raise ValueError(
+        raise InputError(
             f"{store.path}: cannot rebuild the store's branches ({'; '.join(diffs)}); "
             "pass --config with the configuration the store was embedded with"
         )

@@ -36,6 +36,7 @@ from .patch_strip import PatchStrip, write_patch_strips
 from .provenance import config_for_store
 from .thumbs import ensure_thumbnails
 from .umap_map import UmapParams, copy_thumbnails, map_fragment, umap_coordinates
+from ..errors import InputError
 
 #: Labels shown per cluster in the composition chart; the rest are summed as "other labels".
 TOP_LABELS = 12
@@ -187,12 +188,12 @@ def check_folder(out: Path, overwrite: bool = False) -> None:
     with ``overwrite``; a non-empty folder that is not a report is never touched (its files are
     not ours); the folder and the one it is in must be writable."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{printable(out)}: exists and is not a folder")
+        raise InputError(f"{printable(out)}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file():
-            raise ValueError(f"{printable(out)}: folder is not empty and is not a stylecluster report; choose another --out")
+            raise InputError(f"{printable(out)}: folder is not empty and is not a stylecluster report; choose another --out")
         if not overwrite:
-            raise ValueError(f"{printable(out)}: a report exists there; pass --overwrite to replace it")
+            raise InputError(f"{printable(out)}: a report exists there; pass --overwrite to replace it")
     check_writable(out, folder=True)
     check_writable(out.parent / f".{out.name}.staging", folder=True)
 

@@ -25,6 +25,7 @@ from ..io import save_atomic
 from .html import esc, page
 from .provenance import check_branches, config_for_store
 from .thumbs import data_uri, ensure_thumbnails, jpeg_uri, thumbnail_bytes
+from ..errors import InputError, MissingInputError
 
 
 class StyleIndex:
@@ -69,7 +70,7 @@ def embed_outside_image(explorer, image: Path, config: Config | None = None) -> 
     item = WorkItem(0, image, hash_file(image).sha256)
     sample = ImageDataset([item], branches, config.ingest.max_pixels, config.ingest.min_side, seed=config.embed.seed)[0]
     if "error" in sample:
-        raise ValueError(f"{image}: {sample['error']}")
+        raise InputError(f"{image}: {sample['error']}")
     batch, _ = collate_items([sample])
     vectors = {b.name: b.encode(batch["inputs"][b.name]) for b in branches}
     return explorer.fusion.embed(_OneImage(store, vectors))
@@ -91,7 +92,7 @@ def _find_in_store(explorer, image: str) -> int | None:
         return int(by_path[0])
     file = Path(image)
     if not file.is_file():
-        raise FileNotFoundError(f"{image}: neither an image of the store nor a file")
+        raise MissingInputError(f"{image}: neither an image of the store nor a file")
     root = explorer.images_root
     if root is not None:
         try:

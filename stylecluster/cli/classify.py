@@ -1,4 +1,4 @@
-"""The classifier's commands: train-classifier, classify, explain (hooked into ``stylecluster.cli``).
+"""``train-classifier``, ``classify`` and ``explain``: the supervised reference.
 
 Imports stay inside the run functions: the CLI starts without loading torch.
 """
@@ -9,7 +9,9 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import InputError
 from ..io import save_atomic
+from ._common import add_config_options, add_verbosity_options, images_folder, overrides
 
 
 def _report_skipped(skipped: list[str]) -> None:
@@ -18,7 +20,7 @@ def _report_skipped(skipped: list[str]) -> None:
 
 
 def _add_train(sub) -> None:
-    from .models import available_classifiers
+    from ..classify.models import available_classifiers
 
     p = sub.add_parser("train-classifier", help="train a supervised style classifier (cnn, vit or the CNN+Transformer fusion)")
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="the folder the labels' paths are relative to")
@@ -26,7 +28,6 @@ def _add_train(sub) -> None:
     p.add_argument("--label-column", default="style", help="the column to learn (default: style)")
     p.add_argument("--model", choices=available_classifiers(), help="classifier kind (default: the config's, else fusion)")
     p.add_argument("--out", required=True, metavar="clf.pt", help="checkpoint, rewritten after every epoch (rerun to resume); the split is written beside it as clf.split.csv")
-    p.add_argument("--config", metavar="YAML", help="training settings (configs/classifier.yaml); flags override it")
     p.add_argument("--cnn", help="CNN backbone: a registered name or timm CNN (default efficientnet_lite0; resnet50 with --cnn-weights FILE)")
     p.add_argument("--cnn-weights", help="CNN weights: a file, 'random', or 'hub' (online only)")
     p.add_argument("--vit", help="ViT backbone: vit_hybrid_lite0 (default) or a timm ViT name (with --vit-weights FILE)")
@@ -39,22 +40,17 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu or cuda; mixed precision on CUDA")
     p.add_argument("--workers", type=int, default=4, help="threads decoding the images (default 4)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint of the same data and settings")
-    from ..cli import add_verbosity_options  # at call time: ..cli imports this module
-
-    add_verbosity_options(p)
-    p.set_defaults(command="train-classifier")
+    add_config_options(p, "configs/classifier.yaml: the fields of ClassifierConfig, e.g. --set lr=0.0003")
+    p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..cli import images_folder
-    from .config import load_classifier_config
-    from .train import split_path, train_classifier
+    from ..classify.config import load_classifier_config
+    from ..classify.train import split_path, train_classifier
 
     images_folder(args.images_dir)
-    config = load_classifier_config(
-        args.config, model=args.model, cnn=args.cnn, cnn_weights=args.cnn_weights, vit=args.vit, vit_weights=args.vit_weights,
-        freeze=args.freeze, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-    )
+    flags = {name: name for name in ("model", "cnn", "cnn_weights", "vit", "vit_weights", "freeze", "image_size", "epochs", "batch_size", "seed")}
+    config = load_classifier_config(args.config, **overrides(args, flags))
     result, skipped = train_classifier(args.images_dir, args.labels, args.out, config, args.label_column, args.device,
                                        args.workers, resume=not args.no_resume, progress=not args.quiet)
     _report_skipped(skipped)
@@ -77,50 +73,36 @@ def _add_classify(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu", help="cpu (default), auto or cuda")
     p.add_argument("--workers", type=int, default=4, help="threads decoding the images (default 4)")
-    from ..cli import add_verbosity_options  # at call time: ..cli imports this module
-
     add_verbosity_options(p)
-    p.set_defaults(command="classify")
+    p.set_defaults(func=run_classify)
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from ..cli import UserError, images_folder
     from ..data.discovery import discover_images
-    from .predict import predict_files
-    from .report import format_scores, score_predictions, write_report
-    from .train import load_classifier
+    from ..classify.predict import predict_files
+    from ..classify.report import format_scores, read_labelled, score_labelled, write_report
+    from ..classify.train import load_classifier
 
     root = images_folder(args.images_dir)
     trained = load_classifier(args.model, args.device)
     column = args.label_column or trained.metadata.get("label_column", "style")
     labels = None
     if args.labels:
-        import pandas as pd
-
-        labels = pd.read_csv(args.labels)
-        for needed in ("path", column) + (("split",) if args.split else ()):
-            if needed not in labels.columns:
-                raise UserError(f"{args.labels}: no {needed!r} column")
-        if args.split:
-            labels = labels[labels["split"] == args.split]
-        labels = labels.dropna(subset=["path", column])
+        labels = read_labelled(args.labels, column, args.split)
         paths = [root / p for p in labels["path"]]
     elif args.split:
-        raise UserError("--split selects rows of --labels; pass the split CSV written by train-classifier")
+        raise InputError("--split selects rows of --labels; pass the split CSV written by train-classifier")
     else:
         paths = discover_images(root)
     if not paths:
-        raise UserError(f"{args.labels or root}: no images to classify")
+        raise InputError(f"{args.labels or root}: no images to classify")
     result = predict_files(trained, paths, root, args.batch_size, args.workers, progress=not args.quiet)
     _report_skipped(result.skipped)
     out = Path(args.out)
     frame = result.frame
     written = [out / "predictions.csv"]
     if labels is not None:
-        truth = dict(zip((p.replace("\\", "/") for p in labels["path"].astype(str)), labels[column].astype(str)))
-        frame.insert(1, column, frame["path"].map(truth))
-        classes = list(trained.classes) + sorted(set(frame[column]) - set(trained.classes))
-        scores = score_predictions(frame[column], frame["predicted"], classes)
+        scores = score_labelled(frame, labels, column, trained.classes)
         print(format_scores(scores))
         save_atomic(out / "scores.json", json.dumps(scores, indent=2))
         written += [out / "scores.json"] + write_report(scores, out)
@@ -136,23 +118,20 @@ def _add_explain(sub) -> None:
     p.add_argument("--out", required=True, metavar="cam.png", help="the overlay image to write")
     p.add_argument("--class", dest="target", metavar="NAME", help="explain this class instead of the predicted one")
     p.add_argument("--device", default="cpu", help="cpu (default), auto or cuda")
-    from ..cli import add_verbosity_options  # at call time: ..cli imports this module
-
     add_verbosity_options(p)
-    p.set_defaults(command="explain")
+    p.set_defaults(func=run_explain)
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from ..cli import UserError
     from ..data.decode import BadImage
-    from .predict import explain_image
-    from .train import load_classifier
+    from ..classify.predict import explain_image
+    from ..classify.train import load_classifier
 
     trained = load_classifier(args.model, args.device)
     try:
         picture, result = explain_image(trained, args.image, args.target)
     except BadImage as exc:
-        raise UserError(f"{args.image}: {exc}") from None
+        raise InputError(f"{args.image}: {exc}") from None
     save_atomic(args.out, lambda tmp: picture.save(tmp))
     top = result.probabilities.argmax()
     print(f"predicted {trained.classes[top]} ({result.probabilities[top]:.0%}); Grad-CAM for {trained.classes[result.target]} written to {args.out}")
@@ -162,6 +141,3 @@ def run_explain(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     for add in (_add_train, _add_classify, _add_explain):
         add(sub)
-
-
-COMMANDS = {"train-classifier": run_train, "classify": run_classify, "explain": run_explain}
