@@ -1,213 +1,216 @@
-"""Local (brush-stroke) branch: does it add style information to the global branch?
+"""Does the local (brush-stroke) branch add style information? Artist-disjoint, several seeds.
 
-For each data set (wikiart-styles by style, aic-cc0 by period) this embeds the images once with
-the global branch and once per patch-scale mode with the local branch alone (separate stores,
-resumable, under ``--work``), then clusters local-only, global-only and fused vectors (the project's ``Fuser`` with its
-default PCA/whitening, then k-means with k = number of labels, several seeds) across a sweep of
-``local_weight`` and reports NMI / purity / ARI. It also times patch extraction per image and
-reads the training time per epoch from the encoder's checkpoint.
+Every labelled image of the three shared sets is embedded once per patch scale with the designed
+front end (Sobel scores, top 10 %, draws ∝ score, DoG σ 3/5, InfoVAE μ) and **every drawn patch's
+code kept** (``--patches`` draws, 32 by default; the first n draws of a successive ∝-score sample
+are themselves such a sample of n, so 5 and 16 patches come from the same store). Aggregations,
+local style heads and fusion weights are then compared from the stored codes:
 
-    python benchmarks/local_branch.py                       # everything (slow: full wikiart)
-    python benchmarks/local_branch.py --per-label 100       # stratified subset per label
-    python benchmarks/local_branch.py --datasets aic-cc0 --weights 0.5,1
+* aggregations: ``mean`` and ``mean+std`` of the first 5 / 16 / 32 codes;
+* local head: the artist-discriminant head (features/style_head.py) fitted on the aggregated
+  codes of the training artists only;
+* global vector: the default style head fitted on the same training artists (the raw store comes
+  from ``benchmarks/generalisation.py``'s work folder);
+* protocols: ``wikiart`` — 30 % of the artists held out (seeded), their wikiart images clustered
+  by movement; ``aic`` — heads fitted on every wikiart image by an artist absent from aic-cc0,
+  all aic-cc0 paintings clustered by period (high resolution: strokes are visible).
 
-Prints a table; writes ``benchmarks/out/local_branch.json``.
+Scores: k-means (k = number of labels) and BGMM (k inferred) NMI, mean ± sd over seeds, for
+local only, global only, and fused at each ``--weights`` value (the product's ``Fuser``).
+
+    python benchmarks/local_branch.py --global-work benchmarks/out/generalisation_work
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import platform
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from common import OUT, SHARED, print_table, write_json
+from generalisation import DATASETS, artist_disjoint, load_pool
 from stylecluster.cluster import make_clusterer
-from stylecluster.cluster.fuse import Fuser, blocks_for_store
-from stylecluster.config import Config, FuseConfig, LocalConfig
+from stylecluster.cluster.fuse import Fuser, part_blocks
+from stylecluster.config import Config
 from stylecluster.data.decode import load_image
+from stylecluster.data.discovery import discover_images
 from stylecluster.evaluate import evaluate_labels
 from stylecluster.features.embedder import embed_images
-from stylecluster.features.global_ import GlobalBranch
-from stylecluster.features.infovae import load_checkpoint
-from stylecluster.features.local_ import LocalBranch, default_model_path
+from stylecluster.features.local_ import LocalBranch
 from stylecluster.features.patches import extract_patches
+from stylecluster.features.style_head import ArtistDiscriminantHead
 from stylecluster.store import load_store
 
-HERE = Path(__file__).resolve().parent
-DATASETS = {"wikiart-styles": "style", "aic-cc0": "period"}
-MODES = ("pixels", "relative")
+
+class PatchCodes(LocalBranch):
+    """The local branch with no aggregation: every drawn patch's code, flattened (benchmark only)."""
+
+    @property
+    def dim(self) -> int:
+        return self.config.n_patches * self.encoder.arch.latent_dim
+
+    def encode(self, batch) -> np.ndarray:
+        patches = torch.as_tensor(batch).to(self.device, torch.float32)
+        with torch.inference_mode():
+            mu, _ = self.encoder(patches.flatten(0, 1))
+        return mu.reshape(len(patches), -1).float().cpu().numpy()
+
+    def provenance(self) -> dict:
+        return {**super().provenance(), "aggregate": "codes"}
 
 
-class Columns:
-    """The vector columns of several stores aligned on path (the store interface fusion reads)."""
-
-    def __init__(self, paths: list[str], columns: dict[str, tuple[np.ndarray, dict]]):
-        self.paths = paths
-        self._columns = columns
-
-    @classmethod
-    def join(cls, paths: list[str], picks: dict[str, tuple]) -> "Columns":
-        """``picks``: output column → (store, store column); rows follow ``paths``."""
-        columns = {}
-        for name, (store, column) in picks.items():
-            index = {p: i for i, p in enumerate(store.paths)}
-            columns[name] = (store.vectors(column)[[index[p] for p in paths]], store.parts(column))
-        return cls(paths, columns)
-
-    def vectors(self, column: str):
-        return self._columns[column][0] if column in self._columns else None
-
-    def parts(self, column: str) -> dict:
-        return self._columns[column][1]
-
-
-def select_images(root: Path, label: str, per_label: int | None, seed: int) -> pd.DataFrame:
-    table = pd.read_csv(root / "labels.csv")[["path", label]].dropna()
-    table = table[[(root / p).is_file() for p in table["path"]]]
-    if per_label:
-        table = table.sample(frac=1, random_state=seed).groupby(label).head(per_label)
-    return table.sort_values("path").reset_index(drop=True)
-
-
-def build_store(paths: list[Path], root: Path, out: Path, config: Config, branch) -> None:
-    report = embed_images(paths, root, out, config, quiet=True, branches=[branch])
-    if report.skipped:
-        print(f"  {out.name}: skipped {len(report.skipped)} files")
-
-
-def fused_space(view: Columns, seed: int, whiten: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Fused coordinates at local_weight 1 and a mask of the local columns.
-
-    The Fuser's output for weight w is its output for weight 1 with the local columns times w
-    (each block is PCA'd and scaled independently, and a branch's weight only enters the scale),
-    so one fit serves the whole weight sweep; global-only and local-only are column subsets.
-    """
-    X, blocks = blocks_for_store(view, local_weight=1.0)
-    fuser = Fuser(blocks, pca_components=FuseConfig().pca_components, whiten=whiten, random_state=seed)
-    Z = fuser.fit_transform(X)
-    local = np.concatenate([np.full(p.n_components_, b.column == "local") for b, p in zip(blocks, fuser.pcas_)])
-    return Z, local
-
-
-def score(Z: np.ndarray, labels: np.ndarray, k: int, seeds: int) -> dict[str, float]:
-    runs = []
-    for seed in range(seeds):
-        predicted = make_clusterer("kmeans", k=k, seed=seed).fit(Z).labels_
-        result = evaluate_labels(labels, predicted)
-        runs.append([result["nmi"], result["purity"], result["ari"]])
-    mean, std = np.mean(runs, axis=0), np.std(runs, axis=0)
-    return {"nmi": mean[0], "purity": mean[1], "ari": mean[2], "nmi_std": std[0]}
-
-
-def time_extraction(paths: list[Path], config: LocalConfig, n: int) -> float:
-    """Seconds per image for patch extraction alone (decoding excluded)."""
-    images = [load_image(p) for p in paths[:n]]
-    started = time.perf_counter()
-    for i, image in enumerate(images):
-        extract_patches(image, config, seed=i)
-    return (time.perf_counter() - started) / len(images)
-
-
-def run_dataset(name: str, label: str, args: argparse.Namespace, model: Path) -> dict:
-    root = args.data / name
-    table = select_images(root, label, args.per_label, args.seed)
-    paths = [root / p for p in table["path"]]
-    labels = table[label].to_numpy()
-    k = len(set(labels))
-    work = args.work / f"{name}-{args.per_label or 'all'}"
+def code_stores(work: Path, mode: str, n_patches: int, workers: int) -> pd.DataFrame:
+    """(dataset, path, codes[n, n_patches, latent]) for every image of the shared sets."""
     config = Config()
-    config.embed.workers = args.workers
-    print(f"{name}: {len(paths)} images, {k} {label} labels")
+    config.local = replace(config.local, n_patches=n_patches, patch_scale=mode, style_head=None)
+    config.embed.workers = workers
+    frames = []
+    for name in DATASETS:
+        root = SHARED / name
+        out = work / f"codes-{mode}-{n_patches}" / f"{name}.store"
+        embed_images(discover_images(root), root, out, config, quiet=True, branches=[PatchCodes(config.local)])
+        store = load_store(out)
+        codes = store.vectors("local").reshape(len(store), n_patches, -1)
+        frames.append(pd.DataFrame({"dataset": name, "path": store.paths, "codes": list(codes)}))
+    return pd.concat(frames, ignore_index=True)
 
-    global_branch = GlobalBranch(config.global_)
-    started = time.perf_counter()
-    if name in args.global_store:
-        global_store = load_store(args.global_store[name])
-        if global_store.metadata["branches"].get("global") != global_branch.provenance():
-            raise SystemExit(f"{args.global_store[name]}: its global branch is not today's default; drop --global-store")
-    else:
-        build_store(paths, root, work / "global.store", config, global_branch)
-        global_store = load_store(work / "global.store")
-    timings = {"embed_global_s": time.perf_counter() - started}
-    stores = {"global": global_store}
-    for mode in MODES:
-        local_config = replace(config.local, model=str(model), patch_scale=mode, **args.local)
-        started = time.perf_counter()
-        build_store(paths, root, work / f"local-{mode}{args.tag}.store", config, LocalBranch(local_config))
-        timings[f"embed_local_{mode}_s"] = time.perf_counter() - started
-        timings[f"extract_{mode}_ms_per_image"] = 1000 * time_extraction(paths, local_config, args.timing_images)
-        stores[mode] = load_store(work / f"local-{mode}{args.tag}.store")
 
-    rel = [p.relative_to(root).as_posix() for p in paths]
-    rows = []
-    for mode in MODES:
-        view = Columns.join(rel, {"global": (stores["global"], "global"), "local": (stores[mode], "local")})
-        Z, local = fused_space(view, args.seed, args.whiten)
-        if mode == MODES[0]:
-            rows.append({"dataset": name, "embedding": "global only", "mode": "-", "local_weight": 0.0, **score(Z[:, ~local], labels, k, args.seeds)})
-        rows.append({"dataset": name, "embedding": "local only", "mode": mode, "local_weight": np.inf, **score(Z[:, local], labels, k, args.seeds)})
-        for weight in args.weights:
-            weighted = np.where(local, weight, 1.0).astype(np.float32) * Z
-            rows.append({"dataset": name, "embedding": "fused", "mode": mode, "local_weight": weight, **score(weighted, labels, k, args.seeds)})
-    return {"images": len(paths), "labels": k, "label_column": label, "timings": timings, "rows": rows}
+def aggregate(codes: np.ndarray, n: int, how: str) -> np.ndarray:
+    first = codes[:, :n]
+    parts = [first.mean(axis=1)]
+    if how == "mean+std":
+        parts.append(first.std(axis=1))
+    return np.hstack(parts)
+
+
+def head_space(train_X, train_groups, test_X, parts, **params) -> tuple[np.ndarray, dict]:
+    head = ArtistDiscriminantHead(**params).fit(train_X, train_groups, parts)
+    return head.transform(test_X), {"style": (0, head.n_components_)}
+
+
+def scores(Z: np.ndarray, truth: np.ndarray, seed: int) -> dict[str, float]:
+    out = {}
+    for method in ("kmeans", "bgmm"):
+        labels = make_clusterer(method, k=len(np.unique(truth)) if method == "kmeans" else None, seed=seed).fit(Z).labels_
+        out[f"{method}_nmi"] = float(evaluate_labels(truth, labels)["nmi"])
+    return out
+
+
+def fuse(global_vec, global_parts, local_vec, local_parts, weight, seed) -> np.ndarray:
+    blocks = part_blocks("global", global_parts, 1.0)
+    if local_vec is None:
+        return Fuser(blocks, random_state=seed).fit_transform(global_vec)
+    offset = global_vec.shape[1]
+    blocks += part_blocks("local", local_parts, weight, offset)
+    return Fuser(blocks, random_state=seed).fit_transform(np.hstack([global_vec, local_vec]))
+
+
+def splits(pool: pd.DataFrame, seeds: int) -> list[tuple[str, int, np.ndarray, np.ndarray, np.ndarray]]:
+    """(protocol, seed, train rows, test rows, truth labels)."""
+    out = [("wikiart", s.seed, s.train, s.test, pool["movement"].to_numpy()[s.test].astype(str)) for s in artist_disjoint(pool, seeds)]
+    aic = pool["dataset"].to_numpy() == "aic-cc0"
+    aic_artists = set(pool.loc[aic, "artist"])
+    train = np.flatnonzero(~aic & ~pool["artist"].isin(aic_artists).to_numpy())
+    periods = pd.read_csv(SHARED / "aic-cc0" / "labels.csv").set_index("path")["period"]
+    test = np.flatnonzero(aic)
+    truth = periods.reindex(pool["path"].to_numpy()[test]).astype(str).to_numpy()
+    out += [("aic", seed, train, test, truth) for seed in range(seeds)]
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
-    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: " + ", ".join(DATASETS))
-    parser.add_argument("--per-label", type=int, default=None, help="stratified subset: at most N images per label")
-    parser.add_argument("--weights", default="0.25,0.5,0.75,1,1.5,2", help="local_weight values for the fused rows")
-    parser.add_argument("--model", type=Path, default=None, help="local encoder checkpoint (default: the shipped one)")
-    parser.add_argument("--seeds", type=int, default=3, help="k-means seeds averaged per row")
+    parser.add_argument("--work", type=Path, default=OUT / "local_branch_work", help="patch-code stores (resumable)")
+    parser.add_argument("--global-work", type=Path, default=OUT / "generalisation_work", help="raw global stores (generalisation.py)")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--modes", default="pixels,relative")
+    parser.add_argument("--patches", type=int, default=32)
+    parser.add_argument("--global-components", type=int, default=128, help="output dimensions of the global style head")
+    parser.add_argument("--aggregations", default="mean:5,mean+std:16,mean+std:32")
+    parser.add_argument("--local-heads", default="none,lda32", help="none, or ldaN (artist head with N outputs)")
+    parser.add_argument("--weights", default="0.25,0.5")
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--timing-images", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--local", action="append", default=[], metavar="FIELD=VALUE",
-                        help="LocalConfig override for the local stores, repeatable (e.g. aggregate=mean+std, n_patches=20)")
-    parser.add_argument("--no-whiten", dest="whiten", action="store_false", help="fuse without whitening each block's PCA")
-    parser.add_argument("--global-store", action="append", default=[], metavar="DATASET=STORE",
-                        help="reuse an existing global-only store of DATASET made with the default global branch")
-    parser.add_argument("--work", type=Path, default=HERE / "out" / "local_branch_work", help="stores (resumable)")
-    parser.add_argument("--out", type=Path, default=HERE / "out" / "local_branch.json")
+    parser.add_argument("--out", default="local_branch.json", help="JSON file name under benchmarks/out/")
+    parser.add_argument("--build-only", action="store_true", help="embed the patch-code stores and stop")
     args = parser.parse_args()
-    args.weights = [float(w) for w in args.weights.split(",")]
-    args.global_store = dict(item.split("=", 1) for item in args.global_store)
-    fields = {f.name: f.type for f in dataclasses.fields(LocalConfig)}
-    args.local = {k: (v if fields[k] == "str" else type(getattr(LocalConfig(), k))(v)) for k, v in (i.split("=", 1) for i in args.local)}
-    args.tag = "".join(f"-{k}={v}" for k, v in sorted(args.local.items()))
-    model = args.model or default_model_path()
-    checkpoint = load_checkpoint(model)
+    if args.build_only:
+        for mode in args.modes.split(","):
+            code_stores(args.work, mode, args.patches, args.workers)
+        return
+    weights = [float(w) for w in args.weights.split(",")]
 
-    results = {"settings": {"per_label": args.per_label, "local": args.local, "whiten": args.whiten, "seeds": args.seeds}, "datasets": {}}
-    for name in args.datasets.split(","):
-        results["datasets"][name] = run_dataset(name, DATASETS[name], args, model)
-    history = checkpoint.get("history", [])
-    results["training"] = {
-        "model": str(model),
-        "epochs": len(history),
-        "seconds_per_epoch": [round(r["seconds"], 1) for r in history],
-        "final_losses": {k: history[-1][k] for k in ("loss", "recon", "kl", "mmd")} if history else None,
-    }
-    results["machine"] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "platform": platform.platform(),
-                          "cpus": torch.get_num_threads(), "torch": torch.__version__}
+    pool, X, parts = load_pool(args.global_work, args.backbone, build=True, workers=args.workers)
+    artists = pool["artist"].to_numpy()
+    rows, global_spaces = [], {}
+    for mode in args.modes.split(","):
+        started = time.perf_counter()
+        codes_table = code_stores(args.work, mode, args.patches, args.workers)
+        embed_seconds = time.perf_counter() - started
+        codes = np.stack(pool[["dataset", "path"]].merge(codes_table, on=["dataset", "path"], how="left")["codes"].to_numpy())
+        for protocol, seed, train, test, truth in splits(pool, args.seeds):
+            if (protocol, seed) not in global_spaces:  # the global side does not depend on the patch mode
+                global_vec, global_parts = head_space(X[train], artists[train], X[test], parts, n_components=args.global_components)
+                base = scores(fuse(global_vec, global_parts, None, None, 0, seed), truth, seed)
+                global_spaces[protocol, seed] = global_vec, global_parts, base
+                rows.append({"protocol": protocol, "mode": "-", "aggregation": "-", "local_head": "-", "weight": 0.0, "seed": seed, **base})
+            global_vec, global_parts, base = global_spaces[protocol, seed]
+            for spec in args.aggregations.split(","):
+                how, n = spec.split(":")
+                local_all = aggregate(codes, int(n), how)
+                for local_head in args.local_heads.split(","):
+                    if local_head == "none":
+                        local_vec, local_parts = local_all[test], {"local": (0, local_all.shape[1])}
+                    else:
+                        local_vec, local_parts = head_space(local_all[train], artists[train], local_all[test], {"local": (0, local_all.shape[1])},
+                                                            n_components=int(local_head[3:]), pca_components=local_all.shape[1])
+                    key = {"protocol": protocol, "mode": mode, "aggregation": spec, "local_head": local_head, "seed": seed}
+                    only = Fuser(part_blocks("local", local_parts, 1.0), random_state=seed).fit_transform(local_vec)
+                    rows.append({**key, "weight": np.inf, **scores(only, truth, seed)})
+                    for weight in weights:
+                        Z = fuse(global_vec, global_parts, local_vec, local_parts, weight, seed)
+                        row = {**key, "weight": weight, **scores(Z, truth, seed)}
+                        row["gain_kmeans"] = row["kmeans_nmi"] - base["kmeans_nmi"]
+                        row["gain_bgmm"] = row["bgmm_nmi"] - base["bgmm_nmi"]
+                        rows.append(row)
+                    print(f"{protocol} seed {seed} {mode} {spec} {local_head}: local only {rows[-len(weights) - 1]['kmeans_nmi']:.3f}, "
+                          f"global {base['kmeans_nmi']:.3f}, fused " + " ".join(f"{r['weight']}:{r['kmeans_nmi']:.3f}" for r in rows[-len(weights):]), flush=True)
+        rows.append({"protocol": "timing", "mode": mode, "embed_seconds": embed_seconds})
+    frame = pd.DataFrame([r for r in rows if r["protocol"] != "timing"])
+    table = []
+    for key, group in frame.groupby(["protocol", "mode", "aggregation", "local_head", "weight"], sort=False):
+        entry = dict(zip(["protocol", "mode", "aggregation", "local_head", "weight"], key))
+        for metric in ("kmeans_nmi", "bgmm_nmi", "gain_kmeans", "gain_bgmm"):
+            if metric in group and group[metric].notna().any():
+                entry[metric] = f"{group[metric].mean():+.3f} ± {group[metric].std(ddof=0):.3f}" if metric.startswith("gain") else f"{group[metric].mean():.3f} ± {group[metric].std(ddof=0):.3f}"
+        table.append(entry)
+    print_table(table, ["protocol", "mode", "aggregation", "local_head", "weight", "kmeans_nmi", "bgmm_nmi", "gain_kmeans", "gain_bgmm"])
+    timing = _time_patches(args.patches)
+    print("patch extraction + encoding per image:", timing)
+    print("wrote", write_json(args.out, {"settings": {k: str(v) for k, v in vars(args).items()}, "summary": table, "rows": rows, "per_image": timing}))
 
-    frame = pd.DataFrame([r for d in results["datasets"].values() for r in d["rows"]])
-    with pd.option_context("display.width", 160, "display.max_rows", 200):
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    for name, d in results["datasets"].items():
-        print(name, {k: round(v, 2) for k, v in d["timings"].items()})
-    print("training", results["training"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=float))
-    print(f"wrote {args.out}")
+
+def _time_patches(n_patches: int, images: int = 40) -> dict[str, float]:
+    """Milliseconds per image: patch extraction alone, and the encoder over the drawn patches."""
+    paths = sorted((SHARED / "wikiart-styles" / "images").rglob("*.jpg"))[:images] + sorted((SHARED / "aic-cc0" / "images").glob("*.jpg"))[:images]
+    decoded = [load_image(p) for p in paths]
+    branch = LocalBranch(replace(Config().local, n_patches=n_patches))
+    out = {}
+    for n in sorted({5, 16, n_patches}):
+        config = replace(Config().local, n_patches=n)
+        started = time.perf_counter()
+        batches = [extract_patches(image, config, seed=i).dog for i, image in enumerate(decoded)]
+        out[f"extract_{n}_ms"] = 1000 * (time.perf_counter() - started) / len(decoded)
+        tensor = torch.as_tensor(np.stack([b[:, None] / 255.0 for b in batches]).astype(np.float32))
+        started = time.perf_counter()
+        with torch.inference_mode():
+            branch.encoder(tensor.flatten(0, 1))
+        out[f"encode_{n}_ms"] = 1000 * (time.perf_counter() - started) / len(decoded)
+    return {k: round(v, 2) for k, v in out.items()}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,383 @@
+"""Does the style space generalise? Artist-disjoint and movement-disjoint protocols.
+
+Every shared set with artist labels (wikiart-styles, wikiart-more, aic-cc0) is embedded once per
+backbone with the raw global vector (pooled + Gram, no head: ``configs/raw_global.yaml``'s
+settings), then, for each split, a style head is fitted on the *training artists only* (artist
+names are the only supervision) and the images it never saw are clustered:
+
+* **artist-disjoint** — 30 % of the artists (all sets pooled, seeded) are held out; their
+  wikiart images are clustered against their movement;
+* **movement-disjoint** — the 13 wikiart movements are dealt into 4 folds (3, 3, 3, 4 movements,
+  seeded); for each fold every artist with an image in its movements leaves the training side
+  (from every set), and the fold's images are clustered against their movement. This is the
+  test of a head that learned *style*, not its training movements.
+
+Each held-out set is clustered the way the product does it: the branch vector through the
+``Fuser`` (raw: per-part whitened PCA 64; head: its ``style`` part, a learned metric, kept
+unwhitened), then BGMM with k inferred (the default) and k-means with k = number of movements.
+Retrieval on the same vectors (cosine, the image itself excluded): P@10 of the same artist
+(CSD's measure of a style space on unseen artists) and of the same movement.
+
+    python benchmarks/generalisation.py --work /path/stores            # embeds what is missing
+    python benchmarks/generalisation.py --backbones efficientnet_lite0 --variants raw,lda64 --protocols movement
+
+Prints mean ± sd over seeds (and folds); writes ``benchmarks/out/generalisation.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torchvision.transforms import RandomResizedCrop
+
+from common import OUT, SHARED, print_table, write_json
+from stylecluster.cluster import make_clusterer
+from stylecluster.cluster.fuse import Fuser, part_blocks
+from stylecluster.config import Config
+from stylecluster.data.discovery import discover_images
+from stylecluster.data.splits import artist_key
+from stylecluster.evaluate import evaluate_labels
+from stylecluster.features.embedder import embed_images
+from stylecluster.features.global_ import GlobalBranch
+from stylecluster.features.style_head import ArtistDiscriminantHead
+from stylecluster.store import load_store
+
+DATASETS = ("wikiart-styles", "wikiart-more", "aic-cc0")
+MOVEMENT_COLUMN = "style"  # wikiart sets; aic-cc0 has periods, which never enter these protocols
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def raw_config(backbone: str, workers: int) -> Config:
+    config = Config()
+    config.global_ = replace(config.global_, backbone=backbone, style_head=None)
+    config.local = replace(config.local, enabled=False)
+    config.embed.workers = workers
+    return config
+
+
+def load_pool(work: Path, backbone: str, build: bool, workers: int) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """All labelled images of the three sets: a table (dataset, path, artist, movement) and their raw vectors."""
+    tables, matrices, parts = [], [], None
+    for name in DATASETS:
+        root = SHARED / name
+        store_path = work / backbone / f"{name}.store"
+        if build:
+            embed_images(discover_images(root), root, store_path, raw_config(backbone, workers), quiet=True)
+        store = load_store(store_path)
+        labels = pd.read_csv(root / "labels.csv").dropna(subset=["artist"])
+        frame = pd.DataFrame({"path": store.paths, "row": np.arange(len(store))}).merge(labels, on="path")
+        vectors = store.vectors("global")[frame["row"].to_numpy()]
+        movement = frame[MOVEMENT_COLUMN] if MOVEMENT_COLUMN in frame else pd.Series([None] * len(frame))
+        tables.append(pd.DataFrame({"dataset": name, "path": frame["path"], "artist": frame["artist"].map(artist_key), "movement": movement.to_numpy()}))
+        matrices.append(vectors)
+        parts = parts or store.parts("global")
+    return pd.concat(tables, ignore_index=True), np.vstack(matrices), parts
+
+
+class CropView(GlobalBranch):
+    """The raw global branch on one random crop of each image (area 35–70 %, aspect 3:4–4:3,
+    mirrored half the time; seeded by the image): another view of the same hand and surface with
+    other content in frame — extra within-artist samples for the head (benchmark only)."""
+
+    def preprocess(self, image, seed: int):
+        generator = torch.Generator().manual_seed(seed % (2**63))
+        torch.manual_seed(seed % (2**63))  # RandomResizedCrop draws from the global generator
+        crop = RandomResizedCrop(self.data_config["input_size"][1:], scale=(0.35, 0.7), ratio=(0.75, 4 / 3))(image)
+        if torch.rand(1, generator=generator).item() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return self.transform(crop)
+
+    def provenance(self) -> dict:
+        return {**super().provenance(), "view": "random crop 0.35-0.7, flip"}
+
+
+def load_views(work: Path, backbone: str, pool: pd.DataFrame, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crop-view vectors of the pool's images (embedded once, resumable) and their pool rows."""
+    config = raw_config(backbone, workers)
+    rows, matrices = [], []
+    for name in DATASETS:
+        root = SHARED / name
+        out = work / backbone / f"views-{name}.store"
+        embed_images(discover_images(root), root, out, config, quiet=True, branches=[CropView(config.global_)])
+        store = load_store(out)
+        index = {p: i for i, p in enumerate(store.paths)}
+        mine = np.flatnonzero(pool["dataset"].to_numpy() == name)
+        have = [r for r in mine if pool["path"].iat[r] in index]
+        rows.append(np.asarray(have, dtype=int))
+        matrices.append(store.vectors("global")[[index[pool["path"].iat[r]] for r in have]])
+    return np.vstack(matrices), np.concatenate(rows)
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+@dataclass
+class Split:
+    protocol: str
+    seed: int
+    fold: str
+    train: np.ndarray  # row indices of the pool the head may see
+    test: np.ndarray  # rows clustered and scored (unseen artists, movement labelled)
+
+
+def artist_disjoint(pool: pd.DataFrame, seeds: int, share: float = 0.3) -> list[Split]:
+    artists = np.array(sorted(pool["artist"].unique()))
+    splits = []
+    for seed in range(seeds):
+        held = set(np.random.default_rng(seed).permutation(artists)[: round(share * len(artists))])
+        out = pool["artist"].isin(held).to_numpy()
+        test = np.flatnonzero(out & pool["movement"].notna().to_numpy())
+        splits.append(Split("artist", seed, "30% artists", np.flatnonzero(~out), test))
+    return splits
+
+
+def movement_disjoint(pool: pd.DataFrame, seeds: int, folds: int = 4) -> list[Split]:
+    movements = np.array(sorted(pool["movement"].dropna().unique()))
+    splits = []
+    for seed in range(seeds):
+        for held in np.array_split(np.random.default_rng(1000 + seed).permutation(movements), folds):
+            in_fold = pool["movement"].isin(set(held)).to_numpy()
+            their_artists = set(pool.loc[in_fold, "artist"])
+            train = np.flatnonzero(~pool["artist"].isin(their_artists).to_numpy())
+            splits.append(Split("movement", seed, "+".join(sorted(m[:12] for m in held)), train, np.flatnonzero(in_fold)))
+    return splits
+
+
+# ----------------------------------------------------------------------------- spaces
+
+# A variant maps (train vectors, train artists, test vectors, parts) to the test images' branch
+# vector and its parts, i.e. what the store would hold with that head.
+Variant = Callable[[np.ndarray, np.ndarray, np.ndarray, dict], tuple[np.ndarray, dict]]
+
+
+def raw_variant(train_X, train_groups, test_X, parts):
+    return test_X, parts
+
+
+_INPUT_SPACES: dict = {}
+_fit_input_space = ArtistDiscriminantHead._input_space
+
+
+def _memoised_input_space(self, X, parts):
+    """Variants that differ only after the per-part PCA share its fit on the same training images."""
+    key = (X.shape, self.pca_components, hash(np.ascontiguousarray(X[::101, ::37]).tobytes()))
+    if key not in _INPUT_SPACES:
+        _INPUT_SPACES.clear()  # one split at a time: keep memory bounded
+        _INPUT_SPACES[key] = _fit_input_space(self, X, parts)
+    return _INPUT_SPACES[key]
+
+
+ArtistDiscriminantHead._input_space = _memoised_input_space
+
+
+def head_variant(**params) -> Variant:
+    def run(train_X, train_groups, test_X, parts):
+        head = ArtistDiscriminantHead(**params).fit(train_X, train_groups, parts)
+        return head.transform(test_X), {"style": (0, head.n_components_)}
+
+    return run
+
+
+def kernel_variant(features: int = 2048, n_components: int = 64, shrinkage: float = 0.1, gamma: float = 1.0) -> Variant:
+    """Random Fourier features (Rahimi & Recht 2007) of the per-part whitened input, then the
+    artist discriminant: a nonlinear (RBF-kernel) head. Not foldable into one matrix."""
+
+    def run(train_X, train_groups, test_X, parts):
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        fuser = Fuser(part_blocks("global", parts, 1.0), pca_components=128, whiten=True).fit(train_X)
+        A, B = fuser.transform(train_X), fuser.transform(test_X)
+        rng = np.random.default_rng(0)
+        # RBF bandwidth from the median distance between training points (median heuristic)
+        sample = A[rng.choice(len(A), min(len(A), 1000), replace=False)]
+        median = np.median(np.linalg.norm(sample[:, None] - sample[None], axis=-1))
+        W = rng.normal(0, np.sqrt(gamma) / median, (A.shape[1], features))
+        b = rng.uniform(0, 2 * np.pi, features)
+        # sklearn's shrinkage LDA standardises each feature, so the two halves need no common scale
+        lift = lambda Z: np.hstack([Z, np.cos(Z @ W + b)])
+        lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage).fit(lift(A), train_groups)
+        out = lda.transform(lift(B))[:, :n_components]
+        return out, {"style": (0, out.shape[1])}
+
+    return run
+
+
+def neighbour_variant(n_neighbours: int = 10, n_components: int = 64, shrinkage: float = 0.1) -> Variant:
+    """Nonparametric discriminant (Fukunaga & Mantock 1983; local Fisher DA, Sugiyama 2007):
+    between-artist scatter only from each artist to its ``n_neighbours`` nearest artists, so the
+    directions tell similar hands apart instead of separating the training movements wholesale."""
+
+    def run(train_X, train_groups, test_X, parts):
+        from scipy.linalg import eigh
+        from sklearn.neighbors import NearestNeighbors
+
+        fuser = ArtistDiscriminantHead(pca_components=128)._input_space(train_X, parts)
+        A = fuser.transform(train_X).astype(np.float64)
+        artists, inverse, counts = np.unique(train_groups, return_inverse=True, return_counts=True)
+        means = np.zeros((len(artists), A.shape[1]))
+        np.add.at(means, inverse, A)
+        means /= counts[:, None]
+        centred = A - means[inverse]
+        within = centred.T @ centred / len(A)
+        within = (1 - shrinkage) * within + shrinkage * np.trace(within) / len(within) * np.eye(len(within))
+        _, neighbours = NearestNeighbors(n_neighbors=n_neighbours + 1).fit(means).kneighbors(means)
+        diffs = (means[:, None, :] - means[neighbours[:, 1:]]).reshape(-1, A.shape[1])
+        weights = np.repeat(counts, n_neighbours).astype(np.float64)
+        between = (diffs * weights[:, None]).T @ diffs / weights.sum()
+        values, vectors = eigh(between, within)
+        W = vectors[:, ::-1][:, :n_components]
+        out = (fuser.transform(test_X) - A.mean(axis=0)) @ W
+        return out, {"style": (0, out.shape[1])}
+
+    return run
+
+
+def blend_variant(raw_weight: float, **params) -> Variant:
+    """The head's style space beside the raw vector's parts, the raw parts together weighing
+    ``raw_weight`` relative to the head (returns fusion blocks, not parts)."""
+
+    def run(train_X, train_groups, test_X, parts):
+        head = ArtistDiscriminantHead(**params).fit(train_X, train_groups, parts)
+        style = head.transform(test_X)
+        blocks = part_blocks("global", {"style": (0, style.shape[1])}, 1.0) + part_blocks("raw", parts, raw_weight, offset=style.shape[1])
+        return np.hstack([style, test_X]), blocks
+
+    return run
+
+
+VARIANTS: dict[str, Variant] = {
+    "raw": raw_variant,
+    "lda64": head_variant(),
+    "lda32": head_variant(n_components=32),
+    "lda128": head_variant(n_components=128),
+    "lda256": head_variant(n_components=256, pca_components=256),
+    "lda64-post": head_variant(weighting="posterior"),
+    "lda128-post": head_variant(n_components=128, weighting="posterior"),
+    "lda256-post": head_variant(n_components=256, pca_components=256, weighting="posterior"),
+    "lda128-s0.3-post": head_variant(n_components=128, shrinkage=0.3, weighting="posterior"),
+    "lda64-s0.3": head_variant(shrinkage=0.3),
+    "lda64-s0.03": head_variant(shrinkage=0.03),
+    "lda128-p256": head_variant(n_components=128, pca_components=256),
+    "nda64-k5": neighbour_variant(5),
+    "nda64-k10": neighbour_variant(10),
+    "nda64-k30": neighbour_variant(30),
+    "nda128-k10": neighbour_variant(10, n_components=128),
+    "rff64": kernel_variant(),
+    "rff128": kernel_variant(n_components=128),
+    "blend0.5": blend_variant(0.5),
+    "blend0.3": blend_variant(0.3),
+}
+
+
+def fused(vectors: np.ndarray, layout: dict | list, seed: int) -> np.ndarray:
+    """The product's fusion (defaults of FuseConfig) of a branch vector given its parts, or of explicit blocks."""
+    blocks = layout if isinstance(layout, list) else part_blocks("global", layout, 1.0)
+    return Fuser(blocks, random_state=seed).fit_transform(vectors)
+
+
+def precision_at(Z: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Mean share of each image's k nearest neighbours (cosine, itself excluded) with its label."""
+    unit = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argpartition(-similarity, k, axis=1)[:, :k]
+    return float(np.mean(labels[nearest] == labels[:, None]))
+
+
+def score(Z: np.ndarray, movements: np.ndarray, artists: np.ndarray, seed: int, methods: list[str]) -> dict[str, float]:
+    out = {"p10_artist": precision_at(Z, artists), "p10_movement": precision_at(Z, movements)}
+    k = len(np.unique(movements))
+    for method in methods:
+        model = make_clusterer(method, k=k if method == "kmeans" else None, seed=seed).fit(Z)
+        result = evaluate_labels(movements, model.labels_)
+        for key in ("nmi", "purity", "ari"):
+            out[f"{method}_{key}"] = float(result[key])
+        out[f"{method}_k"] = int(model.n_clusters_)
+    return out
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for backbone in args.backbones:
+        pool, X, parts = load_pool(args.work, backbone, args.build, args.workers)
+        views, view_rows = load_views(args.work, backbone, pool, args.workers) if args.crop_views else (None, None)
+        print(f"{backbone}: {len(pool)} images, {pool['artist'].nunique()} artists, {pool['movement'].nunique()} movements")
+        splits = []
+        if "artist" in args.protocols:
+            splits += artist_disjoint(pool, args.seeds)
+        if "movement" in args.protocols:
+            splits += movement_disjoint(pool, args.seeds)
+        for split in splits:
+            movements = pool["movement"].to_numpy()[split.test].astype(str)
+            artists = pool["artist"].to_numpy()[split.test]
+            train_X, train_artists = X[split.train], pool["artist"].to_numpy()[split.train]
+            if views is not None:  # each training image's crop view joins its artist's samples
+                extra = np.isin(view_rows, split.train)
+                train_X = np.vstack([train_X, views[extra]])
+                train_artists = np.concatenate([train_artists, pool["artist"].to_numpy()[view_rows[extra]]])
+            for name in args.variants:
+                started = time.perf_counter()
+                vectors, vparts = VARIANTS[name](train_X, train_artists, X[split.test], parts)
+                Z = fused(vectors, vparts, split.seed)
+                row = {"backbone": backbone, "variant": name + ("+crops" if views is not None and name != "raw" else ""), "protocol": split.protocol, "seed": split.seed, "fold": split.fold,
+                       "train_images": len(split.train), "test_images": len(split.test), **score(Z, movements, artists, split.seed, args.methods),
+                       "seconds": time.perf_counter() - started}
+                rows.append(row)
+                print(f"  {split.protocol:8s} seed {split.seed} {split.fold[:40]:40s} {name:14s} "
+                      + " ".join(f"{m} {row[m + '_nmi']:.3f}" for m in args.methods)
+                      + f"  P@10 artist {row['p10_artist']:.3f}  ({row['seconds']:.0f} s)", flush=True)
+    return rows
+
+
+def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
+    frame = pd.DataFrame(rows)
+    metrics = [f"{m}_{k}" for m in methods for k in ("nmi", "purity", "ari", "k")] + ["p10_artist", "p10_movement"]
+    table = []
+    for (backbone, protocol, variant), group in frame.groupby(["backbone", "protocol", "variant"], sort=False):
+        # folds of one seed are averaged first, so the sd is over seeds
+        per_seed = group.groupby("seed")[metrics].mean()
+        entry = {"backbone": backbone, "protocol": protocol, "variant": variant, "seeds": len(per_seed)}
+        for metric in metrics:
+            entry[metric] = f"{per_seed[metric].mean():.3f} ± {per_seed[metric].std(ddof=0):.3f}"
+        if protocol == "movement" and variant != "raw":
+            raw = frame[(frame.backbone == backbone) & (frame.protocol == protocol) & (frame.variant == "raw")]
+            gain = group.set_index(["seed", "fold"])[f"{methods[0]}_nmi"] - raw.set_index(["seed", "fold"])[f"{methods[0]}_nmi"]
+            entry[f"min fold gain ({methods[0]} NMI)"] = f"{gain.min():+.3f}"
+        table.append(entry)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=OUT / "generalisation_work", help="raw stores, one folder per backbone")
+    parser.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
+    parser.add_argument("--variants", default="raw,lda64", help="comma-separated: " + ", ".join(VARIANTS))
+    parser.add_argument("--protocols", default="artist,movement")
+    parser.add_argument("--methods", default="bgmm,kmeans")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--crop-views", action="store_true", help="add one random crop view of every training image to the head's samples")
+    parser.add_argument("--no-build", dest="build", action="store_false", help="use the stores as they are")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default="generalisation.json")
+    args = parser.parse_args()
+    for key in ("backbones", "variants", "protocols", "methods"):
+        setattr(args, key, getattr(args, key).split(","))
+    rows = run(args)
+    table = summarise(rows, args.methods)
+    columns = ["backbone", "protocol", "variant", "seeds"] + [c for c in table[0] if c.endswith(("_nmi", "_purity", "_k")) or c.startswith(("p10", "min fold"))]
+    print_table(table, columns)
+    path = write_json(args.out, {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "summary": table, "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
