@@ -65,9 +65,11 @@ class LocalConfig:
     patch_scale: str = "pixels"  # "pixels" (fixed side) or "relative" (fraction of the shorter side)
     relative_size: float = 0.25  # patch side / shorter image side, with patch_scale "relative"
     aggregate: str = "mean"  # "mean" or "mean+std" of the patch codes
-    # Artist-discriminant head on the aggregated codes (features/style_head.py): "auto" = the one
-    # shipped for the shipped encoder and these patch settings when it fits; a file; or None.
-    style_head: str | None = "auto"
+    # Artist-discriminant head on the aggregated codes (features/style_head.py): a file from
+    # `train-style-head --branch local`, "auto" (a head shipped for the encoder, if any), or None.
+    # None by default: on unseen artists it raises local-only NMI (0.021 -> 0.030) but not the
+    # fused result (benchmarks/local_branch.py, RESULTS.md).
+    style_head: str | None = None
 
 
 @dataclass
@@ -88,7 +90,9 @@ class EmbedConfig:
 class FuseConfig:
     """Turning the stored branch vectors into one clustering space."""
 
-    local_weight: float = 0.25  # measured: benchmarks/local_branch.py (RESULTS.md)
+    # measured (benchmarks/local_branch.py, RESULTS.md): the one weight that adds to global-only in
+    # every mean, on unseen artists' movements and on the AIC periods, with k-means and BGMM
+    local_weight: float = 0.5
     pca_components: int = 64  # 0 = no reduction
     whiten: bool = True
 
