@@ -34,9 +34,10 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024
 
 
-def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int, local: bool = True) -> dict:
+def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int, local: bool = True, backbone: str | None = None) -> dict:
     config = Config()
     config.local.enabled = local
+    config.global_.backbone = backbone or config.global_.backbone
     config.embed.batch_size = batch_size
     config.embed.workers = workers
     device = resolve_device(config.embed.device)
@@ -66,7 +67,7 @@ def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int, lo
     total = time.perf_counter() - start
     shutil.rmtree(out.parent)
     return {
-        "branches": "+".join(b.name for b in branches), "batch_size": batch_size, "workers": workers, "device": str(device), "images": len(paths),
+        "backbone": config.global_.backbone, "branches": "+".join(b.name for b in branches), "batch_size": batch_size, "workers": workers, "device": str(device), "images": len(paths),
         "images_per_s": len(paths) / total, "decode_ms_per_image": 1000 * decode_s, "model_ms_per_image": 1000 * model_s,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -80,6 +81,8 @@ def main() -> int:
     parser.add_argument("--cluster-sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--skip-cluster", action="store_true")
     parser.add_argument("--no-local", action="store_true", help="time the global branch alone")
+    parser.add_argument("--backbones", default=None,
+                        help="comma-separated global backbones timed in the same run (ratios between them are what a busy machine can measure)")
     args = parser.parse_args()
     if not (WIKIART / "labels.csv").is_file():
         print(f"shared data not found at {WIKIART}", file=sys.stderr)
@@ -87,7 +90,8 @@ def main() -> int:
     labels = stratified_labels(WIKIART / "labels.csv", "style", -(-args.images // 11))[: args.images]
     paths = [WIKIART / p for p in labels["path"]]
     print(f"torch threads: {torch.get_num_threads()}")
-    embed_rows = [embed_speed(paths, WIKIART, bs, args.workers, local=not args.no_local) for bs in args.batch_sizes]
+    backbones = args.backbones.split(",") if args.backbones else [None]
+    embed_rows = [embed_speed(paths, WIKIART, bs, args.workers, local=not args.no_local, backbone=b) for b in backbones for bs in args.batch_sizes]
     print_table(embed_rows, list(embed_rows[0]))
 
     cluster_rows = []
