@@ -34,7 +34,7 @@ from ..device import resolve_device
 from ..io import save_atomic
 from ..features.backbones import StyleProjection, WeightsError, create_backbone, read_state_dict, split_style_head
 from .augment import ViewParams, style_views
-from .loop import Schedule, fit
+from .loop import Schedule, WarmupCosine, fit, make_optimizer
 from ..errors import ConfigError, InputError
 from ..registry import Registry
 
@@ -247,8 +247,10 @@ def train_on_images(
         "image_size": config.image_size,
         "method": config.method,
     }
-    return fit(net, loss_fn, lambda g: recipe.batches(np.asarray(groups), g), config.schedule(), out, device,
-               resume=resume, progress=progress, metadata=metadata)
+    schedule = config.schedule()
+    net.to(device)
+    return fit(net, make_optimizer(net, schedule), loss_fn, lambda g: recipe.batches(np.asarray(groups), g), schedule.epochs,
+               schedule.seed, out, device, WarmupCosine(schedule), resume=resume, progress=progress, metadata=metadata)
 
 
 def train_global(

@@ -1,11 +1,15 @@
-"""A small checkpointed training loop shared by the global-branch recipes.
+"""The one checkpointed training loop: the global recipes, the local InfoVAE and the classifier.
 
 * The checkpoint is rewritten atomically after every epoch (model, optimiser, AMP scaler, loss
-  history, metadata); running again with ``resume`` continues from the last finished epoch.
-* Each epoch's batches and augmentation draw from a generator seeded by (seed, epoch), and the
-  learning rate is a pure function of the step, so an interrupted and resumed run trains exactly
-  like an uninterrupted one.
+  history, metadata and whatever state the trainer's :class:`Hooks` add); running again with
+  ``resume`` continues from the last finished epoch.
+* Each epoch's batches and random draws come from a generator seeded by (seed, epoch), and the
+  learning rate is a function of the step or of the state the checkpoint holds, so an
+  interrupted and resumed run trains exactly like an uninterrupted one.
 * Mixed precision (fp16 autocast + gradient scaling) on CUDA; full precision elsewhere.
+
+What differs between trainers — learning-rate schedule, validation, early stopping, extra state,
+the checkpoint's layout — is a :class:`Hooks` subclass, so none of them copies the loop.
 """
 from __future__ import annotations
 
@@ -74,57 +78,112 @@ def train_step(
     return {k: float(v.detach()) for k, v in terms.items()}
 
 
+class Hooks:
+    """A trainer's additions to :func:`fit`; every default does nothing."""
+
+    def learning_rate(self, step: int, steps_per_epoch: int) -> float | None:
+        """The learning rate of global ``step``; None leaves the optimiser's (a scheduler's) own."""
+        return None
+
+    def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
+        """Called before the epoch's batches are drawn (e.g. to seed dropout or noise generators)."""
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """Called after the epoch's steps (validation, scheduler, early stopping); returns extra
+        fields of the epoch's history record."""
+        return {}
+
+    def stop(self) -> bool:
+        """True ends training before the next epoch (early stopping)."""
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra entries of the checkpoint."""
+        return {}
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Restores the extra state from a checkpoint being resumed."""
+
+    def write(self, path: Path, checkpoint: dict[str, Any]) -> None:
+        """Writes a checkpoint atomically (another layout: override together with :meth:`read`)."""
+        save_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+
+    def read(self, path: Path, device: torch.device) -> dict[str, Any]:
+        """Reads a checkpoint back in the layout :func:`fit` writes."""
+        return torch.load(path, map_location=device, weights_only=True)
+
+
+class WarmupCosine(Hooks):
+    """The :func:`learning_rate` of a :class:`Schedule` at every step."""
+
+    def __init__(self, schedule: Schedule):
+        self.schedule = schedule
+
+    def learning_rate(self, step: int, steps_per_epoch: int) -> float:
+        return learning_rate(step, steps_per_epoch, self.schedule)
+
+
 def fit(
     module: nn.Module,
+    optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
     batches: BatchFn,
-    schedule: Schedule,
+    epochs: int,
+    seed: int,
     out: str | Path,
     device: torch.device,
+    hooks: Hooks | None = None,
     resume: bool = True,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``module`` for ``schedule.epochs`` epochs (continuing a checkpoint at ``out``).
+    """Train ``module`` (on ``device``) up to epoch ``epochs``, continuing a checkpoint at ``out``.
 
     ``metadata`` is stored with every checkpoint; its ``data`` and ``config`` entries must match
     a checkpoint's to resume it (ValueError otherwise). Returns the per-epoch history.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    hooks = hooks or Hooks()
     metadata = dict(metadata or {})
-    module.to(device)
-    optimizer = make_optimizer(module, schedule)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     history: list[dict[str, float]] = []
     start = 0
     if resume and out.is_file():
-        previous = torch.load(out, map_location=device, weights_only=True)
+        previous = hooks.read(out, device)
         for key in ("data", "config"):
             if previous.get("metadata", {}).get(key) != metadata.get(key):
                 raise InputError(f"{out}: checkpoint was trained with other {key}; use another --out or --no-resume")
         module.load_state_dict(previous["model"])
         optimizer.load_state_dict(previous["optimizer"])
-        scaler.load_state_dict(previous["scaler"])
+        if previous.get("scaler") is not None:  # absent from InfoVAE checkpoints of before mixed precision
+            scaler.load_state_dict(previous["scaler"])
+        hooks.load_state_dict(previous)
         history, start = list(previous["history"]), int(previous["epoch"])
-    for epoch in range(start, schedule.epochs):
-        generator = epoch_generator(schedule.seed, epoch)
+    for epoch in range(start, epochs):
+        if hooks.stop():
+            break
+        generator = epoch_generator(seed, epoch)
+        hooks.start_epoch(epoch, generator)
         epoch_batches = batches(generator)
         module.train()
         sums: dict[str, float] = {}
         started = time.perf_counter()
-        bar = tqdm(epoch_batches, desc=f"epoch {epoch + 1}/{schedule.epochs}", unit="batch", disable=not progress)
+        bar = tqdm(epoch_batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress)
         for i, index in enumerate(bar):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(epoch * len(epoch_batches) + i, len(epoch_batches), schedule)
+            lr = hooks.learning_rate(epoch * len(epoch_batches) + i, len(epoch_batches))
+            if lr is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             terms = train_step(module, loss_fn, index, generator, optimizer, scaler, device)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix({k: f"{v / (i + 1):.4f}" for k, v in sums.items()})
+            bar.set_postfix({k: f"{v / (i + 1):.4g}" for k, v in sums.items()})
         bar.close()
         n = max(1, len(epoch_batches))
-        history.append({"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "seconds": time.perf_counter() - started})
+        record = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, **hooks.end_epoch(epoch)}
+        history.append({**record, "seconds": time.perf_counter() - started})
         checkpoint = {"model": module.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                      "epoch": epoch + 1, "history": history, "metadata": metadata}
-        save_atomic(out, lambda tmp: torch.save(checkpoint, tmp))
+                      "epoch": epoch + 1, "history": history, "metadata": metadata, **hooks.state_dict()}
+        hooks.write(out, checkpoint)
     return history
