@@ -8,7 +8,7 @@ from PIL import Image
 
 from stylecluster.config import LocalConfig
 from stylecluster.features.infovae import InfoVAEArch, load_checkpoint, load_infovae
-from stylecluster.train.infovae import TrainSettings, collect_patches, fit_infovae, train_local
+from stylecluster.train.infovae import InfoVAETrainConfig, collect_patches, fit_infovae, train_local
 
 TINY = InfoVAEArch(latent_dim=8, channels=(8, 16, 32, 64), image_size=64)
 
@@ -24,20 +24,20 @@ def test_checkpoint_each_epoch_and_exact_resume(tmp_path):
     patches = random_patches(48)
     settings = dict(batch_size=16, arch=TINY, seed=3)
     meta = {"data": "fingerprint-a"}
-    straight = fit_infovae(patches, tmp_path / "a.pt", TrainSettings(epochs=2, **settings), device="cpu", progress=False, metadata=meta)
+    straight = fit_infovae(patches, tmp_path / "a.pt", InfoVAETrainConfig(epochs=2, **settings), device="cpu", progress=False, metadata=meta)
     assert [r["epoch"] for r in straight] == [1, 2]
     assert all(np.isfinite(r[k]) for r in straight for k in ("loss", "recon", "kl", "mmd"))
     # An "interrupted" run: one epoch, then the same command with --epochs 2 resumes.
-    fit_infovae(patches, tmp_path / "b.pt", TrainSettings(epochs=1, **settings), device="cpu", progress=False, metadata=meta)
+    fit_infovae(patches, tmp_path / "b.pt", InfoVAETrainConfig(epochs=1, **settings), device="cpu", progress=False, metadata=meta)
     assert load_checkpoint(tmp_path / "b.pt")["epoch"] == 1
-    resumed = fit_infovae(patches, tmp_path / "b.pt", TrainSettings(epochs=2, **settings), device="cpu", progress=False, metadata=meta)
+    resumed = fit_infovae(patches, tmp_path / "b.pt", InfoVAETrainConfig(epochs=2, **settings), device="cpu", progress=False, metadata=meta)
     assert len(resumed) == 2 and resumed[1]["loss"] == pytest.approx(straight[1]["loss"], rel=1e-5)
     a, _ = load_infovae(tmp_path / "a.pt")
     b, _ = load_infovae(tmp_path / "b.pt")
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb)
     with pytest.raises(ValueError, match="other data"):
-        fit_infovae(patches, tmp_path / "b.pt", TrainSettings(epochs=3, **settings), device="cpu", progress=False, metadata={"data": "b"})
+        fit_infovae(patches, tmp_path / "b.pt", InfoVAETrainConfig(epochs=3, **settings), device="cpu", progress=False, metadata={"data": "b"})
 
 
 def test_train_local_on_a_folder(tmp_path, monkeypatch):
@@ -49,7 +49,7 @@ def test_train_local_on_a_folder(tmp_path, monkeypatch):
     (images / "broken.jpg").write_bytes(b"not a jpeg")
     patches, skipped = collect_patches(sorted(images.glob("*.png")), [LocalConfig()], workers=0, progress=False)
     assert patches.shape == (4 * 5, 64, 64) and patches.dtype == np.uint8 and not skipped  # 4x5 grid → 5 each
-    history = train_local(images, tmp_path / "local.pt", epochs=1, device="cpu", batch_size=8, workers=0, progress=False)
+    history = train_local(images, tmp_path / "local.pt", InfoVAETrainConfig(epochs=1, batch_size=8, workers=0), device="cpu", progress=False)
     assert len(history) == 1
     payload = load_checkpoint(tmp_path / "local.pt")
     assert payload["patch"]["patch_scale"] == ["pixels"] and payload["images"]["count"] == 5
@@ -63,12 +63,12 @@ def test_train_local_on_a_folder(tmp_path, monkeypatch):
     # Rerunning the finished command trains nothing more and reuses the patch cache: nothing is
     # extracted and the cache is not rewritten.
     monkeypatch.setattr("stylecluster.train.infovae.collect_patches", no_extraction)
-    assert train_local(images, tmp_path / "local.pt", epochs=1, device="cpu", batch_size=8, workers=0, progress=False) == history
+    assert train_local(images, tmp_path / "local.pt", InfoVAETrainConfig(epochs=1, batch_size=8, workers=0), device="cpu", progress=False) == history
     assert cache.stat().st_mtime_ns == written
     # Other data (one image fewer) does not match the cache's fingerprint: extracted afresh.
     (images / "3.png").unlink()
     with pytest.raises(AssertionError, match="extracted again"):
-        train_local(images, tmp_path / "local.pt", epochs=1, device="cpu", batch_size=8, workers=0, progress=False, resume=False)
+        train_local(images, tmp_path / "local.pt", InfoVAETrainConfig(epochs=1, batch_size=8, workers=0), device="cpu", progress=False, resume=False)
 
 
 def test_train_local_command(tmp_path, capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..io import check_writable
-from ._common import add_config_options, add_verbosity_options, check_output, config_for, images_folder, overrides
+from ._common import add_config_options, add_verbosity_options, check_output, images_folder, overrides
 from .embed import PATCH_FLAGS, add_patch_options
 
 
@@ -13,34 +13,35 @@ def add_parsers(sub) -> None:
         add(sub)
 
 
+LOCAL_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "workers": "workers", "train_scales": "train_scales",
+               **PATCH_FLAGS}
+
+
 def _add_train_local(sub) -> None:
     p = sub.add_parser("train-local", help="train the local-branch InfoVAE on the top-scoring DoG patches of image folders")
     p.add_argument("images_dirs", nargs="+", metavar="IMAGES_DIR", help="folder(s) searched recursively for images")
     p.add_argument("--out", required=True, metavar="local.pt", help="checkpoint, rewritten after every epoch; rerun the same command to resume")
-    p.add_argument("--epochs", type=int, default=5, help="total epochs (default 5)")
-    p.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=128, help="patches per step (default 128)")
-    p.add_argument("--workers", type=int, default=2, help="processes extracting patches (default 2; 0 = in this process)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-scales", nargs="+", choices=["pixels", "relative"], help="patch-scale modes whose patches form the training set (default: the configured one)")
+    p.add_argument("--epochs", type=int, help="total epochs")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu or cuda; mixed precision on CUDA")
+    p.add_argument("--batch-size", type=int, help="patches per step")
+    p.add_argument("--workers", type=int, help="processes extracting patches (0 = in this process)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--train-scales", nargs="+", choices=["pixels", "relative"], help="patch-scale modes whose patches form the training set (default: local.patch_scale)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint of the same data")
     p.add_argument("--export", metavar="PATH", help="afterwards also write the encoder alone in fp16 (small; usable as embed --local-model)")
     add_patch_options(p)
-    add_config_options(p)
+    add_config_options(p, "configs/train_local.yaml: the fields of InfoVAETrainConfig, its patches in section local, e.g. --set lr=0.0005")
     p.set_defaults(func=run_train_local)
 
 
 def run_train_local(args: argparse.Namespace) -> int:
     from ..features.infovae import export_encoder
-    from ..train.infovae import train_local
+    from ..train.infovae import load_infovae_train_config, train_local
 
-    config = config_for(args, PATCH_FLAGS)
+    config = load_infovae_train_config(args.config, **overrides(args, LOCAL_FLAGS))
     for out in filter(None, (args.out, args.export)):
         check_writable(out)
-    history = train_local(
-        args.images_dirs, args.out, epochs=args.epochs, device=args.device, config=config.local, patch_scales=args.train_scales,
-        batch_size=args.batch_size, seed=args.seed, workers=args.workers, resume=not args.no_resume, progress=not args.quiet,
-    )
+    history = train_local(args.images_dirs, args.out, config, device=args.device, resume=not args.no_resume, progress=not args.quiet)
     for record in history:
         print(f"epoch {record['epoch']}: loss {record['loss']:.1f} (recon {record['recon']:.1f}, kl {record['kl']:.2f}, mmd {record['mmd']:.4f}), {record['seconds']:.0f} s")
     if args.export:

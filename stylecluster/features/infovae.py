@@ -174,8 +174,9 @@ def infovae_loss(
 ) -> dict[str, torch.Tensor]:
     """The InfoVAE objective (module docstring) and its terms, each a scalar tensor."""
     recon = F.binary_cross_entropy_with_logits(out["logits"], x, reduction="none").flatten(1).sum(1).mean()
-    kl = kl_to_standard_normal(out["mu"], out["logvar"]).mean()
-    z = out["z"]
+    # the statistics in fp32 under mixed precision: exp(log σ²) overflows fp16 above 11
+    kl = kl_to_standard_normal(out["mu"].float(), out["logvar"].float()).mean()
+    z = out["z"].float()
     prior = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
     divergence = mmd(z, prior)
     loss = recon + weights.kl_weight * kl + weights.mmd_weight * divergence

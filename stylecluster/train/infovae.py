@@ -6,18 +6,18 @@ the same kind of patch the branch later draws from. Patches are extracted once, 
 processes, and cached next to the checkpoint (``<out>.patches.npz``, keyed by the image files
 and patch parameters) so that a resumed run does not extract them again.
 
-Resuming: the checkpoint is rewritten atomically after every epoch with the optimiser state and
-loss history; running the same command again continues from the last finished epoch. Each
-epoch's shuffling and sampling noise come from generators seeded by (seed, epoch), so an
-interrupted and resumed run trains exactly like an uninterrupted one.
+Training runs in the shared loop (:mod:`.loop`): a checkpoint after every epoch, exact resume
+(each epoch's shuffling and sampling noise come from generators seeded by (seed, epoch)), and
+mixed precision on CUDA. The checkpoint keeps the InfoVAE layout
+(:func:`~stylecluster.features.infovae.save_checkpoint`) that ``embed --local-model`` and
+:func:`~stylecluster.features.infovae.export_encoder` read.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import multiprocessing
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -25,25 +25,43 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import LocalConfig
+from ..config import LocalConfig, load_dataclass_yaml
 from ..data.decode import BadImage, load_image
 from ..data.discovery import discover_images
 from ..device import resolve_device
 from ..io import save_atomic
-from ..features.infovae import InfoVAE, InfoVAEArch, InfoVAELossWeights, infovae_loss, load_checkpoint, load_infovae, save_checkpoint
+from ..features.infovae import (
+    InfoVAE, InfoVAEArch, InfoVAELossWeights, arch_from_checkpoint, infovae_loss, load_checkpoint, save_checkpoint,
+)
 from ..features.patches import candidate_patches, patch_params
 from ..errors import InputError
+from .loop import Hooks, fit
 
 
 @dataclass
-class TrainSettings:
+class InfoVAETrainConfig:
+    """One ``train-local`` run (``configs/train_local.yaml``; ``--set key=value`` overrides a field)."""
+
     epochs: int = 5
-    batch_size: int = 128
+    batch_size: int = 128  # patches per step; the ragged last batch is dropped (BatchNorm, MMD)
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    workers: int = 2  # processes extracting patches (0 = in this process)
+    # patch-scale modes whose candidates form the training set (None: local.patch_scale only);
+    # giving both makes one encoder serve both modes
+    train_scales: tuple[str, ...] | None = None
     loss: InfoVAELossWeights = InfoVAELossWeights()
     arch: InfoVAEArch = InfoVAEArch()
+    local: LocalConfig = field(default_factory=LocalConfig)  # the patches: the embed config's local section
+
+    def patch_configs(self) -> list[LocalConfig]:
+        return [replace(self.local, patch_scale=s) for s in (self.train_scales or [self.local.patch_scale])]
+
+
+def load_infovae_train_config(path: str | Path | None = None, **overrides) -> InfoVAETrainConfig:
+    """A YAML file's settings over the defaults, then ``overrides`` (dotted keys; None values ignored)."""
+    return load_dataclass_yaml(InfoVAETrainConfig, path, "train-local config", **overrides)
 
 
 # ----------------------------------------------------------------------------- patches
@@ -109,15 +127,39 @@ def cached_patches(
 # ----------------------------------------------------------------------------- training
 
 
-def _epoch_generators(seed: int, epoch: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
-    key = seed * 1_000_003 + epoch
-    return torch.Generator().manual_seed(key), torch.Generator(device=device).manual_seed(key + 1)
+class InfoVAEHooks(Hooks):
+    """The InfoVAE's part of the loop: a device generator for the sampling noise of each epoch,
+    and the checkpoint in the InfoVAE layout."""
+
+    def __init__(self, model: InfoVAE, config: InfoVAETrainConfig, n_patches: int, device: torch.device):
+        self.model, self.config, self.n_patches, self.device = model, config, n_patches, device
+        self.noise = torch.Generator(device=device)
+
+    def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
+        self.noise = torch.Generator(device=self.device).manual_seed(generator.initial_seed() + 1)
+
+    def write(self, path: Path, checkpoint: dict[str, Any]) -> None:
+        settings = {k: getattr(self.config, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "seed")}
+        save_checkpoint(
+            path, self.model, optimizer=checkpoint["optimizer"], scaler=checkpoint["scaler"], epoch=checkpoint["epoch"],
+            history=checkpoint["history"], settings=settings, loss_weights=asdict(self.config.loss),
+            n_patches_trained=self.n_patches, **checkpoint["metadata"],
+        )
+
+    def read(self, path: Path, device: torch.device) -> dict[str, Any]:
+        payload = load_checkpoint(path, map_location=device)
+        if payload.get("decoder") is None:
+            raise InputError(f"{path}: holds an encoder only (an exported model); cannot resume training from it")
+        if arch_from_checkpoint(payload) != self.model.encoder.arch:
+            raise InputError(f"{path}: checkpoint has another architecture; use another --out or --no-resume")
+        state = {f"{part}.{k}": v for part in ("encoder", "decoder") for k, v in payload[part].items()}
+        return {**payload, "model": state, "metadata": {"data": payload.get("data")}}
 
 
 def fit_infovae(
     patches: np.ndarray,
     out: str | Path,
-    settings: TrainSettings = TrainSettings(),
+    config: InfoVAETrainConfig = InfoVAETrainConfig(),
     device: str | torch.device = "auto",
     resume: bool = True,
     progress: bool = True,
@@ -128,96 +170,56 @@ def fit_infovae(
     ``metadata`` is stored in the checkpoint; its ``data`` entry identifies the training set, and a
     checkpoint made from another training set is not resumed (ValueError).
     """
-    out = Path(out)
     device = resolve_device(device) if isinstance(device, str) else device
-    metadata = dict(metadata or {})
     if len(patches) < 2:
         raise InputError(f"need at least 2 training patches, got {len(patches)}")
-    torch.manual_seed(settings.seed)
-    model, history, start = InfoVAE(settings.arch), [], 0
-    optimizer_state = None
-    if resume and out.is_file():
-        previous = load_checkpoint(out)
-        if previous.get("data") != metadata.get("data"):
-            raise InputError(f"{out}: checkpoint was trained on other data or patch parameters; use another --out or --no-resume")
-        model, previous = load_infovae(out)
-        optimizer_state, history, start = previous["optimizer"], list(previous["history"]), int(previous["epoch"])
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-
+    torch.manual_seed(config.seed)
+    model = InfoVAE(config.arch).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     data = torch.from_numpy(np.ascontiguousarray(patches)).unsqueeze(1)  # uint8 (N, 1, s, s), 4 KB a patch
-    n_batches = max(1, len(data) // settings.batch_size)  # the ragged last batch is dropped (BN, MMD)
-    for epoch in range(start, settings.epochs):
-        shuffle, noise = _epoch_generators(settings.seed, epoch, device)
-        order = torch.randperm(len(data), generator=shuffle)
-        model.train()
-        sums = dict.fromkeys(("loss", "recon", "kl", "mmd"), 0.0)
-        started = time.perf_counter()
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch", disable=not progress)
-        for step in bar:
-            index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            x = data[index].to(device, non_blocking=True).float().div_(255.0)
-            terms = infovae_loss(model(x, generator=noise), x, settings.loss, generator=noise)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            for k in sums:
-                sums[k] += float(terms[k].detach())
-            bar.set_postfix({k: f"{v / (step + 1):.4g}" for k, v in sums.items()})
-        bar.close()
-        record = {"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}, "seconds": time.perf_counter() - started}
-        history.append(record)
-        save_checkpoint(
-            out,
-            model,
-            optimizer=optimizer.state_dict(),
-            epoch=epoch + 1,
-            history=history,
-            settings={k: v for k, v in asdict(settings).items() if k not in ("loss", "arch")},
-            loss_weights=asdict(settings.loss),
-            n_patches_trained=len(data),
-            **metadata,
-        )
-    return history
+    n_batches = max(1, len(data) // config.batch_size)  # the ragged last batch is dropped (BN, MMD)
+    hooks = InfoVAEHooks(model, config, len(data), device)
+
+    def batches(generator: torch.Generator) -> list[torch.Tensor]:
+        order = torch.randperm(len(data), generator=generator)
+        return [order[i * config.batch_size : (i + 1) * config.batch_size] for i in range(n_batches)]
+
+    def loss_fn(index: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        x = data[index].to(device, non_blocking=True).float().div_(255.0)
+        return infovae_loss(model(x, generator=hooks.noise), x, config.loss, generator=hooks.noise)
+
+    return fit(model, optimizer, loss_fn, batches, config.epochs, config.seed, out, device, hooks,
+               resume=resume, progress=progress, metadata=metadata)
 
 
 def train_local(
     images_dir: str | Path | Sequence[str | Path],
     out: str | Path,
-    epochs: int = 5,
+    config: InfoVAETrainConfig = InfoVAETrainConfig(),
     device: str = "auto",
-    config: LocalConfig | None = None,
-    patch_scales: Sequence[str] | None = None,
-    batch_size: int = 128,
-    seed: int = 0,
-    workers: int = 2,
     resume: bool = True,
     cache: bool = True,
     progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train the local-branch encoder on every image below ``images_dir`` (one folder or several).
 
-    ``patch_scales`` lists the patch-scale modes whose candidates form the training set (default:
-    ``config.patch_scale`` only); giving both makes one encoder serve both modes. Returns the
-    per-epoch loss history; the checkpoint at ``out`` is updated after every epoch.
+    The training set is the candidate patches of every image under each of
+    ``config.patch_configs()``. Returns the per-epoch loss history; the checkpoint at ``out`` is
+    updated after every epoch.
     """
-    config = config or LocalConfig()
     folders = [images_dir] if isinstance(images_dir, (str, Path)) else list(images_dir)
     paths = [p for folder in folders for p in discover_images(folder)]
     if not paths:
         raise InputError(f"no images found in {', '.join(map(str, folders))}")
-    configs = [replace(config, patch_scale=s) for s in (patch_scales or [config.patch_scale])]
+    configs = config.patch_configs()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     patches, fingerprint = cached_patches(
-        paths, configs, out.with_name(out.name + ".patches.npz") if cache else None, workers=workers, progress=progress
+        paths, configs, out.with_name(out.name + ".patches.npz") if cache else None, workers=config.workers, progress=progress
     )
     metadata = {
         "data": fingerprint,
-        "patch": {**patch_params(config), "patch_scale": [c.patch_scale for c in configs]},
+        "patch": {**patch_params(config.local), "patch_scale": [c.patch_scale for c in configs]},
         "images": {"folders": [str(f) for f in folders], "count": len(paths)},
     }
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed)
-    return fit_infovae(patches, out, settings, device=device, resume=resume, progress=progress, metadata=metadata)
+    return fit_infovae(patches, out, config, device=device, resume=resume, progress=progress, metadata=metadata)
