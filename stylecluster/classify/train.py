@@ -10,7 +10,6 @@ training affordable.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data.discovery import relative_name
 from ..device import autocast, resolve_device
 from ..train.global_style import load_images
 from ..io import save_atomic
-from ..train.loop import epoch_generator, train_step
+from ..train.loop import Hooks, fit
 from .config import ClassifierConfig, load_classifier_config
 from .data import FeatureCache, augmented_view, class_weights, clean_view, encode_views, split_three_ways
 from .models import StyleClassifier, create_classifier
@@ -104,6 +102,43 @@ def _resume_key(config: ClassifierConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in ("epochs", "early_stopping")}
 
 
+class Validation(Hooks):
+    """The classifier's part of the loop: dropout masks seeded per epoch; after each epoch the
+    validation loss, which steps ReduceLROnPlateau, keeps the best weights and counts the epochs
+    without improvement for early stopping."""
+
+    def __init__(self, model: StyleClassifier, inputs: Inputs, rows: np.ndarray, weight: torch.Tensor,
+                 scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau, config: ClassifierConfig):
+        self.model, self.inputs, self.rows, self.weight, self.scheduler, self.config = model, inputs, rows, weight, scheduler, config
+        self.best_loss, self.best_epoch, self.stale, self.best = float("inf"), 0, 0, model.trained_state_dict()
+
+    def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
+        torch.manual_seed(generator.initial_seed())  # dropout masks
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        logits = predict_rows(self.model, self.inputs, self.rows, self.config.batch_size)
+        targets = self.inputs.data.targets[self.rows]
+        loss = float(nn.functional.cross_entropy(logits, targets, weight=self.weight))
+        self.scheduler.step(loss)
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.stale, self.best = loss, epoch + 1, 0, self.model.trained_state_dict()
+        else:
+            self.stale += 1
+        return {"val_loss": loss, "val_accuracy": float((logits.argmax(1) == targets).float().mean()),
+                "lr": self.scheduler.optimizer.param_groups[0]["lr"]}
+
+    def stop(self) -> bool:
+        return self.stale >= self.config.early_stopping
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict(), "best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "stale": self.stale, "best": self.best}
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.best_loss, self.best_epoch, self.stale, self.best = (checkpoint[k] for k in ("best_loss", "best_epoch", "stale", "best"))
+
+
 @dataclass
 class TrainResult:
     history: list[dict[str, float]]
@@ -128,8 +163,6 @@ def fit_classifier(
     (from :func:`.data.encode_views` for the same model settings) is given.
     """
     device = resolve_device(device) if isinstance(device, str) else device
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     model = create_classifier(config, len(data.classes)).to(device)
     train_rows, val_rows = data.rows("train"), data.rows("val")
     if len(train_rows) == 0 or len(val_rows) == 0:
@@ -140,60 +173,24 @@ def fit_classifier(
     criterion = nn.CrossEntropyLoss(weight=class_weights(data.targets[train_rows], len(data.classes)).to(device))
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.plateau_factor, patience=config.plateau_patience)
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     metadata = {
         **(metadata or {}), "data": data.data_id(config.image_size), "config": _resume_key(config),
         "settings": config.to_dict(), "classes": list(data.classes),
     }
-    state = {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "stale": 0, "best": model.trained_state_dict()}
-    if resume and out.is_file():
-        previous = torch.load(out, map_location=device, weights_only=True)
-        for key in ("data", "config"):
-            if previous.get("metadata", {}).get(key) != metadata[key]:
-                raise InputError(f"{out}: checkpoint was trained with other {key}; use another --out or --no-resume")
-        model.load_state_dict(previous["model"])
-        optimizer.load_state_dict(previous["optimizer"])
-        scheduler.load_state_dict(previous["scheduler"])
-        scaler.load_state_dict(previous["scaler"])
-        state = {k: previous[k] for k in state}
+    hooks = Validation(model, inputs, val_rows, criterion.weight.cpu(), scheduler, config)
     targets = data.targets.to(device)
 
     def loss_fn(index: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return {"loss": criterion(logits_of(model, inputs.train_batch(index, generator)), targets[index])}
 
-    for epoch in range(state["epoch"], config.epochs):
-        if state["stale"] >= config.early_stopping:
-            break
-        generator = epoch_generator(config.seed, epoch)
-        torch.manual_seed(generator.initial_seed())  # dropout masks
+    def batches(generator: torch.Generator) -> list[torch.Tensor]:
         order = torch.as_tensor(train_rows)[torch.randperm(len(train_rows), generator=generator)]
-        batches = list(order.split(config.batch_size))
-        model.train()
-        started, total = time.perf_counter(), 0.0
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
-        for i, index in enumerate(bar):
-            total += train_step(model, loss_fn, index, generator, optimizer, scaler, device)["loss"]
-            bar.set_postfix(loss=f"{total / (i + 1):.4f}")
-        bar.close()
-        val_logits = predict_rows(model, inputs, val_rows, config.batch_size)
-        val_targets = data.targets[val_rows]
-        val_loss = float(nn.functional.cross_entropy(val_logits, val_targets, weight=criterion.weight.cpu()))
-        scheduler.step(val_loss)
-        if val_loss < state["best_loss"]:
-            state.update(best_loss=val_loss, best_epoch=epoch + 1, stale=0, best=model.trained_state_dict())
-        else:
-            state["stale"] += 1
-        state["history"].append({
-            "epoch": epoch + 1, "loss": total / max(1, len(batches)), "val_loss": val_loss,
-            "val_accuracy": float((val_logits.argmax(1) == val_targets).float().mean()),
-            "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
-        })
-        state["epoch"] = epoch + 1
-        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "scaler": scaler.state_dict(), **state, "metadata": metadata}
-        save_atomic(out, lambda tmp: torch.save(checkpoint, tmp))
-    model.load_state_dict(state["best"], strict=False)
-    return TrainResult(state["history"], state["best_epoch"], state["stale"] >= config.early_stopping, model.eval())
+        return list(order.split(config.batch_size))
+
+    history = fit(model, optimizer, loss_fn, batches, config.epochs, config.seed, out, device, hooks,
+                  resume=resume, progress=progress, metadata=metadata)
+    model.load_state_dict(hooks.best, strict=False)
+    return TrainResult(history, hooks.best_epoch, hooks.stop(), model.eval())
 
 
 @dataclass
