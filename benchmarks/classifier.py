@@ -40,7 +40,7 @@ from stylecluster.classify.train import Inputs, predict_rows  # noqa: E402
 from stylecluster.cluster import StyleClustering  # noqa: E402
 from stylecluster.config import ClusterConfig, FuseConfig  # noqa: E402
 from stylecluster.features.style_head import ArtistDiscriminantHead  # noqa: E402
-from stylecluster.train.global_style import load_images  # noqa: E402
+from stylecluster.data.preload import load_images  # noqa: E402
 
 WORK = OUT / "classifier"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "classifier.yaml"

@@ -11,7 +11,8 @@ The Python API that the CLI and the notebooks share::
 """
 from ._version import __version__
 from .config import Config, load_config
-from .evaluate import evaluate_clusters, evaluate_labels, read_labels
+from .data.labels import read_labels
+from .evaluate import evaluate_clusters, evaluate_labels
 from .store import EmbeddingStore, load_store
 
 

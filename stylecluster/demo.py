@@ -7,7 +7,8 @@ from importlib import resources
 from pathlib import Path
 
 from .config import Config
-from .evaluate import evaluate_clusters, format_table, read_labels
+from .data.labels import read_labels
+from .evaluate import evaluate_clusters, format_table
 from .errors import InputError
 from .io import check_writable, save_atomic
 

@@ -5,7 +5,6 @@ scores by declaring hard images outliers. ``outlier_share`` reports how many the
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -78,18 +77,6 @@ def evaluate_labels(labels_true: Sequence, labels_pred: Sequence) -> dict[str, A
         "accuracy": clustering_accuracy(labels_true, labels_pred),
         "per_cluster": composition(labels_true, labels_pred),
     }
-
-
-def read_labels(path: str | Path, column: str, keep: Sequence[str] = ()) -> pd.DataFrame:
-    """A labels table with a ``path`` column, the requested label column (rows without a label
-    dropped) and the ``keep`` columns as they are."""
-    table = pd.read_csv(path)
-    for needed in ("path", column, *keep):
-        if needed not in table.columns:
-            raise InputError(f"{path}: no {needed!r} column (columns: {', '.join(table.columns)})")
-    table = table[["path", column, *[c for c in keep if c != column]]].dropna(subset=["path", column])
-    table["path"] = table["path"].astype(str).str.replace("\\", "/", regex=False)
-    return table.drop_duplicates("path")
 
 
 def evaluate_clusters(clusters: pd.DataFrame, labels: pd.DataFrame, column: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from PIL import Image
 from ..data.decode import load_image
 from ..data.discovery import relative_name
 from ..device import autocast
-from ..train.global_style import load_images, square_pixels
+from ..data.preload import load_images, square_pixels
 from .data import clean_view
 from .gradcam import CamResult, grad_cam, overlay
 from .train import TrainedClassifier

@@ -100,7 +100,7 @@ def write_report(scores: dict[str, Any], out_dir: str | Path) -> list[Path]:
 def read_labelled(labels_csv: str | Path, column: str, split: str | None = None) -> pd.DataFrame:
     """The rows of a labels CSV to classify and score: those with a ``path`` and a ``column``
     label; of a split CSV (train-classifier's ``clf.split.csv``) only ``split``'s rows when given."""
-    from ..evaluate import read_labels
+    from ..data.labels import read_labels
 
     labels = read_labels(labels_csv, column, keep=("split",) if split else ())
     return labels[labels["split"] == split] if split else labels

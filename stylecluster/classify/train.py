@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ..data.discovery import relative_name
+from ..data.labels import read_labels
+from ..data.preload import load_images
 from ..device import autocast, resolve_device
-from ..train.global_style import load_images
 from ..io import save_atomic
 from ..train.loop import Hooks, fit
 from .config import ClassifierConfig, load_classifier_config
@@ -219,15 +220,6 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Tra
     return TrainedClassifier(model.to(device).eval(), list(metadata["classes"]), config, metadata)
 
 
-def read_training_labels(labels_csv: str | Path, label_column: str) -> pd.DataFrame:
-    labels = pd.read_csv(labels_csv)
-    for needed in ("path", label_column, "artist"):
-        if needed not in labels.columns:
-            why = " (the split is made by artist)" if needed == "artist" else ""
-            raise InputError(f"{labels_csv}: no {needed!r} column{why} (columns: {', '.join(labels.columns)})")
-    return labels.dropna(subset=["path", label_column]).reset_index(drop=True)
-
-
 def split_path(out: str | Path) -> Path:
     """Where train-classifier writes the split of its checkpoint ``out``."""
     return Path(out).with_suffix(".split.csv")
@@ -247,7 +239,7 @@ def train_classifier(
     """Decode the labelled images (paths relative to ``images_dir``), split them 7:1:2 by artist,
     train; writes ``out`` and the split beside it. Returns the result and the skipped files' lines."""
     root = Path(images_dir)
-    labels = read_training_labels(labels_csv, label_column)
+    labels = read_labels(labels_csv, label_column, keep=("artist",))  # the split is made by artist
     paths = [root / p for p in labels["path"]]
     if not paths:
         raise InputError(f"{labels_csv}: no labelled rows")

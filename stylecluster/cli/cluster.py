@@ -147,7 +147,8 @@ def run_stability(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..evaluate import evaluate_clusters, format_table, read_labels
+    from ..data.labels import read_labels
+    from ..evaluate import evaluate_clusters, format_table
 
     if args.json:
         check_output(Path(args.json), args.overwrite)

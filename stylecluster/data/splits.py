@@ -53,7 +53,3 @@ def split_by_artist(
     n_val = min(len(artists) - 1, max(1, round(validation_fraction * len(artists))))
     in_val = groups.isin(set(artists[:n_val]))
     return labels[~in_val], labels[in_val]
-
-
-def split_labels_csv(path: str | Path, validation_fraction: float = 0.3, seed: int = 0, column: str = "artist") -> tuple[pd.DataFrame, pd.DataFrame]:
-    return split_by_artist(pd.read_csv(path), validation_fraction, seed, column)

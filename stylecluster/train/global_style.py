@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -22,13 +21,13 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import load_dataclass_yaml
-from ..data.decode import BadImage, load_image
 from ..data.discovery import discover_images, relative_name
+from ..data.labels import read_labels
+from ..data.preload import load_images
 from ..data.splits import artist_groups
 from ..device import resolve_device
 from ..io import save_atomic
@@ -166,38 +165,6 @@ def build_net(config: GlobalTrainConfig, recipe: Recipe) -> tuple[StyleNet, dict
 # ----------------------------------------------------------------------------- data
 
 
-def square_pixels(image: Image.Image, size: int) -> np.ndarray:
-    """The image resized so its shorter side is ``size`` and centre-cropped to a square: (size, size, 3) uint8."""
-    scale = size / min(image.size)
-    w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-    image = image.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
-
-
-def load_images(paths: Sequence[Path], size: int, workers: int = 4, progress: bool = True) -> tuple[torch.Tensor, list[int], list[str]]:
-    """Decode images once into uint8 (N, 3, size, size); returns the tensor, the rows of ``paths``
-    it holds, and the skipped files' messages."""
-
-    def one(path):
-        try:
-            return square_pixels(load_image(path, min_side=1), size), None
-        except BadImage as exc:
-            return None, f"{path}: {exc}"
-
-    arrays, kept, skipped = [], [], []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i, (array, error) in enumerate(tqdm(pool.map(one, paths), total=len(paths), desc="decoding", unit="img", disable=not progress)):
-            if error:
-                skipped.append(error)
-            else:
-                arrays.append(array)
-                kept.append(i)
-    if not arrays:
-        raise InputError("no training image could be decoded")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), kept, skipped
-
-
 def group_codes(labels: pd.DataFrame | None, n: int, column: str = "artist") -> np.ndarray:
     """Integer artist codes per row (rows without an artist get codes of their own)."""
     if labels is None:
@@ -269,10 +236,7 @@ def train_global(
     recipe_cls = RECIPES.get(config.method)
     labels = None
     if labels_csv is not None:
-        labels = pd.read_csv(labels_csv)
-        if "path" not in labels.columns:
-            raise InputError(f"{labels_csv}: no 'path' column")
-        artist_groups(labels)  # a clear error when there is no artist column
+        labels = read_labels(labels_csv, None, keep=("artist",))
         paths = [root / p for p in labels["path"]]
     elif recipe_cls.needs_labels:
         raise InputError(f"--method {config.method} learns from artists: pass --labels LABELS.csv with an 'artist' column")

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ..cluster.fuse import Fuser, part_blocks
+from ..data.labels import read_labels
 from ..data.splits import artist_groups, split_by_artist
-from ..evaluate import evaluate_labels, read_labels
+from ..evaluate import evaluate_labels
 from ..features.branch import METRIC_PARTS
 from ..features.style_head import ArtistDiscriminantHead
 from ..errors import InputError
