@@ -1,4 +1,5 @@
-"""The CLI contract end to end on real paintings (44 images of ../shared/data/wikiart-styles)."""
+"""The CLI contract end to end on real paintings (44 images of ../shared/data/wikiart-styles); the
+tests that read those are marked ``needs_wikiart``, the rest run without the shared data."""
 from __future__ import annotations
 
 import json
@@ -11,9 +12,6 @@ import pytest
 from conftest import WIKIART, make_image, needs_wikiart
 from stylecluster.cli import main
 from stylecluster.store import load_store
-
-pytestmark = needs_wikiart()
-
 
 @pytest.fixture(scope="module")
 def subset(tmp_path_factory):
@@ -34,6 +32,7 @@ def store(subset):
     return out
 
 
+@needs_wikiart()
 def test_embed_writes_every_listed_image(store, subset):
     _, chosen = subset
     s = load_store(store)
@@ -42,6 +41,7 @@ def test_embed_writes_every_listed_image(store, subset):
     assert s.metadata["branches"]["global"]["backbone"] == "efficientnet_lite0"
 
 
+@needs_wikiart()
 def test_rerun_resumes_without_embedding_again(store, subset, capsys):
     tmp, _ = subset
     code = main(["embed", str(WIKIART), "--list", str(tmp / "labels.csv"), "--out", str(store), "-q"])
@@ -50,6 +50,7 @@ def test_rerun_resumes_without_embedding_again(store, subset, capsys):
     assert "embedded now: 0" in out and "already in the store (resumed): 44" in out
 
 
+@needs_wikiart()
 def test_other_model_is_refused(store, subset, capsys):
     tmp, _ = subset
     code = main(["embed", str(WIKIART), "--list", str(tmp / "labels.csv"), "--out", str(store), "--weights", "random", "-q"])
@@ -60,6 +61,7 @@ def test_other_model_is_refused(store, subset, capsys):
 
 # kmeans runs on the global branch alone: on 44 images the quality assertion below is about the
 # style features, and the local branch's weight is chosen (and measured) on full collections.
+@needs_wikiart()
 @pytest.mark.parametrize("method,extra", [("kmeans", ["--k", "11", "--local-weight", "0"]), ("bgmm", []), ("hdbscan", [])])
 def test_cluster_and_evaluate(store, subset, method, extra, capsys):
     tmp, _ = subset
@@ -85,6 +87,7 @@ def test_cluster_and_evaluate(store, subset, method, extra, capsys):
         assert result["ari"] > 0.06
 
 
+@needs_wikiart()
 def test_outputs_are_not_overwritten_without_asking(store, subset, capsys):
     tmp, _ = subset
     clusters = tmp / "keep.csv"
@@ -115,6 +118,7 @@ def test_help_explains_every_option():
         assert option in result.stdout
 
 
+@needs_wikiart()
 def test_assign_reproduces_the_fitted_labels(store, subset):
     tmp, _ = subset
     clusters = tmp / "for-assign.csv"
@@ -127,6 +131,7 @@ def test_assign_reproduces_the_fitted_labels(store, subset):
     assert again["probability"].to_numpy() == pytest.approx(fitted["probability"].to_numpy(), abs=1e-5)
 
 
+@needs_wikiart()
 def test_agglomerative_writes_its_merge_tree_and_k_auto(store, subset, capsys):
     tmp, _ = subset
     out = tmp / "ward.csv"
@@ -138,6 +143,7 @@ def test_agglomerative_writes_its_merge_tree_and_k_auto(store, subset, capsys):
     assert sorted(leaves["path"]) == sorted(pd.read_csv(out)["path"])
 
 
+@needs_wikiart()
 def test_stability_reports_pairwise_ari(store, subset, capsys):
     tmp, _ = subset
     report = tmp / "stability.json"
@@ -147,6 +153,7 @@ def test_stability_reports_pairwise_ari(store, subset, capsys):
     assert len(result["pairwise_ari"]) == 3 and result["pairwise_ari"][0][0] == 1.0
 
 
+@needs_wikiart()
 def test_k_must_be_a_number_or_auto(store):
     with pytest.raises(SystemExit):
         main(["cluster", str(store), "--k", "many", "--out", "x.csv"])
