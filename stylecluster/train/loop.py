@@ -137,7 +137,8 @@ def fit(
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``module`` (on ``device``) up to epoch ``epochs``, continuing a checkpoint at ``out``.
+    """Train ``module`` (already on ``device``; ``optimizer`` over its parameters) up to epoch
+    ``epochs``, continuing a checkpoint at ``out``.
 
     ``metadata`` is stored with every checkpoint; its ``data`` and ``config`` entries must match
     a checkpoint's to resume it (ValueError otherwise). Returns the per-epoch history.
