@@ -12,6 +12,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
+from .data.labels import read_labels  # noqa: F401  stylecluster.viz imports it from here
 from .errors import InputError
 
 
