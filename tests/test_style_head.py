@@ -255,3 +255,14 @@ def test_store_provenance_records_the_head_and_rebuilds_its_config(tmp_path):
         recorded = json.loads((out / "_stylecluster.json").read_text())["branches"]["global"]
         assert ("style_head" in recorded) == (style_head is not None)
         assert config_for_store(store).global_.style_head == expected
+
+
+def test_auto_finds_the_head_shipped_for_the_backbone_in_use():
+    lite2 = GlobalBranch(GlobalConfig(backbone="efficientnet_lite2"))
+    assert packaged_global_head("efficientnet_lite2").is_file()
+    assert lite2.style_head is not None and lite2.parts == {"style": (0, lite2.style_head.out_features)}
+    assert lite2.style_head.source["branch"]["backbone"] == "efficientnet_lite2"
+    assert lite2.style_head.file_id != GlobalBranch().style_head.file_id
+    # a backbone nothing was shipped for writes its raw vector
+    assert not packaged_global_head("efficientnet_lite1").is_file()
+    assert GlobalBranch(GlobalConfig(backbone="efficientnet_lite1")).style_head is None
