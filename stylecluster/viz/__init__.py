@@ -7,6 +7,9 @@
     write_map(explorer, "map.html", color_by="label")
     write_report(explorer, "report/")
     find_similar(explorer, "images/monet-1.jpg", k=12).neighbours
+    cluster_names(explorer)                 # one row per cluster: name, composition, span
+    timeline(explorer).show()               # year against cluster (labels with a year column)
+    decades(explorer).show()                # each cluster's share of every decade
 """
 from importlib import import_module
 
@@ -15,6 +18,8 @@ _WHERE = {
     "cluster_members": "members",
     "write_report": "report",
     "StyleIndex": "similar", "find_similar": "similar", "write_similar": "similar",
+    "cluster_names": "names", "read_name_overrides": "names",
+    "timeline": "timeline", "decades": "timeline", "decade_shares": "timeline", "write_timeline": "timeline",
     "EMBED_LIMIT": "umap_map", "UmapParams": "umap_map", "map_figure": "umap_map", "umap_coordinates": "umap_map", "write_map": "umap_map",
 }
 
