@@ -19,7 +19,7 @@ _WHERE = {
     "write_report": "report",
     "StyleIndex": "similar", "find_similar": "similar", "write_similar": "similar",
     "cluster_names": "names", "read_name_overrides": "names",
-    "timeline": "timeline", "decades": "timeline", "decade_shares": "timeline", "write_timeline": "timeline",
+    "timeline": "chronology", "decades": "chronology", "decade_shares": "chronology", "write_timeline": "chronology",
     "EMBED_LIMIT": "umap_map", "UmapParams": "umap_map", "map_figure": "umap_map", "umap_coordinates": "umap_map", "write_map": "umap_map",
 }
 

@@ -12,7 +12,7 @@ Layout of ``OUT/``::
     CLUSTERS.names.csv      the clusters' names (:mod:`~stylecluster.viz.names`), sizes, compositions, spans
 
 Clusters are named from their data, or by a names JSON file; with years, the index also shows
-the timeline and each cluster's share of every decade (:mod:`~stylecluster.viz.timeline`).
+the timeline and each cluster's share of every decade (:mod:`~stylecluster.viz.chronology`).
 
 Every file name and label goes through :func:`~stylecluster.viz.html.esc`; the map's data goes
 through :func:`~stylecluster.viz.html.script_json` and is written into the page as text only.
@@ -42,7 +42,7 @@ from .names import cluster_names, label_of
 from .patch_strip import PatchStrip, write_patch_strips
 from .provenance import config_for_store
 from .thumbs import ensure_thumbnails
-from .timeline import time_fragment
+from .chronology import time_fragment
 from .umap_map import UmapParams, copy_thumbnails, map_fragment, umap_coordinates
 from ..errors import InputError
 

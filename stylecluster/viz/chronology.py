@@ -1,4 +1,5 @@
-"""Time: when each cluster's works were made, and each cluster's share of every decade.
+"""Time: when each cluster's works were made, and each cluster's share of every decade
+(named ``chronology`` so that ``viz.timeline`` is the function, not this module).
 
 Two plotly figures, for collections whose labels have a year or date (see :mod:`.works`):
 
