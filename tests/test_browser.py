@@ -322,3 +322,42 @@ def test_report_timeline_names_and_montages(browser, explorer, tmp_path):
     _open(browser, report.pages[1])
     assert hostile in browser.execute_script("return document.body.innerText;")
     _no_alert(browser)
+
+
+def test_images_mode_draws_the_thumbnails_with_webgl(browser, explorer, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    result = write_map(explorer, tmp_path / "map.html", workers=1)
+    _open(browser, result.html)
+    _wait_for_map(browser)
+    browser.save_screenshot(str(tmp_path / "dots.png"))
+    browser.find_element(By.ID, "sc-mode").click()
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return !!window.styleMap.atlasDrawn;"))
+    assert browser.find_element(By.ID, "sc-mode").text == "show dots"
+
+    def painted() -> int:
+        # Pixels the atlas canvas painted (its clear colour is transparent).
+        return browser.execute_script(
+            "var c = document.getElementById('sc-atlas'), gl = c.getContext('webgl'), px = new Uint8Array(c.width * c.height * 4);"
+            "gl.readPixels(0, 0, c.width, c.height, gl.RGBA, gl.UNSIGNED_BYTE, px);"
+            "var n = 0; for (var i = 3; i < px.length; i += 4) { n += px[i] > 0; } return n;"
+        )
+
+    at_first = painted()
+    sprite = browser.execute_script("return window.styleMap.data.atlas.sprite;")
+    assert at_first > 0.3 * N_IMAGES * sprite * sprite * 0.75 / 4  # most images drawn, even where they overlap
+    browser.save_screenshot(str(tmp_path / "images.png"))
+    # The thumbnails are striped and coloured: the screenshot holds colours the dots never do.
+    before = np.asarray(Image.open(tmp_path / "dots.png").convert("RGB")).reshape(-1, 3)
+    after = np.asarray(Image.open(tmp_path / "images.png").convert("RGB")).reshape(-1, 3)
+    assert len({tuple(p) for p in after[::7]}) > 3 * len({tuple(p) for p in before[::7]})
+
+    # Zooming in redraws larger images
+    browser.execute_script("var gd = document.getElementById('sc-map'), r = gd._fullLayout.xaxis.range, q = gd._fullLayout.yaxis.range;"
+                           "Plotly.relayout(gd, {'xaxis.range': [r[0], (r[0] + r[1]) / 2], 'yaxis.range': [q[0], (q[0] + q[1]) / 2]});")
+    WebDriverWait(browser, 10).until(lambda d: painted() != at_first)
+    browser.find_element(By.ID, "sc-mode").click()
+    assert not browser.find_element(By.ID, "sc-atlas").is_displayed()
+    _no_alert(browser)
+    assert _errors(browser) == []

@@ -9,6 +9,7 @@ Layout of ``OUT/``::
     thumbs/<sha256>.jpg     thumbnails (named by content hash: no file name reaches a URL)
     patches/<sha256>.png    DoG patch strips of the images shown on cluster pages
     montages/cluster-3.jpg  each cluster's most typical works in a row
+    atlas.jpg               every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`)
     CLUSTERS.names.csv      the clusters' names (:mod:`~stylecluster.viz.names`), sizes, compositions, spans
 
 Clusters are named from their data, or by a names JSON file; with years, the index also shows
@@ -43,7 +44,8 @@ from .patch_strip import PatchStrip, write_patch_strips
 from .provenance import config_for_store
 from .thumbs import ensure_thumbnails
 from .chronology import time_fragment
-from .umap_map import UmapParams, copy_thumbnails, map_fragment, umap_coordinates
+from .atlas import build_atlas
+from .umap_map import UmapParams, copy_thumbnails, map_fragment, thumbnail_order, umap_coordinates
 from ..errors import InputError
 
 #: Labels shown per cluster in the composition chart; the rest are summed as "other labels".
@@ -308,7 +310,9 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
     coords = umap_coordinates(explorer.fused, cache, umap_params)
     thumb_src = {sha: f"thumbs/{f.name}" for sha, f in thumbs.items()}
     hrefs = {c: f"clusters/{page_name(c)}" for c in order}
-    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs, label_of(table))
+    atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)], workers)
+    save_atomic(out / "atlas.jpg", atlas.image)
+    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs, label_of(table), atlas.data("atlas.jpg"))
     montages = set()
     for members in all_members:
         typical = next(iter(members.sections.values()))

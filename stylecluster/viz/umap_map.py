@@ -36,6 +36,7 @@ import pandas as pd
 
 from ..io import OutputError, check_writable, printable, save_atomic
 from .html import esc, page, script_json
+from .atlas import ATLAS_JS, BUTTON_HTML, build_atlas
 from .map_tools import SELECTION_HTML, TOOLS_HTML, TOOLS_JS
 from .names import cluster_names, label_of
 from .thumbs import data_uri, ensure_thumbnails
@@ -219,7 +220,7 @@ def map_figure(
 # post-script while the page is still being parsed.
 _PANEL = """
 <script type="application/json" id="sc-points">{data}</script>
-{tools}
+<div style="display:flex;gap:12px;align-items:center">{mode}{tools}</div>
 <div class="sc-map-wrap" style="display:flex;gap:12px;align-items:flex-start">
   <aside id="sc-panel" style="order:2;width:230px;flex:none;background:#fff;border:1px solid #d9d9de;border-radius:6px;padding:10px;position:sticky;top:10px">
     <div class="muted" id="sc-hint">Hover a point to see the painting.</div>
@@ -272,17 +273,20 @@ def map_fragment(
     title: str = "",
     cluster_href: dict[int, str] | None = None,
     cluster_labels: dict[int, str] | None = None,
+    atlas: dict | None = None,
 ) -> str:
     """The map as an HTML fragment (plotly.js inlined) with its hover panel, search box and
     selection list (:mod:`~stylecluster.viz.map_tools`).
 
     ``thumb_src`` maps a sha256 to the thumbnail's URL (a data URI or a relative path);
-    ``cluster_labels`` names the clusters (see :func:`~stylecluster.viz.names.label_of`).
+    ``cluster_labels`` names the clusters (see :func:`~stylecluster.viz.names.label_of`);
+    ``atlas`` is :meth:`~stylecluster.viz.atlas.Atlas.data` of the thumbnails in
+    :func:`thumbnail_order`, drawn when the reader switches to images.
     """
     import plotly.io as pio
 
     shas = points["sha256"].tolist()
-    distinct = sorted({s for s in shas if s in thumb_src})
+    distinct = thumbnail_order(thumb_src)
     position = {s: i for i, s in enumerate(distinct)}
     data = {
         "name": points["path"].tolist(),
@@ -297,16 +301,24 @@ def map_fragment(
         "title": points["title"].tolist(),
         "artist": points["artist"].tolist(),
         "year": [None if np.isnan(y) else int(y) for y in points["year"]],
+        "atlas": atlas,
     }
+    if atlas is not None and len(atlas["rect"]) != len(distinct):
+        raise ValueError(f"the atlas has {len(atlas['rect'])} thumbnails, the map {len(distinct)}")
     plot = pio.to_html(
         map_figure(points, coords, color_by, title, label_column if color_by == "label" else "cluster", cluster_labels),
         include_plotlyjs=True,
         full_html=False,
         div_id="sc-map",
         config={"displaylogo": False, "responsive": True, "scrollZoom": True},
-        post_script=_HOVER_JS + TOOLS_JS,
+        post_script=_HOVER_JS + TOOLS_JS + ATLAS_JS,
     )
-    return _PANEL.format(plot=plot, data=script_json(data), tools=TOOLS_HTML, selection=SELECTION_HTML)
+    return _PANEL.format(plot=plot, data=script_json(data), mode=BUTTON_HTML, tools=TOOLS_HTML, selection=SELECTION_HTML)
+
+
+def thumbnail_order(thumbs: dict) -> list[str]:
+    """The order of the page's thumbnails (and of the atlas's cells): by sha256."""
+    return sorted(thumbs)
 
 
 @dataclass
@@ -360,17 +372,21 @@ def write_map(
     coords = umap_coordinates(explorer.fused, cache, umap_params)
     thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache, workers)
     thumbs_dir = None
+    atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)], workers)
     if len(points) <= embed_limit:
         thumb_src = {sha: data_uri(f) for sha, f in thumbs.items()}
+        atlas_src = atlas.uri()
     else:
         thumbs_dir = out.parent / f"{out.stem}_files" / "thumbs"
         copy_thumbnails(thumbs, thumbs_dir)
         rel = thumbs_dir.relative_to(out.parent).as_posix()
         thumb_src = {sha: f"{rel}/{f.name}" for sha, f in thumbs.items()}
+        atlas_src = save_atomic(thumbs_dir.parent / "atlas.jpg", atlas.image).relative_to(out.parent).as_posix()
     store_name = Path(explorer.store.path).name
     colouring = explorer.label_column if color_by == "label" else "cluster"
     title = f"Style map of {store_name}: {len(points)} images by {colouring}"
     labels = label_of(cluster_names(explorer, names)) if explorer.has_clusters else None
-    fragment = map_fragment(points, coords, thumb_src, color_by, explorer.label_column, title, cluster_labels=labels)
+    fragment = map_fragment(points, coords, thumb_src, color_by, explorer.label_column, title, cluster_labels=labels,
+                            atlas=atlas.data(atlas_src))
     save_atomic(out, page(title, fragment))
     return MapResult(out, thumbs_dir, len(points), len(thumbs))
