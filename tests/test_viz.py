@@ -410,3 +410,43 @@ def test_cli_report_with_names(collection, tmp_path, capsys):
     names.write_text("[]")
     assert main([*args, "--overwrite"]) == 2
     assert "JSON object" in capsys.readouterr().err
+
+
+def test_ward_tree_of_weighted_centres_matches_scipy_on_the_works():
+    from scipy.cluster.hierarchy import linkage as scipy_linkage
+
+    from stylecluster.viz.comparison import geometry, linkage
+
+    rng = np.random.default_rng(0)
+    sizes = [5, 8, 6, 4, 9]
+    centres = rng.normal(0, 5, size=(len(sizes), 3))
+    fused = np.concatenate([np.repeat(c[None], n, axis=0) for c, n in zip(centres, sizes)])  # every work at its centre
+    points = pd.DataFrame({"cluster": np.repeat(np.arange(len(sizes)), sizes)})
+    mine = linkage(geometry(points, fused + 1e-12))
+    # scipy's Ward over every work: its last k-1 merges are the clusters' merges
+    assert np.allclose(mine[:, 2], scipy_linkage(fused, "ward")[-(len(sizes) - 1):, 2])
+
+
+def test_works_between_two_clusters(explorer):
+    from stylecluster import viz
+    from stylecluster.errors import InputError
+    from stylecluster.viz.comparison import geometry, memberships
+
+    member = memberships(explorer.fused, geometry(explorer.points, explorer.fused))
+    assert np.allclose(member.sum(axis=1), 1.0)
+    # the synthetic collection's misplaced works (true group g0, assigned 1) sit between 0 and 1
+    result = viz.compare(explorer, 0, 1, n=50)
+    assert result.distance > 2  # well-separated blobs
+    strays = explorer.points[(explorer.points["cluster"] == 1) & explorer.points["path"].str.startswith("g0/")]
+    assert set(strays["path"]) <= set(result.between["path"])
+    assert (result.between[["membership_a", "membership_b"]].min(axis=1).diff().dropna() <= 1e-12).all()  # most balanced first
+    with pytest.raises(InputError, match="no cluster 99"):
+        viz.compare(explorer, 0, 99)
+    fig = viz.dendrogram(explorer)
+    assert len(fig.layout.yaxis.ticktext) == explorer.points["cluster"].nunique()
+
+
+def test_report_compares_neighbouring_clusters(report):
+    page = (report.folder / "compare.html").read_text()
+    assert "Works between" in page and "Every pair" in page and "<script" not in page
+    assert 'id="sc-tree"' in report.index.read_text()

@@ -9,6 +9,7 @@ Layout of ``OUT/``::
     thumbs/<sha256>.jpg     thumbnails (named by content hash: no file name reaches a URL)
     patches/<sha256>.png    DoG patch strips of the images shown on cluster pages
     montages/cluster-3.jpg  each cluster's most typical works in a row
+    compare.html            each cluster beside its nearest: works between, typical patches, distances
     atlas.jpg               every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`)
     CLUSTERS.names.csv      the clusters' names (:mod:`~stylecluster.viz.names`), sizes, compositions, spans
 
@@ -44,6 +45,8 @@ from .patch_strip import PatchStrip, write_patch_strips
 from .provenance import config_for_store
 from .thumbs import ensure_thumbnails
 from .chronology import time_fragment
+from .comparison import dendrogram_figure, geometry
+from .comparison_page import compare_page
 from .atlas import build_atlas
 from .umap_map import UmapParams, copy_thumbnails, map_fragment, thumbnail_order, umap_coordinates
 from ..errors import InputError
@@ -181,7 +184,7 @@ def _summary_line(explorer, all_members: list[ClusterMembers]) -> str:
     return line + (f", {unclaimed} not claimed by any" if unclaimed else "") + "."
 
 
-def index_page(explorer, all_members, metrics, map_html: str, names: dict[int, str], montages: set[int], time_html: str = "") -> str:
+def index_page(explorer, all_members, metrics, map_html: str, names: dict[int, str], montages: set[int], time_html: str = "", tree_html: str = "") -> str:
     store_name = Path(explorer.store.path).name
     parts = [
         f"<h1>Style clusters of {esc(store_name)}</h1>",
@@ -196,6 +199,8 @@ def index_page(explorer, all_members, metrics, map_html: str, names: dict[int, s
         '(<code>--names names.json</code>). All of them are in <a href="CLUSTERS.names.csv">CLUSTERS.names.csv</a>.</p>',
         _sizes_table(all_members, explorer.points, explorer.label_column, names, montages),
     ]
+    if tree_html:
+        parts += ["<h2>How the clusters relate</h2>", '<p><a href="compare.html">Compare neighbouring clusters: the works between them and their brush strokes</a></p>', tree_html]
     if time_html:
         parts += ["<h2>Time</h2>", time_html]
     return page(f"Style clusters of {store_name}", "\n".join(parts))
@@ -320,5 +325,20 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
         if write_montage(files, out / "montages" / montage_name(members.cluster)) is not None:
             montages.add(members.cluster)
     time_html = time_fragment(points, table, include_plotlyjs=False) if explorer.has_years else ""
-    result.index.write_text(index_page(explorer, all_members, result.metrics, map_html, names, montages, time_html), encoding="utf-8")
+    tree_html = _write_comparison(explorer, out, all_members, label_of(table), thumbs, strips)
+    result.index.write_text(index_page(explorer, all_members, result.metrics, map_html, names, montages, time_html, tree_html), encoding="utf-8")
     return result
+
+
+def _write_comparison(explorer, out: Path, all_members: list[ClusterMembers], names: dict[int, str], thumbs: dict, strips: dict) -> str:
+    """Write compare.html; return the merge tree for the index ("" with fewer than two clusters)."""
+    import plotly.io as pio
+
+    if sum(m.cluster >= 0 for m in all_members) < 2:
+        return ""
+    geo = geometry(explorer.points, explorer.fused)
+    typical = {m.cluster: next(iter(m.sections.values())) for m in all_members if m.cluster >= 0}
+    html = compare_page(explorer.points, explorer.fused, geo, names, typical, thumbs, strips, lambda c: f"clusters/{page_name(c)}")
+    save_atomic(out / "compare.html", html)
+    return pio.to_html(dendrogram_figure(geo, names), include_plotlyjs=False, full_html=False, div_id="sc-tree",
+                       config={"displaylogo": False, "responsive": True})
