@@ -309,6 +309,8 @@ def test_report_timeline_names_and_montages(browser, explorer, tmp_path):
     assert any(hostile in text for text in legend)
     ticks = browser.execute_script("return Array.from(document.querySelectorAll('#sc-timeline .ytick text')).map(e => e.textContent);")
     assert any(hostile in text for text in ticks)
+    tree = browser.execute_script("return Array.from(document.querySelectorAll('#sc-tree .ytick text')).map(e => e.textContent);")
+    assert len(tree) == n_clusters and any(hostile in t for t in tree)
     text = browser.execute_script("return document.body.innerText;")
     assert hostile in text
     montages = browser.execute_script(
@@ -322,6 +324,13 @@ def test_report_timeline_names_and_montages(browser, explorer, tmp_path):
     _open(browser, report.pages[1])
     assert hostile in browser.execute_script("return document.body.innerText;")
     _no_alert(browser)
+
+    _open(browser, report.folder / "compare.html")
+    images = browser.execute_script("return Array.from(document.images).map(im => im.complete && im.naturalWidth > 0);")
+    assert images and all(images)  # works between, and the typical works' patch strips
+    assert hostile in browser.execute_script("return document.body.innerText;")
+    _no_alert(browser)
+    assert _errors(browser) == []
 
 
 def test_images_mode_draws_the_thumbnails_with_webgl(browser, explorer, tmp_path):
