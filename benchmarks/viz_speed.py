@@ -83,7 +83,7 @@ def _time_atlas(explorer, cache: Path) -> tuple[float, float]:
     thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache)
     start = time.perf_counter()
     atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)])
-    return time.perf_counter() - start, len(atlas.image) / 1e6
+    return time.perf_counter() - start, len(atlas.script_text()) / 1e6
 
 
 def _browser_times(html: Path, timeline: Path) -> dict:

@@ -317,6 +317,9 @@ def test_report_timeline_names_and_montages(browser, explorer, tmp_path):
         "return Array.from(document.images).filter(im => im.src.indexOf('/montages/') >= 0).map(im => im.complete && im.naturalWidth > 0);"
     )
     assert len(montages) == n_clusters and all(montages)
+    # the atlas of a page opened from disk comes from atlas.js beside it (see stylecluster.viz.atlas)
+    browser.execute_script("window.styleMap.showImages(true);")
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return !!window.styleMap.atlasDrawn;"))
     _no_alert(browser)
     assert _errors(browser) == []
     browser.save_screenshot(str(tmp_path / "report-time.png"))

@@ -10,12 +10,20 @@ SwiftShader, the software WebGL of headless Chromium, allows 8192): 64 px up to 
 40 px at 10k, never below 16 (~65k images; beyond that a later, tiled atlas is needed). The cell
 is the thumbnail's longest side; the shader keeps its proportions.
 
+A page opened from disk (``file://``) may not give WebGL a picture loaded from another file: Chromium
+treats every file as its own origin, and a texture from another origin is refused (measured: the
+10k-image map in folder mode never drew). So the atlas travels as a data URI — inline in a
+self-contained map, else in a script file beside the page (``atlas.js``) that the page loads only
+when the reader first switches to images (a script may load across files; the picture inside it
+is then same-origin).
+
 The canvas sits above plotly's WebGL points and below its selection outline and hover layer,
 and lets the mouse through, so hovering, clicking, lasso and search work the same in both modes.
 """
 from __future__ import annotations
 
 import io
+import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,12 +47,15 @@ class Atlas:
     cell: int
     rects: list[list[int]]  # per thumbnail, in the given order: x, y, width, height in the atlas
 
-    def data(self, src: str) -> dict:
-        """What the page's script needs; ``src`` is the atlas's URL (a data URI or a relative path)."""
-        return {"src": src, "size": list(self.size), "rect": self.rects, "sprite": BASE_SPRITE}
+    def data(self, script: str | None = None) -> dict:
+        """What the page's script needs: the atlas inline, or ``script``, the relative URL of the
+        file written by :meth:`script_text`."""
+        where = {"script": script} if script else {"src": jpeg_uri(self.image)}
+        return {**where, "size": list(self.size), "rect": self.rects, "sprite": BASE_SPRITE}
 
-    def uri(self) -> str:
-        return jpeg_uri(self.image)
+    def script_text(self) -> str:
+        """The content of ``atlas.js``: hands the atlas's data URI to the page."""
+        return f"window.styleMapAtlasLoaded({json.dumps(jpeg_uri(self.image))});\n"
 
 
 def cell_size(n: int) -> int:
@@ -162,7 +173,12 @@ ATLAS_JS = """
         gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.LINEAR);
         draw();
       };
-      img.src = atlas.src;
+      if (atlas.src) { img.src = atlas.src; } else {
+        window.styleMapAtlasLoaded = function (uri) { img.src = uri; };
+        var script = document.createElement('script');
+        script.src = atlas.script;
+        document.head.appendChild(script);
+      }
     } else { draw(); }
   }
   button.addEventListener('click', function () { show(!images); });

@@ -112,7 +112,8 @@ def decade_figure(points: pd.DataFrame, table: pd.DataFrame):
             stackgroup="shares",
             line={"width": 0.5, "color": colours[cluster]},
             name=esc(labels[cluster]),
-            hovertemplate="%{x}s: %{y:.0f} %<extra>" + esc(labels[cluster]) + "</extra>",
+            # the trace's (escaped) name labels the value; a name inside a template could hold "%{...}"
+            hovertemplate="%{y:.0f} %",
         ))
     fig.update_layout(
         title={"text": "Each cluster's share of the dated works of every decade", "x": 0.01},

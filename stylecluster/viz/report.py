@@ -10,7 +10,7 @@ Layout of ``OUT/``::
     patches/<sha256>.png    DoG patch strips of the images shown on cluster pages
     montages/cluster-3.jpg  each cluster's most typical works in a row
     compare.html            each cluster beside its nearest: works between, typical patches, distances
-    atlas.jpg               every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`)
+    atlas.js                every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`)
     CLUSTERS.names.csv      the clusters' names (:mod:`~stylecluster.viz.names`), sizes, compositions, spans
 
 Clusters are named from their data, or by a names JSON file; with years, the index also shows
@@ -316,8 +316,8 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
     thumb_src = {sha: f"thumbs/{f.name}" for sha, f in thumbs.items()}
     hrefs = {c: f"clusters/{page_name(c)}" for c in order}
     atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)], workers)
-    save_atomic(out / "atlas.jpg", atlas.image)
-    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs, label_of(table), atlas.data("atlas.jpg"))
+    save_atomic(out / "atlas.js", atlas.script_text())
+    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs, label_of(table), atlas.data("atlas.js"))
     montages = set()
     for members in all_members:
         typical = next(iter(members.sections.values()))

@@ -375,18 +375,18 @@ def write_map(
     atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)], workers)
     if len(points) <= embed_limit:
         thumb_src = {sha: data_uri(f) for sha, f in thumbs.items()}
-        atlas_src = atlas.uri()
+        atlas_data = atlas.data()
     else:
         thumbs_dir = out.parent / f"{out.stem}_files" / "thumbs"
         copy_thumbnails(thumbs, thumbs_dir)
         rel = thumbs_dir.relative_to(out.parent).as_posix()
         thumb_src = {sha: f"{rel}/{f.name}" for sha, f in thumbs.items()}
-        atlas_src = save_atomic(thumbs_dir.parent / "atlas.jpg", atlas.image).relative_to(out.parent).as_posix()
+        atlas_data = atlas.data(save_atomic(thumbs_dir.parent / "atlas.js", atlas.script_text()).relative_to(out.parent).as_posix())
     store_name = Path(explorer.store.path).name
     colouring = explorer.label_column if color_by == "label" else "cluster"
     title = f"Style map of {store_name}: {len(points)} images by {colouring}"
     labels = label_of(cluster_names(explorer, names)) if explorer.has_clusters else None
     fragment = map_fragment(points, coords, thumb_src, color_by, explorer.label_column, title, cluster_labels=labels,
-                            atlas=atlas.data(atlas_src))
+                            atlas=atlas_data)
     save_atomic(out, page(title, fragment))
     return MapResult(out, thumbs_dir, len(points), len(thumbs))
