@@ -36,6 +36,10 @@ import pandas as pd
 from ..config import Config
 from ..evaluate import composition, evaluate_clusters
 from ..io import OutputError, check_writable, printable, save_atomic
+from .atlas import build_atlas
+from .chronology import time_fragment
+from .comparison import dendrogram_figure, geometry
+from .comparison_page import compare_page
 from .data import NO_LABEL
 from .html import bar_chart, esc, page, table
 from .members import ClusterMembers, cluster_members
@@ -44,10 +48,6 @@ from .names import cluster_names, label_of
 from .patch_strip import PatchStrip, write_patch_strips
 from .provenance import config_for_store
 from .thumbs import ensure_thumbnails
-from .chronology import time_fragment
-from .comparison import dendrogram_figure, geometry
-from .comparison_page import compare_page
-from .atlas import build_atlas
 from .umap_map import UmapParams, copy_thumbnails, map_fragment, thumbnail_order, umap_coordinates
 from ..errors import InputError
 
