@@ -1,4 +1,6 @@
-"""Exploration speed: the style map and the HTML report for ~10k images (target: < 2 min together).
+"""Exploration speed: the style map and the HTML report for ~10k images (target: < 2 min together),
+and the views of issue 16: the image atlas and the timeline (target: each built in < 2 min, drawn
+in the browser in < 5 s).
 
 Collections measured:
 
@@ -11,7 +13,10 @@ Collections measured:
 Every run starts cold: a fresh visualisation cache (UMAP fit and all thumbnails), in a new
 process so numba compiles UMAP as a user's first ``stylecluster plot`` would. The report reuses
 what the map cached, as it does when both are made. When Chromium is installed the map is also
-opened headless to time how long until its 10k WebGL points are drawn.
+opened headless to time how long until its 10k WebGL points are drawn (``browser_ready_s``), and
+then how long the images mode takes from the click until the atlas is drawn (``images_drawn_s``).
+``map_s`` includes building the atlas; ``atlas_s`` times that step alone (thumbnails cached),
+``timeline_s`` the timeline page (timeline + decade shares), ``timeline_ready_s`` its first draw.
 
     python benchmarks/viz_speed.py
     python benchmarks/viz_speed.py --store /work/stores/wikiart-exp.store --labels ../shared/data/wikiart-styles/labels.csv
@@ -31,13 +36,14 @@ from pathlib import Path
 
 from common import print_table, write_json
 
-COLUMNS = ["collection", "images", "load_s", "map_s", "report_s", "total_s", "map_mb", "index_mb", "pages", "shown", "browser_ready_s"]
+COLUMNS = ["collection", "images", "load_s", "map_s", "report_s", "total_s", "map_mb", "index_mb", "pages", "shown", "atlas_s", "atlas_mb",
+           "timeline_s", "browser_ready_s", "images_drawn_s", "timeline_ready_s"]
 
 
 def _timed_run(store: Path, clusters: Path, labels: Path | None, label_column: str | None, work: Path) -> dict:
     """Map + report in this process, from a cold cache; returns the timings and sizes."""
     from stylecluster.store import load_store
-    from stylecluster.viz import load_explorer, write_map, write_report
+    from stylecluster.viz import load_explorer, write_map, write_report, write_timeline
 
     cache = work / "cache"
     start = time.perf_counter()
@@ -47,6 +53,10 @@ def _timed_run(store: Path, clusters: Path, labels: Path | None, label_column: s
     mapped = time.perf_counter()
     report = write_report(explorer, work / "report", cache=cache)
     done = time.perf_counter()
+    atlas_s, atlas_mb = _time_atlas(explorer, cache)
+    start_timeline = time.perf_counter()
+    write_timeline(explorer, work / "timeline.html")
+    timeline_s = time.perf_counter() - start_timeline
     return {
         "images": len(explorer.points),
         "load_s": loaded - start,
@@ -58,13 +68,29 @@ def _timed_run(store: Path, clusters: Path, labels: Path | None, label_column: s
         "index_mb": report.index.stat().st_size / 1e6,
         "pages": len(report.pages),
         "shown": report.n_shown,
+        "atlas_s": atlas_s,
+        "atlas_mb": atlas_mb,
+        "timeline_s": timeline_s,
     }
 
 
-def _browser_ready(html: Path) -> float | None:
-    """Seconds from navigation until every point of the WebGL map is drawn; None without Chromium."""
+def _time_atlas(explorer, cache: Path) -> tuple[float, float]:
+    from stylecluster.viz.atlas import build_atlas
+    from stylecluster.viz.thumbs import ensure_thumbnails
+    from stylecluster.viz.umap_map import thumbnail_order
+
+    points = explorer.points
+    thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache)
+    start = time.perf_counter()
+    atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)])
+    return time.perf_counter() - start, len(atlas.script_text()) / 1e6
+
+
+def _browser_times(html: Path, timeline: Path) -> dict:
+    """Seconds from navigation until every point of the WebGL map is drawn, from the click until
+    the images are drawn, and from navigation until the timeline page is drawn; empty without Chromium."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        return None
+        return {}
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
@@ -83,7 +109,18 @@ def _browser_ready(html: Path) -> float | None:
             "var gd = document.getElementById('sc-map');"
             "return !!(window.styleMap && gd._fullData && gd.querySelector('canvas')) && gd._fullData.reduce((s, t) => s + t.x.length, 0);"
         ))
-        return time.perf_counter() - start
+        ready = time.perf_counter() - start
+        start = time.perf_counter()
+        driver.execute_script("window.styleMap.showImages(true);")
+        WebDriverWait(driver, 120).until(lambda d: d.execute_script("return !!window.styleMap.atlasDrawn;"))
+        images = time.perf_counter() - start
+        start = time.perf_counter()
+        driver.get(timeline.resolve().as_uri())
+        WebDriverWait(driver, 120).until(lambda d: d.execute_script(
+            "var t = document.getElementById('sc-timeline'), s = document.getElementById('sc-decades');"
+            "return !!(t && t._fullData && t.querySelector('canvas') && s && s._fullData);"
+        ))
+        return {"browser_ready_s": ready, "images_drawn_s": images, "timeline_ready_s": time.perf_counter() - start}
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
@@ -114,7 +151,7 @@ def _measure(name: str, store: Path, clusters: Path, labels: Path | None, label_
         command += ["--labels", str(labels), "--label-column", label_column]
     output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
     row = {"collection": name, **json.loads(output.strip().splitlines()[-1])}
-    row["browser_ready_s"] = _browser_ready(work / "map.html")
+    row.update(_browser_times(work / "map.html", work / "timeline.html"))
     return row
 
 
@@ -150,7 +187,8 @@ def main() -> None:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     print_table(rows, COLUMNS)
-    print(f"wrote {write_json('viz_speed.json', {'target_total_s': 120, 'results': rows})}")
+    targets = {"target_total_s": 120, "target_atlas_s": 120, "target_timeline_s": 120, "target_first_draw_s": 5}
+    print(f"wrote {write_json('viz_speed.json', {**targets, 'results': rows})}")
 
 
 if __name__ == "__main__":

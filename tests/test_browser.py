@@ -174,3 +174,202 @@ def test_report_index_and_cluster_page(browser, explorer, tmp_path):
     _no_alert(browser)
     assert _errors(browser) == []
     browser.save_screenshot(str(tmp_path / "cluster-0.png"))
+
+
+# ----------------------------------------------------------------------------- issue 16 views
+
+
+def _point_pixels(driver) -> dict[int, tuple[float, float]]:
+    """Every point's position in pixels from the plot div's top-left corner, by point index."""
+    rows = driver.execute_script(
+        "var gd = document.getElementById('sc-map'), fl = gd._fullLayout, out = [];"
+        "gd._fullData.forEach(function (t) { for (var k = 0; k < t.x.length; k++) {"
+        "  out.push([t.customdata[k], fl.xaxis.l2p(t.x[k]) + fl._size.l, fl.yaxis.l2p(t.y[k]) + fl._size.t]); } });"
+        "return out;"
+    )
+    return {int(i): (x, y) for i, x, y in rows}
+
+
+def _inside(polygon, x, y) -> bool:
+    """Ray casting: is (x, y) inside the closed polygon?"""
+    inside = False
+    for (x1, y1), (x2, y2) in zip(polygon, polygon[1:] + polygon[:1]):
+        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+    return inside
+
+
+def _distance_to_edges(polygon, x, y) -> float:
+    best = np.inf
+    for (x1, y1), (x2, y2) in zip(polygon, polygon[1:] + polygon[:1]):
+        d = np.array([x2 - x1, y2 - y1])
+        t = np.clip(np.dot([x - x1, y - y1], d) / max(np.dot(d, d), 1e-9), 0, 1)
+        best = min(best, float(np.hypot(x - x1 - t * d[0], y - y1 - t * d[1])))
+    return best
+
+
+def test_lasso_selects_and_exports_exactly_the_rows_inside(browser, explorer, tmp_path):
+    import pandas as pd
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    result = write_map(explorer, tmp_path / "map.html", workers=1)
+    _open(browser, result.html)
+    _wait_for_map(browser)
+    pixels = _point_pixels(browser)
+    xs, ys = np.array([p[0] for p in pixels.values()]), np.array([p[1] for p in pixels.values()])
+    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+    w, h = x1 - x0, y1 - y0
+    shape = ((-0.05, -0.05), (0.55, 0.02), (0.7, 0.55), (0.3, 0.85), (-0.05, 0.5))
+    # The first scaling of the shape whose edges pass no point closer than 5 px (a point on the
+    # edge could go either way).
+    for scale in np.linspace(1.0, 0.5, 26):
+        polygon = [(x0 + scale * f * w, y0 + scale * g * h) for f, g in shape]
+        if min(_distance_to_edges(polygon, x, y) for x, y in pixels.values()) >= 5:
+            break
+    else:
+        pytest.fail("no lasso shape clear of the points")
+    expected = sorted(i for i, (x, y) in pixels.items() if _inside(polygon, x, y))
+    assert 5 < len(expected) < N_IMAGES - 5
+
+    plot = browser.find_element(By.ID, "sc-map")
+    ActionChains(browser).move_to_element(plot).perform()  # the tool bar shows while the mouse is over the plot
+    lasso = browser.find_element(By.CSS_SELECTOR, '.modebar-btn[data-attr="dragmode"][data-val="lasso"]')
+    WebDriverWait(browser, 10).until(lambda d: lasso.is_displayed())
+    lasso.click()
+    size = plot.size
+    steps = []
+    for (ax, ay), (bx, by) in zip(polygon, polygon[1:] + polygon[:1]):
+        steps += [(ax + (bx - ax) * k / 8, ay + (by - ay) * k / 8) for k in range(8)]
+    steps.append(polygon[0])
+    chain = ActionChains(browser, duration=10)
+    chain.move_to_element_with_offset(plot, int(steps[0][0] - size["width"] / 2), int(steps[0][1] - size["height"] / 2)).click_and_hold()
+    for (ax, ay), (bx, by) in zip(steps, steps[1:]):
+        chain.move_by_offset(int(round(bx)) - int(round(ax)), int(round(by)) - int(round(ay)))
+    chain.release().perform()
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return window.styleMap.selected().length;") > 0)
+    assert browser.execute_script("return window.styleMap.selected();") == expected
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#sc-selected > div")) == len(expected)
+
+    # The download link hands over exactly those rows.
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    browser.find_element(By.ID, "sc-export").click()
+    WebDriverWait(browser, 20).until(lambda d: (downloads / "selection.csv").is_file())
+    exported = pd.read_csv(downloads / "selection.csv", keep_default_na=False)
+    names = browser.execute_script("return window.styleMap.data.name;")
+    assert exported["path"].tolist() == [names[i] for i in expected]
+    points = explorer.points.set_index("path")
+    assert exported["style"].tolist() == points.loc[exported["path"], "label"].tolist()
+    assert exported["cluster"].tolist() == points.loc[exported["path"], "cluster"].tolist()
+    _no_alert(browser)
+    assert _errors(browser) == []
+    browser.save_screenshot(str(tmp_path / "lasso.png"))
+
+
+def test_search_finds_by_artist_and_title(browser, explorer, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    result = write_map(explorer, tmp_path / "map.html", workers=1)
+    _open(browser, result.html)
+    _wait_for_map(browser)
+    browser.find_element(By.ID, "sc-search").send_keys("ARTIST_3")
+    expected = np.flatnonzero((explorer.points["artist"] == "artist_3").to_numpy()).tolist()
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return window.styleMap.selected();") == expected)
+    assert browser.find_element(By.ID, "sc-found").text == f"{len(expected)} works found"
+    # plotly dims the rest: each trace's selected points are the matches in it
+    chosen = browser.execute_script(
+        "return document.getElementById('sc-map')._fullData.map(t => (t.selectedpoints || []).map(k => t.customdata[k]));"
+    )
+    assert sorted(i for trace in chosen for i in trace) == expected
+    assert browser.execute_script("return window.styleMap.search('work 7');") == [7]  # titles too
+    assert _errors(browser) == []
+
+
+def test_report_timeline_names_and_montages(browser, explorer, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    hostile = "<img src=x onerror=alert(3)> Venetian & co"
+    report = write_report(explorer, tmp_path / "report", per_section=5, workers=1, names={1: hostile})
+    _open(browser, report.index)
+    _wait_for_map(browser)
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+        "var t = document.getElementById('sc-timeline'), s = document.getElementById('sc-decades');"
+        "return !!(t && t._fullData && s && s._fullData);"
+    ))
+    n_clusters = explorer.points["cluster"].nunique()
+    timeline = browser.execute_script("return document.getElementById('sc-timeline')._fullData.map(t => [t.type, t.x.length]);")
+    assert len(timeline) == n_clusters and {t[0] for t in timeline} == {"scattergl"}
+    assert sum(t[1] for t in timeline) == explorer.points["year"].notna().sum()
+    assert browser.execute_script("return document.getElementById('sc-decades')._fullData.length;") == n_clusters
+    legend = browser.execute_script("return Array.from(document.querySelectorAll('#sc-map .legendtext')).map(e => e.textContent);")
+    assert any(hostile in text for text in legend)
+    ticks = browser.execute_script("return Array.from(document.querySelectorAll('#sc-timeline .ytick text')).map(e => e.textContent);")
+    assert any(hostile in text for text in ticks)
+    tree = browser.execute_script("return Array.from(document.querySelectorAll('#sc-tree .ytick text')).map(e => e.textContent);")
+    assert len(tree) == n_clusters and any(hostile in t for t in tree)
+    text = browser.execute_script("return document.body.innerText;")
+    assert hostile in text
+    montages = browser.execute_script(
+        "return Array.from(document.images).filter(im => im.src.indexOf('/montages/') >= 0).map(im => im.complete && im.naturalWidth > 0);"
+    )
+    assert len(montages) == n_clusters and all(montages)
+    # the atlas of a page opened from disk comes from atlas.js beside it (see stylecluster.viz.atlas)
+    browser.execute_script("window.styleMap.showImages(true);")
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return !!window.styleMap.atlasDrawn;"))
+    _no_alert(browser)
+    assert _errors(browser) == []
+    browser.save_screenshot(str(tmp_path / "report-time.png"))
+
+    _open(browser, report.pages[1])
+    assert hostile in browser.execute_script("return document.body.innerText;")
+    _no_alert(browser)
+
+    _open(browser, report.folder / "compare.html")
+    images = browser.execute_script("return Array.from(document.images).map(im => im.complete && im.naturalWidth > 0);")
+    assert images and all(images)  # works between, and the typical works' patch strips
+    assert hostile in browser.execute_script("return document.body.innerText;")
+    _no_alert(browser)
+    assert _errors(browser) == []
+
+
+def test_images_mode_draws_the_thumbnails_with_webgl(browser, explorer, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    result = write_map(explorer, tmp_path / "map.html", workers=1)
+    _open(browser, result.html)
+    _wait_for_map(browser)
+    browser.save_screenshot(str(tmp_path / "dots.png"))
+    browser.find_element(By.ID, "sc-mode").click()
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return !!window.styleMap.atlasDrawn;"))
+    assert browser.find_element(By.ID, "sc-mode").text == "show dots"
+
+    def painted() -> int:
+        # Pixels the atlas canvas painted (its clear colour is transparent).
+        return browser.execute_script(
+            "var c = document.getElementById('sc-atlas'), gl = c.getContext('webgl'), px = new Uint8Array(c.width * c.height * 4);"
+            "gl.readPixels(0, 0, c.width, c.height, gl.RGBA, gl.UNSIGNED_BYTE, px);"
+            "var n = 0; for (var i = 3; i < px.length; i += 4) { n += px[i] > 0; } return n;"
+        )
+
+    at_first = painted()
+    sprite = browser.execute_script("return window.styleMap.data.atlas.sprite;")
+    assert at_first > 0.3 * N_IMAGES * sprite * sprite * 0.75 / 4  # most images drawn, even where they overlap
+    browser.save_screenshot(str(tmp_path / "images.png"))
+    # The thumbnails are striped and coloured: the screenshot holds colours the dots never do.
+    before = np.asarray(Image.open(tmp_path / "dots.png").convert("RGB")).reshape(-1, 3)
+    after = np.asarray(Image.open(tmp_path / "images.png").convert("RGB")).reshape(-1, 3)
+    assert len({tuple(p) for p in after[::7]}) > 3 * len({tuple(p) for p in before[::7]})
+
+    # Zooming in redraws larger images
+    browser.execute_script("var gd = document.getElementById('sc-map'), r = gd._fullLayout.xaxis.range, q = gd._fullLayout.yaxis.range;"
+                           "Plotly.relayout(gd, {'xaxis.range': [r[0], (r[0] + r[1]) / 2], 'yaxis.range': [q[0], (q[0] + q[1]) / 2]});")
+    WebDriverWait(browser, 10).until(lambda d: painted() != at_first)
+    browser.find_element(By.ID, "sc-mode").click()
+    assert not browser.find_element(By.ID, "sc-atlas").is_displayed()
+    _no_alert(browser)
+    assert _errors(browser) == []

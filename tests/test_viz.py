@@ -330,3 +330,123 @@ def test_cli_plot_report_similar(collection, tmp_path, capsys):
     assert lines[1].split()[:2] == ["1", "1.000"] and lines[1].endswith(query)
     assert query in similar.read_text() and "data:image/jpeg;base64," in similar.read_text()
     assert main(["similar", store, "no/such/image.jpg", "-q"]) == 2
+
+
+# ----------------------------------------------------------------------------- names and time (issue 16)
+
+
+def test_cluster_names_from_labels_and_years():
+    from stylecluster.viz.names import name_table
+
+    points = pd.DataFrame({
+        "cluster": [0] * 10 + [1] * 4 + [-1] * 2,
+        "label": ["Baroque"] * 7 + ["Rococo"] * 2 + ["Gothic"] + ["Pop"] * 3 + ["(no label)"] + ["Pop", "Pop"],
+        "year": [1690.0 + 10 * i for i in range(10)] + [np.nan] * 6,
+    })
+    table = name_table(points, has_labels=True).set_index("cluster")
+    # Gothic (10 %) is the third value: only two are named; the span is the middle 80 % of the years
+    assert table.loc[0, "name"] == "Baroque 70 % · Rococo 20 % · 1699–1771"
+    assert table.loc[1, "name"] == "Pop 100 %"  # shares among the labelled works; no years, no span
+    assert table.loc[-1, "name"] == "outliers: Pop 100 %"
+    assert table.index.tolist() == [0, 1, -1]
+    assert name_table(points.drop(columns="year"), has_labels=False)["name"].tolist() == ["cluster 0", "cluster 1", "outliers"]
+
+
+def test_name_overrides_are_validated(tmp_path):
+    from stylecluster.errors import InputError
+    from stylecluster.viz.names import read_name_overrides
+
+    good = tmp_path / "names.json"
+    good.write_text(json.dumps({"3": " Venetian colour ", "-1": "unplaced"}))
+    assert read_name_overrides(good) == {3: "Venetian colour", -1: "unplaced"}
+    for text, message in (("[1, 2]", "JSON object"), ('{"x": "a"}', "not a cluster number"), ('{"1": ""}', "non-empty"), ("{", "not JSON")):
+        good.write_text(text)
+        with pytest.raises(InputError, match=message):
+            read_name_overrides(good)
+
+
+def test_years_are_read_from_free_text_dates():
+    from stylecluster.viz.works import parse_year
+
+    assert [parse_year(v) for v in ("c. 1615", "1885–86", "1890s", 1981, "1981.0")] == [1615, 1885, 1890, 1981, 1981]
+    assert all(np.isnan(parse_year(v)) for v in ("n.d.", "", None, "12345", np.nan))
+
+
+def test_report_names_clusters_in_the_companion_table_and_pages(explorer, tmp_path):
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"2": "<b>Venetian</b> & co"}))
+    report = write_report(explorer, tmp_path / "report", per_section=3, workers=1, names=names)
+    table = pd.read_csv(report.folder / "CLUSTERS.names.csv")
+    assert table.columns.tolist() == ["cluster", "name", "auto_name", "size", "share", "composition", "span"]
+    assert table["size"].sum() == len(explorer.points)
+    row = table.set_index("cluster").loc[2]
+    assert row["name"] == "<b>Venetian</b> & co" and row["auto_name"].startswith("style_2 ")
+    page_text = (report.folder / "clusters" / "cluster-2.html").read_text()
+    assert "&lt;b&gt;Venetian&lt;/b&gt; &amp; co" in page_text and "<b>Venetian" not in page_text
+    index = report.index.read_text()
+    assert 'id="sc-timeline"' in index and 'id="sc-decades"' in index
+    assert len(list((report.folder / "montages").glob("*.jpg"))) == explorer.points["cluster"].nunique()
+
+
+def test_timeline_and_decades_from_the_api(explorer):
+    from stylecluster import viz
+
+    fig = viz.timeline(explorer)
+    assert len(fig.data) == explorer.points["cluster"].nunique()
+    assert sum(len(t.x) for t in fig.data) == explorer.points["year"].notna().sum()
+    shares = viz.decade_shares(explorer.points)
+    assert np.allclose(shares.sum(axis=1), 1.0)
+    assert len(viz.decades(explorer).data) == explorer.points["cluster"].nunique()
+    assert viz.cluster_names(explorer, {0: "mine"}).set_index("cluster").loc[0, "name"] == "mine"
+
+
+def test_cli_report_with_names(collection, tmp_path, capsys):
+    names = tmp_path / "names.json"
+    names.write_text('{"1": "first"}')
+    out = tmp_path / "rep"
+    args = ["report", str(collection.store), "--clusters", str(collection.clusters), "--labels", str(collection.labels), "--out", str(out), "--names", str(names), "--workers", "1"]
+    assert main(args) == 0
+    assert "first" in (out / "CLUSTERS.names.csv").read_text()
+    names.write_text("[]")
+    assert main([*args, "--overwrite"]) == 2
+    assert "JSON object" in capsys.readouterr().err
+
+
+def test_ward_tree_of_weighted_centres_matches_scipy_on_the_works():
+    from scipy.cluster.hierarchy import linkage as scipy_linkage
+
+    from stylecluster.viz.comparison import geometry, linkage
+
+    rng = np.random.default_rng(0)
+    sizes = [5, 8, 6, 4, 9]
+    centres = rng.normal(0, 5, size=(len(sizes), 3))
+    fused = np.concatenate([np.repeat(c[None], n, axis=0) for c, n in zip(centres, sizes)])  # every work at its centre
+    points = pd.DataFrame({"cluster": np.repeat(np.arange(len(sizes)), sizes)})
+    mine = linkage(geometry(points, fused + 1e-12))
+    # scipy's Ward over every work: its last k-1 merges are the clusters' merges
+    assert np.allclose(mine[:, 2], scipy_linkage(fused, "ward")[-(len(sizes) - 1):, 2])
+
+
+def test_works_between_two_clusters(explorer):
+    from stylecluster import viz
+    from stylecluster.errors import InputError
+    from stylecluster.viz.comparison import geometry, memberships
+
+    member = memberships(explorer.fused, geometry(explorer.points, explorer.fused))
+    assert np.allclose(member.sum(axis=1), 1.0)
+    # the synthetic collection's misplaced works (true group g0, assigned 1) sit between 0 and 1
+    result = viz.compare(explorer, 0, 1, n=50)
+    assert result.distance > 2  # well-separated blobs
+    strays = explorer.points[(explorer.points["cluster"] == 1) & explorer.points["path"].str.startswith("g0/")]
+    assert set(strays["path"]) <= set(result.between["path"])
+    assert (result.between[["membership_a", "membership_b"]].min(axis=1).diff().dropna() <= 1e-12).all()  # most balanced first
+    with pytest.raises(InputError, match="no cluster 99"):
+        viz.compare(explorer, 0, 99)
+    fig = viz.dendrogram(explorer)
+    assert len(fig.layout.yaxis.ticktext) == explorer.points["cluster"].nunique()
+
+
+def test_report_compares_neighbouring_clusters(report):
+    page = (report.folder / "compare.html").read_text()
+    assert "Works between" in page and "Every pair" in page and "<script" not in page
+    assert 'id="sc-tree"' in report.index.read_text()

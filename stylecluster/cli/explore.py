@@ -22,6 +22,11 @@ def _add_explore_inputs(p: argparse.ArgumentParser, clusters_required: bool = Tr
     p.add_argument("--label-column", help="label column to show (default: --color-by if it names one, else the first label column)")
 
 
+def _add_names_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--names", metavar="NAMES.json",
+                   help='cluster names overriding those made from the data, e.g. {"3": "Venetian colour"}')
+
+
 def _explorer(args: argparse.Namespace, label_column: str | None = None):
     from ..store import load_store
     from ..viz.data import load_explorer
@@ -41,6 +46,7 @@ def _add_plot(sub) -> None:
     p.add_argument("--embed-limit", type=int, default=EMBED_LIMIT,
                    help=f"largest collection written as one self-contained file; larger ones get thumbnails in <out>_files/ (default {EMBED_LIMIT})")
     p.add_argument("--seed", type=int, default=0, help="UMAP seed (default 0)")
+    _add_names_option(p)
     p.add_argument("--workers", type=int, default=2, help="threads making thumbnails (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_config_options(p)
@@ -53,7 +59,8 @@ def run_plot(args: argparse.Namespace) -> int:
     out = check_output(args.out, args.overwrite)
     by_label = args.color_by != "cluster"
     explorer = _explorer(args, args.color_by if by_label else None)
-    result = write_map(explorer, out, "label" if by_label else "cluster", args.embed_limit, umap_params=UmapParams(seed=args.seed), workers=args.workers)
+    result = write_map(explorer, out, "label" if by_label else "cluster", args.embed_limit, umap_params=UmapParams(seed=args.seed),
+                       workers=args.workers, names=args.names)
     size = out.stat().st_size / 1e6
     where = "self-contained" if result.self_contained else f"thumbnails in {result.thumbs_dir}"
     print(f"wrote {out}: {result.n_points} images, {size:.1f} MB, {where}")
@@ -66,6 +73,7 @@ def _add_report(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="report folder (open DIR/index.html)")
     p.add_argument("--per-section", type=int, default=12, help="images per section of a cluster page (default 12)")
     p.add_argument("--seed", type=int, default=0, help="UMAP seed (default 0)")
+    _add_names_option(p)
     p.add_argument("--workers", type=int, default=2, help="threads making thumbnails and patches (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace a report made earlier in DIR")
     add_config_options(p)
@@ -79,7 +87,7 @@ def run_report(args: argparse.Namespace) -> int:
     check_folder(Path(args.out), args.overwrite)
     explorer = _explorer(args)
     result = write_report(explorer, Path(args.out), args.per_section, config_for(args), umap_params=UmapParams(seed=args.seed),
-                          workers=args.workers, overwrite=args.overwrite)
+                          workers=args.workers, overwrite=args.overwrite, names=args.names)
     print(f"wrote {result.index}: {result.n_images} images, {len(result.pages)} cluster pages, {result.n_shown} images shown with their patches")
     return 0
 

@@ -7,6 +7,11 @@
     write_map(explorer, "map.html", color_by="label")
     write_report(explorer, "report/")
     find_similar(explorer, "images/monet-1.jpg", k=12).neighbours
+    cluster_names(explorer)                 # one row per cluster: name, composition, span
+    timeline(explorer).show()               # year against cluster (labels with a year column)
+    decades(explorer).show()                # each cluster's share of every decade
+    compare(explorer, 2, 5).between         # the works between two clusters; .distance
+    dendrogram(explorer).show()             # the clusters' Ward merge tree, named
 """
 from importlib import import_module
 
@@ -15,6 +20,9 @@ _WHERE = {
     "cluster_members": "members",
     "write_report": "report",
     "StyleIndex": "similar", "find_similar": "similar", "write_similar": "similar",
+    "cluster_names": "names", "read_name_overrides": "names",
+    "timeline": "chronology", "decades": "chronology", "decade_shares": "chronology", "write_timeline": "chronology",
+    "compare": "comparison", "dendrogram": "comparison",
     "EMBED_LIMIT": "umap_map", "UmapParams": "umap_map", "map_figure": "umap_map", "umap_coordinates": "umap_map", "write_map": "umap_map",
 }
 

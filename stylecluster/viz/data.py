@@ -14,6 +14,7 @@ from ..config import FuseConfig
 from ..evaluate import read_labels
 from ..io import printable
 from ..errors import InputError
+from .works import work_facts
 
 log = logging.getLogger("stylecluster")
 
@@ -80,7 +81,8 @@ class Explorer:
     """Images of a store that have a cluster, in store order.
 
     ``points`` columns: ``row`` (index into the store), ``path``, ``sha256``, ``cluster``,
-    ``probability`` and, with labels, ``label`` (``NO_LABEL`` where the table has none).
+    ``probability``, ``year`` (NaN if unknown), ``title`` and ``artist`` ("" if unknown; see
+    :mod:`~stylecluster.viz.works`) and, with labels, ``label`` (``NO_LABEL`` where the table has none).
     Without a clustering (``has_clusters`` false) every cluster is -1 and probability NaN.
     ``fused`` holds their fused coordinates, row for row.
     """
@@ -91,6 +93,11 @@ class Explorer:
     label_column: str | None
     fusion: object
     has_clusters: bool = True
+    year_column: str | None = None  # the labels column the years came from
+
+    @property
+    def has_years(self) -> bool:
+        return bool(self.points["year"].notna().any())
 
     @property
     def images_root(self) -> Path | None:
@@ -133,8 +140,11 @@ def load_explorer(
         labels = read_labels(labels_csv, label_column).rename(columns={label_column: "label"})
         points = points.merge(labels, on="path", how="left")
         points["label"] = points["label"].astype(object).where(points["label"].notna(), NO_LABEL).astype(str)
+        facts, year_column = work_facts(labels_csv, points["path"])
     else:
-        label_column = None
+        label_column = year_column = None
+        facts = pd.DataFrame({"year": np.nan, "title": "", "artist": ""}, index=points.index)
+    points = points.join(facts)
     fusion = load_fusion(store, clusters_csv, fuse)
     fused = fusion.embed(store)[points["row"].to_numpy()]
-    return Explorer(store, points, fused, label_column, fusion, has_clusters=clusters_csv is not None)
+    return Explorer(store, points, fused, label_column, fusion, has_clusters=clusters_csv is not None, year_column=year_column)

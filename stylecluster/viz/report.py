@@ -8,6 +8,13 @@ Layout of ``OUT/``::
                             with the 5 DoG patches its local-branch vector was computed from
     thumbs/<sha256>.jpg     thumbnails (named by content hash: no file name reaches a URL)
     patches/<sha256>.png    DoG patch strips of the images shown on cluster pages
+    montages/cluster-3.jpg  each cluster's most typical works in a row
+    compare.html            each cluster beside its nearest: works between, typical patches, distances
+    atlas.js                every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`)
+    CLUSTERS.names.csv      the clusters' names (:mod:`~stylecluster.viz.names`), sizes, compositions, spans
+
+Clusters are named from their data, or by a names JSON file; with years, the index also shows
+the timeline and each cluster's share of every decade (:mod:`~stylecluster.viz.chronology`).
 
 Every file name and label goes through :func:`~stylecluster.viz.html.esc`; the map's data goes
 through :func:`~stylecluster.viz.html.script_json` and is written into the page as text only.
@@ -28,14 +35,20 @@ import pandas as pd
 
 from ..config import Config
 from ..evaluate import composition, evaluate_clusters
-from ..io import OutputError, check_writable, printable
+from ..io import OutputError, check_writable, printable, save_atomic
+from .atlas import build_atlas
+from .chronology import time_fragment
+from .comparison import dendrogram_figure, geometry
+from .comparison_page import compare_page
 from .data import NO_LABEL
 from .html import bar_chart, esc, page, table
 from .members import ClusterMembers, cluster_members
+from .montage import write_montage
+from .names import cluster_names, label_of
 from .patch_strip import PatchStrip, write_patch_strips
 from .provenance import config_for_store
 from .thumbs import ensure_thumbnails
-from .umap_map import UmapParams, copy_thumbnails, map_fragment, umap_coordinates
+from .umap_map import UmapParams, copy_thumbnails, map_fragment, thumbnail_order, umap_coordinates
 from ..errors import InputError
 
 #: Labels shown per cluster in the composition chart; the rest are summed as "other labels".
@@ -58,6 +71,10 @@ def page_name(cluster: int) -> str:
 
 def cluster_title(cluster: int) -> str:
     return "Outliers (no cluster)" if cluster < 0 else f"Cluster {cluster}"
+
+
+def montage_name(cluster: int) -> str:
+    return page_name(cluster).replace(".html", ".jpg")
 
 
 # ----------------------------------------------------------------------------- cluster pages
@@ -104,6 +121,7 @@ def cluster_page(
     thumbs: dict,
     strips: dict[str, PatchStrip],
     patch_note: str = "",
+    name: str = "",
 ) -> str:
     title = cluster_title(members.cluster)
     nav = ['<a href="../index.html">← all clusters</a>']
@@ -113,6 +131,7 @@ def cluster_page(
     parts = [
         f"<nav>{''.join(nav)}</nav>",
         f"<h1>{esc(title)}</h1>",
+        f'<p class="sc-name" style="font-size:17px;margin:0">{esc(name)}</p>' if name else "",
         f'<p class="muted">{members.size} images · mean probability {members.mean_probability:.3f} · {esc(patch_note)}</p>',
     ]
     if label_column:
@@ -140,12 +159,13 @@ def _metrics_table(metrics: dict) -> str:
     return table(("metric", "value"), rows, numeric=(1,))
 
 
-def _sizes_table(all_members: list[ClusterMembers], points: pd.DataFrame, label_column: str | None) -> str:
+def _sizes_table(all_members: list[ClusterMembers], points: pd.DataFrame, label_column: str | None, names: dict[int, str], montages: set[int]) -> str:
     total = len(points)
-    head = ["cluster", "images", "share", "mean probability"] + ([f"majority {label_column}", "its share"] if label_column else [])
+    head = ["cluster", "name", "most typical", "images", "share", "mean probability"] + ([f"majority {label_column}", "its share"] if label_column else [])
     rows = []
     for m in all_members:
-        cells = [f'<td><a href="clusters/{page_name(m.cluster)}">{esc(cluster_title(m.cluster))}</a></td>']
+        montage = f'<img src="montages/{montage_name(m.cluster)}" alt="" style="height:48px">' if m.cluster in montages else ""
+        cells = [f'<td><a href="clusters/{page_name(m.cluster)}">{esc(cluster_title(m.cluster))}</a></td>', f"<td>{esc(names.get(m.cluster, ''))}</td>", f"<td>{montage}</td>"]
         cells += [f'<td class="num">{v}</td>' for v in (m.size, f"{m.size / total:.1%}", f"{m.mean_probability:.3f}")]
         if label_column:
             counts = points.loc[points["cluster"] == m.cluster, "label"].value_counts()
@@ -164,7 +184,7 @@ def _summary_line(explorer, all_members: list[ClusterMembers]) -> str:
     return line + (f", {unclaimed} not claimed by any" if unclaimed else "") + "."
 
 
-def index_page(explorer, all_members, metrics, map_html: str) -> str:
+def index_page(explorer, all_members, metrics, map_html: str, names: dict[int, str], montages: set[int], time_html: str = "", tree_html: str = "") -> str:
     store_name = Path(explorer.store.path).name
     parts = [
         f"<h1>Style clusters of {esc(store_name)}</h1>",
@@ -173,7 +193,16 @@ def index_page(explorer, all_members, metrics, map_html: str) -> str:
     ]
     if metrics is not None:
         parts += [f"<h2>Agreement with the {esc(explorer.label_column)} labels</h2>", _metrics_table(metrics)]
-    parts += ["<h2>Clusters</h2>", _sizes_table(all_members, explorer.points, explorer.label_column)]
+    parts += [
+        "<h2>Clusters</h2>",
+        '<p class="muted">Names are made from each cluster\'s labels and years; override them with a names file '
+        '(<code>--names names.json</code>). All of them are in <a href="CLUSTERS.names.csv">CLUSTERS.names.csv</a>.</p>',
+        _sizes_table(all_members, explorer.points, explorer.label_column, names, montages),
+    ]
+    if tree_html:
+        parts += ["<h2>How the clusters relate</h2>", '<p><a href="compare.html">Compare neighbouring clusters: the works between them and their brush strokes</a></p>', tree_html]
+    if time_html:
+        parts += ["<h2>Time</h2>", time_html]
     return page(f"Style clusters of {store_name}", "\n".join(parts))
 
 
@@ -231,26 +260,32 @@ def write_report(
     umap_params: UmapParams = UmapParams(),
     workers: int = 2,
     overwrite: bool = False,
+    names: str | Path | dict[int, str] | None = None,
 ) -> ReportResult:
     """Write the explorer for an :class:`~stylecluster.viz.data.Explorer` into the folder ``out``.
 
     ``config`` is the base for the store's embedding settings (see
     :func:`~stylecluster.viz.provenance.config_for_store`); it decides which patches are drawn.
+    ``names`` overrides the clusters' names (a JSON file or a dict; see :mod:`.names`).
     """
     from .cache import cache_dir
 
     out = Path(out)
     check_folder(out, overwrite)
     cache = cache if cache is not None else cache_dir(explorer.store)
+    table = cluster_names(explorer, names)  # a bad names file fails before any work
     with staged_folder(out) as folder:
-        result = _write_report(explorer, folder, per_section, config, cache, umap_params, workers)
+        result = _write_report(explorer, folder, per_section, config, cache, umap_params, workers, table)
     result.folder, result.index = out, out / "index.html"
     result.pages = {c: out / "clusters" / page_name(c) for c in result.pages}
     return result
 
 
-def _write_report(explorer, out: Path, per_section: int, config: Config | None, cache: Path, umap_params: UmapParams, workers: int) -> ReportResult:
+def _write_report(explorer, out: Path, per_section: int, config: Config | None, cache: Path, umap_params: UmapParams, workers: int,
+                  table: pd.DataFrame) -> ReportResult:
     points, label_column = explorer.points, explorer.label_column
+    names = dict(zip(table["cluster"].astype(int), table["name"]))
+    save_atomic(out / "CLUSTERS.names.csv", lambda tmp: table.to_csv(tmp, index=False))
     (out / MARKER).write_text("made by stylecluster report; replaced by `stylecluster report --overwrite`\n")
 
     thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache, workers)
@@ -270,7 +305,8 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
     for i, members in enumerate(all_members):
         neighbours = (order[i - 1] if i > 0 else None, order[i + 1] if i + 1 < len(order) else None)
         path = out / "clusters" / page_name(members.cluster)
-        path.write_text(cluster_page(members, neighbours, points, label_column, thumbs, strips, patch_note), encoding="utf-8")
+        page_html = cluster_page(members, neighbours, points, label_column, thumbs, strips, patch_note, names.get(members.cluster, ""))
+        path.write_text(page_html, encoding="utf-8")
         result.pages[members.cluster] = path
 
     if explorer.has_labels:
@@ -279,6 +315,30 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
     coords = umap_coordinates(explorer.fused, cache, umap_params)
     thumb_src = {sha: f"thumbs/{f.name}" for sha, f in thumbs.items()}
     hrefs = {c: f"clusters/{page_name(c)}" for c in order}
-    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs)
-    result.index.write_text(index_page(explorer, all_members, result.metrics, map_html), encoding="utf-8")
+    atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)], workers)
+    save_atomic(out / "atlas.js", atlas.script_text())
+    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs, label_of(table), atlas.data("atlas.js"))
+    montages = set()
+    for members in all_members:
+        typical = next(iter(members.sections.values()))
+        files = [thumbs[sha] for sha in typical["sha256"] if sha in thumbs]
+        if write_montage(files, out / "montages" / montage_name(members.cluster)) is not None:
+            montages.add(members.cluster)
+    time_html = time_fragment(points, table, include_plotlyjs=False) if explorer.has_years else ""
+    tree_html = _write_comparison(explorer, out, all_members, label_of(table), thumbs, strips)
+    result.index.write_text(index_page(explorer, all_members, result.metrics, map_html, names, montages, time_html, tree_html), encoding="utf-8")
     return result
+
+
+def _write_comparison(explorer, out: Path, all_members: list[ClusterMembers], names: dict[int, str], thumbs: dict, strips: dict) -> str:
+    """Write compare.html; return the merge tree for the index ("" with fewer than two clusters)."""
+    import plotly.io as pio
+
+    if sum(m.cluster >= 0 for m in all_members) < 2:
+        return ""
+    geo = geometry(explorer.points, explorer.fused)
+    typical = {m.cluster: next(iter(m.sections.values())) for m in all_members if m.cluster >= 0}
+    html = compare_page(explorer.points, explorer.fused, geo, names, typical, thumbs, strips, lambda c: f"clusters/{page_name(c)}")
+    save_atomic(out / "compare.html", html)
+    return pio.to_html(dendrogram_figure(geo, names), include_plotlyjs=False, full_html=False, div_id="sc-tree",
+                       config={"displaylogo": False, "responsive": True})

@@ -19,7 +19,7 @@ class SyntheticCollection:
     images: Path
     store: Path
     clusters: Path
-    labels: Path  # columns: path, style (one per true cluster), artist
+    labels: Path  # columns: path, style (one per true cluster), artist, year (a span per style), title
 
 
 def _image(rng: np.random.Generator, hue: float, size: tuple[int, int]) -> Image.Image:
@@ -84,5 +84,13 @@ def make_collection(
     clusters = folder / "clusters.csv"
     pd.DataFrame({"path": paths, "cluster": assigned, "probability": probability.round(6)}).to_csv(clusters, index=False)
     labels = folder / "labels.csv"
-    pd.DataFrame({"path": paths, "style": [f"style_{c}" for c in truth], "artist": [f"artist_{i % 7}" for i in range(n)]}).to_csv(labels, index=False)
+    # Each style a 60-year span, one after another, so timelines and cluster spans have structure.
+    years = 1500 + 50 * truth + rng.integers(0, 60, size=n)
+    pd.DataFrame({
+        "path": paths,
+        "style": [f"style_{c}" for c in truth],
+        "artist": [f"artist_{i % 7}" for i in range(n)],
+        "year": years,
+        "title": [f"work {i}" for i in range(n)],
+    }).to_csv(labels, index=False)
     return SyntheticCollection(images, folder / "store", clusters, labels)

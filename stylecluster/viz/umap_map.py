@@ -36,6 +36,9 @@ import pandas as pd
 
 from ..io import OutputError, check_writable, printable, save_atomic
 from .html import esc, page, script_json
+from .atlas import ATLAS_JS, BUTTON_HTML, build_atlas
+from .map_tools import SELECTION_HTML, TOOLS_HTML, TOOLS_JS
+from .names import cluster_names, label_of
 from .thumbs import data_uri, ensure_thumbnails
 
 log = logging.getLogger("stylecluster")
@@ -143,10 +146,12 @@ def _pca_2d(fused: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- figure
 
 
-def group_names(points: pd.DataFrame, color_by: str) -> pd.Series:
-    """The legend group of every point: its cluster or its label, the smallest groups as "other"."""
+def group_names(points: pd.DataFrame, color_by: str, cluster_labels: dict[int, str] | None = None) -> pd.Series:
+    """The legend group of every point: its cluster (named by ``cluster_labels`` where given) or
+    its label, the smallest groups as "other"."""
     if color_by == "cluster":
-        names = points["cluster"].map(lambda c: OUTLIER_NAME if c < 0 else f"cluster {c}")
+        cluster_labels = cluster_labels or {}
+        names = points["cluster"].map(lambda c: OUTLIER_NAME if c < 0 else cluster_labels.get(int(c), f"cluster {c}"))
     elif color_by == "label":
         names = points["label"].astype(str)
     else:
@@ -164,11 +169,18 @@ def _palette() -> list[str]:
     return list(qualitative.Dark24) + list(qualitative.Light24)
 
 
-def map_figure(points: pd.DataFrame, coords: np.ndarray, color_by: str = "cluster", title: str = "", legend_title: str | None = None):
+def map_figure(
+    points: pd.DataFrame,
+    coords: np.ndarray,
+    color_by: str = "cluster",
+    title: str = "",
+    legend_title: str | None = None,
+    cluster_labels: dict[int, str] | None = None,
+):
     """A plotly figure: one ``Scattergl`` trace per group; ``customdata`` is the point's position."""
     import plotly.graph_objects as go
 
-    groups = group_names(points, color_by)
+    groups = group_names(points, color_by, cluster_labels)
     order = groups.value_counts().index.tolist()
     # Outliers and "other" are drawn last, in grey, so the real groups keep the palette.
     order = [g for g in order if g not in (OUTLIER_NAME, OTHER_NAME)] + [g for g in (OTHER_NAME, OUTLIER_NAME) if g in set(order)]
@@ -208,16 +220,19 @@ def map_figure(points: pd.DataFrame, coords: np.ndarray, color_by: str = "cluste
 # post-script while the page is still being parsed.
 _PANEL = """
 <script type="application/json" id="sc-points">{data}</script>
+<div style="display:flex;gap:12px;align-items:center">{mode}{tools}</div>
 <div class="sc-map-wrap" style="display:flex;gap:12px;align-items:flex-start">
   <aside id="sc-panel" style="order:2;width:230px;flex:none;background:#fff;border:1px solid #d9d9de;border-radius:6px;padding:10px;position:sticky;top:10px">
     <div class="muted" id="sc-hint">Hover a point to see the painting.</div>
     <img id="sc-thumb" alt="" style="display:none;max-width:208px;max-height:208px;margin:0 auto 6px">
     <div id="sc-name" style="font-weight:600;overflow-wrap:anywhere"></div>
+    <div id="sc-title"></div><div id="sc-artist" class="muted"></div>
     <div id="sc-label"></div><div id="sc-cluster"></div><div id="sc-prob" class="muted"></div>
     <a id="sc-link" style="display:none">open cluster page</a>
   </aside>
   <div style="flex:1;min-width:0">{plot}</div>
 </div>
+{selection}
 """
 
 # Runs once plotly has drawn the figure ({plot_id} is filled in by plotly).
@@ -232,7 +247,10 @@ function show(i) {
   if (t >= 0) { img.src = data.thumbs[t]; img.style.display = 'block'; } else { img.removeAttribute('src'); img.style.display = 'none'; }
   set('sc-name', data.name[i]);
   set('sc-label', data.label ? data.labelColumn + ': ' + data.label[i] : '');
-  set('sc-cluster', data.cluster[i] < 0 ? 'outlier (no cluster)' : 'cluster ' + data.cluster[i]);
+  set('sc-title', data.title[i]);
+  set('sc-artist', [data.artist[i], data.year[i]].filter(function (v) { return v !== null && v !== ''; }).join(', '));
+  var cname = data.clusterName && data.clusterName[data.cluster[i]];
+  set('sc-cluster', data.cluster[i] < 0 ? 'outlier (no cluster)' : cname || 'cluster ' + data.cluster[i]);
   set('sc-prob', 'probability ' + data.prob[i].toFixed(3));
   var link = document.getElementById('sc-link'), href = data.clusterHref && data.clusterHref[data.cluster[i]];
   if (href) { link.href = href; link.style.display = 'inline'; } else { link.style.display = 'none'; }
@@ -254,15 +272,21 @@ def map_fragment(
     label_column: str | None = None,
     title: str = "",
     cluster_href: dict[int, str] | None = None,
+    cluster_labels: dict[int, str] | None = None,
+    atlas: dict | None = None,
 ) -> str:
-    """The map as an HTML fragment (plotly.js inlined) with its hover panel.
+    """The map as an HTML fragment (plotly.js inlined) with its hover panel, search box and
+    selection list (:mod:`~stylecluster.viz.map_tools`).
 
-    ``thumb_src`` maps a sha256 to the thumbnail's URL (a data URI or a relative path).
+    ``thumb_src`` maps a sha256 to the thumbnail's URL (a data URI or a relative path);
+    ``cluster_labels`` names the clusters (see :func:`~stylecluster.viz.names.label_of`);
+    ``atlas`` is :meth:`~stylecluster.viz.atlas.Atlas.data` of the thumbnails in
+    :func:`thumbnail_order`, drawn when the reader switches to images.
     """
     import plotly.io as pio
 
     shas = points["sha256"].tolist()
-    distinct = sorted({s for s in shas if s in thumb_src})
+    distinct = thumbnail_order(thumb_src)
     position = {s: i for i, s in enumerate(distinct)}
     data = {
         "name": points["path"].tolist(),
@@ -273,16 +297,28 @@ def map_fragment(
         "thumbs": [thumb_src[s] for s in distinct],
         "thumb": [position.get(s, -1) for s in shas],
         "clusterHref": {str(k): v for k, v in (cluster_href or {}).items()},
+        "clusterName": {str(k): v for k, v in (cluster_labels or {}).items()},
+        "title": points["title"].tolist(),
+        "artist": points["artist"].tolist(),
+        "year": [None if np.isnan(y) else int(y) for y in points["year"]],
+        "atlas": atlas,
     }
+    if atlas is not None and len(atlas["rect"]) != len(distinct):
+        raise ValueError(f"the atlas has {len(atlas['rect'])} thumbnails, the map {len(distinct)}")
     plot = pio.to_html(
-        map_figure(points, coords, color_by, title, label_column if color_by == "label" else "cluster"),
+        map_figure(points, coords, color_by, title, label_column if color_by == "label" else "cluster", cluster_labels),
         include_plotlyjs=True,
         full_html=False,
         div_id="sc-map",
         config={"displaylogo": False, "responsive": True, "scrollZoom": True},
-        post_script=_HOVER_JS,
+        post_script=_HOVER_JS + TOOLS_JS + ATLAS_JS,
     )
-    return _PANEL.format(plot=plot, data=script_json(data))
+    return _PANEL.format(plot=plot, data=script_json(data), mode=BUTTON_HTML, tools=TOOLS_HTML, selection=SELECTION_HTML)
+
+
+def thumbnail_order(thumbs: dict) -> list[str]:
+    """The order of the page's thumbnails (and of the atlas's cells): by sha256."""
+    return sorted(thumbs)
 
 
 @dataclass
@@ -318,10 +354,13 @@ def write_map(
     cache: Path | None = None,
     umap_params: UmapParams = UmapParams(),
     workers: int = 2,
+    names: str | Path | dict[int, str] | None = None,
 ) -> MapResult:
     """Write the map of an :class:`~stylecluster.viz.data.Explorer` to ``out`` (an .html file).
 
     Self-contained up to ``embed_limit`` images; otherwise thumbnails go to ``<stem>_files/thumbs/``.
+    Clusters are named from their data (:mod:`~stylecluster.viz.names`); ``names`` overrides
+    them (a JSON file or a dict).
     """
     from .cache import cache_dir
 
@@ -333,16 +372,21 @@ def write_map(
     coords = umap_coordinates(explorer.fused, cache, umap_params)
     thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache, workers)
     thumbs_dir = None
+    atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)], workers)
     if len(points) <= embed_limit:
         thumb_src = {sha: data_uri(f) for sha, f in thumbs.items()}
+        atlas_data = atlas.data()
     else:
         thumbs_dir = out.parent / f"{out.stem}_files" / "thumbs"
         copy_thumbnails(thumbs, thumbs_dir)
         rel = thumbs_dir.relative_to(out.parent).as_posix()
         thumb_src = {sha: f"{rel}/{f.name}" for sha, f in thumbs.items()}
+        atlas_data = atlas.data(save_atomic(thumbs_dir.parent / "atlas.js", atlas.script_text()).relative_to(out.parent).as_posix())
     store_name = Path(explorer.store.path).name
     colouring = explorer.label_column if color_by == "label" else "cluster"
     title = f"Style map of {store_name}: {len(points)} images by {colouring}"
-    fragment = map_fragment(points, coords, thumb_src, color_by, explorer.label_column, title)
+    labels = label_of(cluster_names(explorer, names)) if explorer.has_clusters else None
+    fragment = map_fragment(points, coords, thumb_src, color_by, explorer.label_column, title, cluster_labels=labels,
+                            atlas=atlas_data)
     save_atomic(out, page(title, fragment))
     return MapResult(out, thumbs_dir, len(points), len(thumbs))
