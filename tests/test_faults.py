@@ -76,7 +76,6 @@ def test_a_pickle_at_every_path_the_tool_reads_runs_nothing(clustered, tmp_path,
     assert "never loaded" in one_line_error(capsys)
 
     # the map-layout cache, under the old and the new name the tool computes for this map
-    from stylecluster.store import load_store
     from stylecluster.viz import load_explorer
 
     explorer = load_explorer(load_store(store), csv)
@@ -238,6 +237,7 @@ def test_degenerate_collections_give_one_line_or_a_sensible_result(tmp_path):
             continue
         assert status == "rc 0", text
         summary, wrote = next(stdout), next(stdout)
+        assert wrote.startswith("wrote") and str(out) in wrote, (case, method, wrote)
         frame = pd.read_csv(out)
         n_clusters = frame.loc[frame["cluster"] >= 0, "cluster"].nunique()
         assert summary.startswith(f"{method}: {n_clusters} cluster"), (case, method, summary)
