@@ -25,6 +25,7 @@ from stylecluster.viz import find_similar, load_explorer, write_map, write_repor
 from stylecluster.viz.html import script_json
 from stylecluster.viz.members import SECTIONS, cluster_members
 from stylecluster.viz.patch_strip import GAP
+from stylecluster.viz.strokes import STROKES, nearest_to_centroid
 from vizdata import HOSTILE_LABEL, HOSTILE_NAME, QUOTED_NAME, hostile_collection
 
 
@@ -450,3 +451,32 @@ def test_report_compares_neighbouring_clusters(report):
     page = (report.folder / "compare.html").read_text()
     assert "Works between" in page and "Every pair" in page and "<script" not in page
     assert 'id="sc-tree"' in report.index.read_text()
+
+
+def test_nearest_to_centroid_by_hand():
+    # mean 3.25: distances 3.25, 2.25, 1.25, 6.75
+    assert nearest_to_centroid(np.array([[0.0], [1.0], [2.0], [10.0]]), 3).tolist() == [2, 1, 0]
+
+
+def _tiles(file, size):
+    with Image.open(file) as strip:
+        pixels = np.asarray(strip, dtype=np.int16)
+    return [pixels[:, x : x + size] for x in range(0, pixels.shape[1], size + GAP)]
+
+
+def test_cluster_pages_show_typical_strokes_drawn_from_their_members(report, explorer):
+    size = LocalConfig().patch_size
+    for cluster, path in report.pages.items():
+        if cluster < 0:
+            continue
+        page = path.read_text()
+        assert "Typical strokes" in page
+        src = re.search(r'src="\.\./(strokes/cluster-\d+\.png)" alt="typical strokes"', page).group(1)
+        strokes = _tiles(report.folder / src, size)
+        assert len(strokes) == STROKES and all(tile.shape == (size, size) for tile in strokes)
+        # every typical stroke is one of the patches the cluster's own members were embedded from
+        members = explorer.points.loc[explorer.points["cluster"] == cluster, "sha256"]
+        own = [tile for sha in members if (report.folder / "patches" / f"{sha}.png").is_file()
+               for tile in _tiles(report.folder / "patches" / f"{sha}.png", size)]
+        for tile in strokes:
+            assert min(np.abs(tile - other).max() for other in own) <= 1

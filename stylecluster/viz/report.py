@@ -8,6 +8,7 @@ Layout of ``OUT/``::
                             with the 5 DoG patches its local-branch vector was computed from
     thumbs/<sha256>.jpg     thumbnails (named by content hash: no file name reaches a URL)
     patches/<sha256>.png    DoG patch strips of the images shown on cluster pages
+    strokes/cluster-3.png   each cluster's typical strokes (:mod:`~stylecluster.viz.strokes`)
     montages/cluster-3.jpg  each cluster's most typical works in a row
     compare.html            each cluster beside its nearest: works between, typical patches, distances
     atlas.js                every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`)
@@ -46,6 +47,7 @@ from .members import ClusterMembers, cluster_members
 from .montage import write_montage
 from .names import cluster_names, label_of
 from .patch_strip import PatchStrip, write_patch_strips
+from .strokes import write_typical_strokes
 from .provenance import config_for_store
 from .thumbs import ensure_thumbnails
 from .umap_map import UmapParams, copy_thumbnails, map_fragment, thumbnail_order, umap_coordinates
@@ -122,6 +124,7 @@ def cluster_page(
     strips: dict[str, PatchStrip],
     patch_note: str = "",
     name: str = "",
+    strokes: str = "",
 ) -> str:
     title = cluster_title(members.cluster)
     nav = ['<a href="../index.html">← all clusters</a>']
@@ -136,6 +139,11 @@ def cluster_page(
     ]
     if label_column:
         parts += [f"<h2>{esc(label_column)} composition</h2>", _composition(members, points)]
+    if strokes:
+        parts.append(
+            '<section class="strokes"><h2>Typical strokes</h2><p class="muted">the patches of its most probable members nearest the '
+            f'cluster\'s centroid in the brush-stroke code space</p><img src="{esc(strokes)}" alt="typical strokes"></section>'
+        )
     for section, rows in members.sections.items():
         cards = "".join(_card(row, label_column, thumbs, strips) for row in rows.itertuples(index=False))
         parts.append(f'<section><h2>{esc(section)} <span class="muted">({len(rows)})</span></h2><div class="grid">{cards or "<p class=muted>none</p>"}</div></section>')
@@ -294,6 +302,7 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
     shown = pd.concat([rows for m in all_members for rows in m.sections.values()])
     store_config = config_for_store(explorer.store, config)
     strips = write_patch_strips(explorer.images_root, zip(shown["path"], shown["sha256"]), out / "patches", store_config, workers)
+    strokes = write_typical_strokes(explorer.images_root, points, out / "strokes", store_config)
     n = store_config.local.n_patches
     if store_config.local.enabled:
         patch_note = f"each image with the {n} Difference-of-Gaussians patches its brush-stroke vector was computed from"
@@ -305,7 +314,8 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
     for i, members in enumerate(all_members):
         neighbours = (order[i - 1] if i > 0 else None, order[i + 1] if i + 1 < len(order) else None)
         path = out / "clusters" / page_name(members.cluster)
-        page_html = cluster_page(members, neighbours, points, label_column, thumbs, strips, patch_note, names.get(members.cluster, ""))
+        stroke_src = f"../strokes/{strokes[members.cluster].name}" if members.cluster in strokes else ""
+        page_html = cluster_page(members, neighbours, points, label_column, thumbs, strips, patch_note, names.get(members.cluster, ""), stroke_src)
         path.write_text(page_html, encoding="utf-8")
         result.pages[members.cluster] = path
 
