@@ -166,7 +166,8 @@ def test_report_index_and_cluster_page(browser, explorer, tmp_path):
     images = browser.execute_script(
         "return Array.from(document.images).map(im => [im.getAttribute('src'), im.complete && im.naturalWidth > 0]);"
     )
-    assert len(images) == 2 * 15  # a thumbnail and a patch strip per member
+    assert len(images) == 1 + 2 * 15  # the cluster's typical strokes, then a thumbnail and a patch strip per member
+    assert images[0][0] == "../strokes/cluster-0.png"
     assert all(ok for _, ok in images), [src for src, ok in images if not ok]
     text = browser.execute_script("return document.body.innerText;")
     assert HOSTILE_NAME in text and HOSTILE_LABEL in text
