@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from common import OUT, SHARED, print_table, write_json
-from generalisation import DATASETS, artist_disjoint, load_pool
+from generalisation import DATASETS, artist_disjoint, head_variant, load_pool
 from stylecluster.cluster import make_clusterer
 from stylecluster.cluster.fuse import Fuser, part_blocks
 from stylecluster.config import Config
@@ -42,7 +42,6 @@ from stylecluster.evaluate import evaluate_labels
 from stylecluster.features.embedder import embed_images
 from stylecluster.features.local_ import LocalBranch
 from stylecluster.features.patches import extract_patches
-from stylecluster.features.style_head import ArtistDiscriminantHead
 from stylecluster.store import load_store
 
 
@@ -88,8 +87,8 @@ def aggregate(codes: np.ndarray, n: int, how: str) -> np.ndarray:
 
 
 def head_space(train_X, train_groups, test_X, parts, **params) -> tuple[np.ndarray, dict]:
-    head = ArtistDiscriminantHead(**params).fit(train_X, train_groups, parts)
-    return head.transform(test_X), {"style": (0, head.n_components_)}
+    """The test images' vectors projected by a head fitted on the training ones (generalisation.py's)."""
+    return head_variant(**params)(train_X, train_groups, test_X, parts)
 
 
 def scores(Z: np.ndarray, truth: np.ndarray, seed: int) -> dict[str, float]:
