@@ -65,7 +65,18 @@ def raw_config(backbone: str, workers: int) -> Config:
 
 
 def load_pool(work: Path, backbone: str, build: bool, workers: int) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """All labelled images of the three sets: a table (dataset, path, artist, movement) and their raw vectors."""
+    """All labelled images of the three sets: a table (dataset, path, artist, movement) and their raw vectors.
+
+    ``A+B`` joins two backbones' raw vectors side by side (their parts prefixed by the backbone)."""
+    if "+" in backbone:
+        pools = [load_pool(work, name, build, workers) for name in backbone.split("+")]
+        for pool, _, _ in pools[1:]:
+            assert pool["path"].equals(pools[0][0]["path"]), "the backbones' stores hold different images"
+        parts, offset = {}, 0
+        for name, (_, X, own) in zip(backbone.split("+"), pools):
+            parts.update({f"{name}:{part}": (a + offset, b + offset) for part, (a, b) in own.items()})
+            offset += X.shape[1]
+        return pools[0][0], np.hstack([X for _, X, _ in pools]), parts
     tables, matrices, parts = [], [], None
     for name in DATASETS:
         root = SHARED / name
@@ -241,6 +252,79 @@ def neighbour_variant(n_neighbours: int = 10, n_components: int = 64, shrinkage:
     return run
 
 
+def supcon_variant(n_components: int = 128, hidden: int = 512, temperature: float = 0.1, max_steps: int = 1500,
+                   artists_per_batch: int = 64, images_per_artist: int = 4, learning_rate: float = 1e-3) -> Variant:
+    """A small MLP trained with the supervised contrastive loss over artists (Khosla et al. 2020,
+    eq. 2), initialised from the discriminant: output = LDA(z) + MLP(z) with the MLP's last layer
+    zero, so training starts at the closed-form head. z is the head's per-part whitened input.
+    Inputs get feature dropout (0.2) as augmentation. The number of steps is chosen on 10 % of the
+    *training* artists held out for validation (P@10 by artist, every 100 steps), then the model
+    is refitted on all training artists for that many steps."""
+
+    def train(A, groups, steps, seed):
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        torch.manual_seed(seed)
+        lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=0.1).fit(A, groups)
+        n_out = min(n_components, len(np.unique(groups)) - 1)
+        bias = lda.transform(np.zeros((1, A.shape[1])))[0, :n_out]
+        weight = lda.transform(np.eye(A.shape[1]))[:, :n_out] - bias
+        linear = torch.nn.Linear(A.shape[1], n_out)
+        linear.weight.data = torch.tensor(weight.T, dtype=torch.float32)
+        linear.bias.data = torch.tensor(bias, dtype=torch.float32)
+        residual = torch.nn.Sequential(torch.nn.Linear(A.shape[1], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, n_out))
+        torch.nn.init.zeros_(residual[2].weight)
+        torch.nn.init.zeros_(residual[2].bias)
+        model = lambda z: linear(z) + residual(z)
+        params = list(linear.parameters()) + list(residual.parameters())
+        optimiser = torch.optim.AdamW(params, lr=learning_rate, weight_decay=1e-4)
+        Z = torch.tensor(A, dtype=torch.float32)
+        artists, inverse = np.unique(groups, return_inverse=True)
+        members = [np.flatnonzero(inverse == a) for a in range(len(artists))]
+        usable = np.array([a for a in range(len(artists)) if len(members[a]) >= 2])
+        rng = np.random.default_rng(seed)
+        dropout = torch.nn.Dropout(0.2)
+        yield 0, model
+        for step in range(steps):
+            chosen = rng.choice(usable, min(artists_per_batch, len(usable)), replace=False)
+            rows = np.concatenate([rng.choice(members[a], images_per_artist, replace=len(members[a]) < images_per_artist) for a in chosen])
+            labels = torch.tensor(np.repeat(np.arange(len(chosen)), images_per_artist))
+            out = torch.nn.functional.normalize(model(dropout(Z[rows])), dim=1)
+            logits = out @ out.T / temperature
+            eye = torch.eye(len(rows), dtype=torch.bool)
+            logits = logits.masked_fill(eye, -1e9)
+            positive = (labels[:, None] == labels[None]) & ~eye
+            log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+            loss = -(log_prob * positive).sum(1) / positive.sum(1)
+            optimiser.zero_grad()
+            loss.mean().backward()
+            optimiser.step()
+            yield step + 1, model
+
+    def run(train_X, train_groups, test_X, parts):
+        fuser = ArtistDiscriminantHead(pca_components=128)._input_space(train_X, parts)
+        A, B = fuser.transform(train_X).astype(np.float64), fuser.transform(test_X).astype(np.float64)
+        artists = np.unique(train_groups)
+        validation = set(np.random.default_rng(7).permutation(artists)[: len(artists) // 10])
+        held = np.isin(train_groups, list(validation))
+        best_steps, best_p10 = 0, -1.0
+        for step, model in train(A[~held], train_groups[~held], max_steps, 0):
+            if step % 100 == 0:
+                with torch.no_grad():
+                    out = model(torch.tensor(A[held], dtype=torch.float32)).numpy()
+                p10 = precision_at(out, train_groups[held])
+                if p10 > best_p10:
+                    best_steps, best_p10 = step, p10
+        print(f"    supcon: {best_steps} steps chosen (validation P@10 artist {best_p10:.3f})", flush=True)
+        for step, model in train(A, train_groups, best_steps, 0):
+            pass
+        with torch.no_grad():
+            out = model(torch.tensor(B, dtype=torch.float32)).numpy()
+        return out, {"style": (0, out.shape[1])}
+
+    return run
+
+
 def blend_variant(raw_weight: float, **params) -> Variant:
     """The head's style space beside the raw vector's parts, the raw parts together weighing
     ``raw_weight`` relative to the head (returns fusion blocks, not parts)."""
@@ -273,6 +357,13 @@ VARIANTS: dict[str, Variant] = {
     "nda128-k10": neighbour_variant(10, n_components=128),
     "rff64": kernel_variant(),
     "rff128": kernel_variant(n_components=128),
+    "supcon128": supcon_variant(),
+    # every direction, whitened within artists (WCCN; ArtistDiscriminantHead(n_components=None))
+    "wccn": head_variant(n_components=None),
+    "wccn-s0.3": head_variant(n_components=None, shrinkage=0.3),
+    "wccn-s0.03": head_variant(n_components=None, shrinkage=0.03),
+    "wccn-p256": head_variant(n_components=None, pca_components=256),
+    "wccn-p64": head_variant(n_components=None, pca_components=64),
     "blend0.5": blend_variant(0.5),
     "blend0.3": blend_variant(0.3),
 }
@@ -309,7 +400,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for backbone in args.backbones:
         pool, X, parts = load_pool(args.work, backbone, args.build, args.workers)
-        views, view_rows = load_views(args.work, backbone, pool, args.workers) if args.crop_views else (None, None)
+        views, view_rows = load_views(args.work, backbone, pool, args.workers) if args.train_views or args.test_views else (None, None)
         print(f"{backbone}: {len(pool)} images, {pool['artist'].nunique()} artists, {pool['movement'].nunique()} movements")
         splits = []
         if "artist" in args.protocols:
@@ -320,15 +411,24 @@ def run(args: argparse.Namespace) -> list[dict]:
             movements = pool["movement"].to_numpy()[split.test].astype(str)
             artists = pool["artist"].to_numpy()[split.test]
             train_X, train_artists = X[split.train], pool["artist"].to_numpy()[split.train]
-            if views is not None:  # each training image's crop view joins its artist's samples
+            if views is not None and args.train_views:  # each training image's crop view joins its artist's samples
                 extra = np.isin(view_rows, split.train)
                 train_X = np.vstack([train_X, views[extra]])
                 train_artists = np.concatenate([train_artists, pool["artist"].to_numpy()[view_rows[extra]]])
+            test_X = X[split.test]
+            if views is not None and args.test_views:  # test-time averaging: the full image and its crop view
+                position = {row: i for i, row in enumerate(view_rows)}
+                have = np.array([r in position for r in split.test])
+                crops = views[[position[r] for r in split.test[have]]]
+                test_X = test_X.copy()
+                for a, b in parts.values():
+                    unit = lambda V: V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+                    test_X[have, a:b] = (unit(test_X[have, a:b]) + unit(crops[:, a:b])) / 2
             for name in args.variants:
                 started = time.perf_counter()
-                vectors, vparts = VARIANTS[name](train_X, train_artists, X[split.test], parts)
+                vectors, vparts = VARIANTS[name](train_X, train_artists, test_X, parts)
                 Z = fused(vectors, vparts, split.seed)
-                row = {"backbone": backbone, "variant": name + ("+crops" if views is not None and name != "raw" else ""), "protocol": split.protocol, "seed": split.seed, "fold": split.fold,
+                row = {"backbone": backbone, "variant": name + ("+crops" if args.train_views and views is not None and name != "raw" else "") + ("+tta" if args.test_views and views is not None else ""), "protocol": split.protocol, "seed": split.seed, "fold": split.fold,
                        "train_images": len(split.train), "test_images": len(split.test), **score(Z, movements, artists, split.seed, args.methods),
                        "seconds": time.perf_counter() - started}
                 rows.append(row)
@@ -364,7 +464,8 @@ def main() -> None:
     parser.add_argument("--protocols", default="artist,movement")
     parser.add_argument("--methods", default="bgmm,kmeans")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--crop-views", action="store_true", help="add one random crop view of every training image to the head's samples")
+    parser.add_argument("--crop-views", dest="train_views", action="store_true", help="add one random crop view of every training image to the head's samples")
+    parser.add_argument("--test-views", action="store_true", help="test-time averaging: each clustered image's vector is the mean of its full view and its crop view")
     parser.add_argument("--no-build", dest="build", action="store_false", help="use the stores as they are")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="generalisation.json")

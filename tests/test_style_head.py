@@ -79,6 +79,21 @@ def test_folded_head_equals_the_fuser_then_discriminant_it_was_built_from():
     np.testing.assert_allclose(head.transform(X), expected, rtol=1e-3, atol=1e-3)
 
 
+def test_wccn_head_whitens_within_artists_and_keeps_every_direction():
+    X, _, artists = artists_in_styles()
+    head = ArtistDiscriminantHead(n_components=None, pca_components=30, shrinkage=0.0).fit(X, artists, PARTS)
+    out = head.transform(X).astype(np.float64)
+    assert out.shape == (len(X), 50) and head.n_components_ == 50  # every dimension of both parts (30 + 20)
+    frame = pd.DataFrame(out)
+    centred = (frame - frame.groupby(artists).transform("mean")).to_numpy()
+    np.testing.assert_allclose(centred.T @ centred / len(X), np.eye(50), atol=1e-3)  # within-artist covariance = I
+    np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-4)  # centred on the mean image
+    shrunk = ArtistDiscriminantHead(n_components=None, pca_components=30, shrinkage=0.5).fit(X, artists, PARTS)
+    assert np.linalg.norm(shrunk.transform(X)) < np.linalg.norm(out)  # shrinkage towards the mean variance tames weak directions
+    X_new, styles_new, _ = artists_in_styles(seed=1, artist_offset=1000)
+    assert kmeans_nmi(head.transform(X_new), styles_new, 4) > kmeans_nmi(X_new, styles_new, 4) + 0.3
+
+
 def test_discriminant_ratios_by_hand():
     # artist a: 0, 2; artist b: 10, 12 → within-artist variance 1, total 26, between 25
     ratios = discriminant_ratios(np.array([[0.0], [2.0], [10.0], [12.0]]), np.array(["a", "a", "b", "b"]))

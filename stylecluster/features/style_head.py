@@ -77,13 +77,31 @@ def discriminant_ratios(projected: np.ndarray, groups: np.ndarray) -> np.ndarray
     return np.maximum(between, 0.0) / np.maximum(within, 1e-12)
 
 
+def within_artist_whitening(X: np.ndarray, groups: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Within-class covariance normalisation (Hatch, Kajarekar & Stolcke 2006): the affine map
+    ``X @ W + b`` (centred on the mean image) whose output has identity within-artist covariance,
+    the covariance shrunk by ``shrinkage`` towards a scaled identity. Every direction is kept."""
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    means = np.zeros((len(counts), X.shape[1]))
+    np.add.at(means, inverse, X)
+    means /= counts[:, None]
+    centred = X - means[inverse]
+    within = centred.T @ centred / len(X)
+    within = (1 - shrinkage) * within + shrinkage * np.trace(within) / len(within) * np.eye(len(within))
+    values, vectors = np.linalg.eigh(within)
+    weight = vectors / np.sqrt(values)
+    return weight, -X.mean(axis=0) @ weight
+
+
 class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
     """Fisher discriminant of artists on the per-part whitened global vector, folded to ``X @ W + b``.
 
     Parameters
     ----------
-    n_components : int
-        Dimensions of the style vector (at most the number of artists - 1).
+    n_components : int or None
+        Dimensions of the style vector: the first ``n_components`` Fisher discriminant directions
+        (at most the number of artists - 1), or None for every direction of the input, only
+        whitened within artists (WCCN, :func:`within_artist_whitening`).
     pca_components : int
         PCA dimensions kept per part before the discriminant.
     shrinkage : float
@@ -127,13 +145,19 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
         parts = {name: (int(a), int(b)) for name, (a, b) in parts.items()}
         fuser = self._input_space(X, parts)
         fused = fuser.transform(X).astype(np.float64)
-        lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=self.shrinkage).fit(fused, groups)
-        n_out = min(self.n_components, len(artists) - 1, fused.shape[1])
-        # Each discriminant direction has (about, after shrinkage) unit within-artist variance and
-        # between-artist variance λ. "posterior" scales it by λ / (1 + λ): the posterior mean of an
+        if self.n_components is None:
+            second, second_bias = within_artist_whitening(fused, groups, self.shrinkage)
+        else:
+            lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=self.shrinkage).fit(fused, groups)
+            n_out = min(self.n_components, len(artists) - 1, fused.shape[1])
+            second_bias = lda.transform(np.zeros((1, fused.shape[1])))[0, :n_out]
+            second = lda.transform(np.eye(fused.shape[1]))[:, :n_out] - second_bias
+        # Each direction has (about, after shrinkage) unit within-artist variance and between-
+        # artist variance λ. "posterior" scales it by λ / (1 + λ): the posterior mean of an
         # artist's centroid under a Gaussian prior, so weak directions — noise for new artists —
         # count little instead of as much as the strong ones.
-        eigenvalues = discriminant_ratios(lda.transform(fused)[:, :n_out], groups)
+        eigenvalues = discriminant_ratios(fused @ second + second_bias, groups)
+        n_out = second.shape[1]
         column_scale = eigenvalues / (1.0 + eigenvalues) if self.weighting == "posterior" else np.ones(n_out)
 
         # Fold: fuser block p is (x_p - mean_p) @ Cᵀ_p / sqrt(var_p) · scale_p; LDA is affine too.
@@ -147,10 +171,9 @@ class ArtistDiscriminantHead(BaseEstimator, TransformerMixin):
             first[block.start : block.stop, column : column + w.shape[1]] = w
             first_bias[column : column + w.shape[1]] = -pca.mean_ @ w
             column += w.shape[1]
-        lda_bias = lda.transform(np.zeros((1, fused.shape[1])))[0, :n_out] * column_scale
-        lda_weight = lda.transform(np.eye(fused.shape[1]))[:, :n_out] * column_scale - lda_bias
-        self.weight_ = first @ lda_weight
-        self.bias_ = first_bias @ lda_weight + lda_bias
+        second, second_bias = second * column_scale, second_bias * column_scale
+        self.weight_ = first @ second
+        self.bias_ = first_bias @ second + second_bias
         self.parts_ = parts
         self.n_features_in_ = X.shape[1]
         self.n_components_ = n_out
