@@ -285,6 +285,7 @@ class StoreWriter:
         seed: int = 0,
         checkpoint_rows: int = 64,
         checkpoint_seconds: float = 30.0,
+        extra_metadata: dict[str, Any] | None = None,
     ):
         from filelock import FileLock, Timeout
 
@@ -308,6 +309,7 @@ class StoreWriter:
             "images_root": images_root,
             "created": now,
             "updated": now,
+            **(extra_metadata or {}),
         }
         self._refuse_foreign_folder()  # before anything is created in it
         try:
@@ -405,6 +407,16 @@ class StoreWriter:
         self._buffer.append(row)
         if len(self._buffer) >= self.checkpoint_rows or time.monotonic() - self._last_save >= self.checkpoint_seconds:
             self.flush()
+
+    def add_table(self, table: pa.Table) -> None:
+        """Save rows given as a table with the store's columns (a bulk import) as chunks of up to
+        ``chunk_size`` rows, after whatever :meth:`add` buffered."""
+        self.flush()
+        table = table.select(self._schema.names).cast(self._schema)
+        for start in range(0, table.num_rows, self.chunk_size):
+            self._saved.append(self._save_chunk(table.slice(start, self.chunk_size)))
+        self.metadata["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self._write_meta()
 
     def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
         columns = {}
