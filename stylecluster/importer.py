@@ -40,6 +40,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -57,7 +58,7 @@ from .store import LOCK_FILE, StoreWriter, is_store
 log = logging.getLogger("stylecluster")
 
 #: Rows read and checked at a time.
-BATCH_ROWS = 65_536
+BATCH_ROWS = 16_384
 #: Rows per chunk of an imported store (see the module docstring for why not the embedder's 512).
 CHUNK_ROWS = 16_384
 #: Bad rows named on their own line; the rest are counted (all are in ``_skipped.csv``).
@@ -123,7 +124,8 @@ class _ParquetSource(_Source):
     def __init__(self, file: Path):
         self.file = file
         try:
-            self.parquet = pq.ParquetFile(file)
+            # without pre-buffering, a batch holds ~30 MB of Arrow memory instead of ~250 MB (a 100k-row row group)
+            self.parquet = pq.ParquetFile(file, pre_buffer=False)
         except (OSError, pa.ArrowException) as exc:
             raise InputError(f"{printable(file)}: not readable as Parquet ({printable(exc)})") from None
         schema = self.parquet.schema_arrow
@@ -141,7 +143,7 @@ class _ParquetSource(_Source):
 
     def batches(self, batch_rows: int, dim_of) -> Iterator[_Batch]:
         start = 0
-        for batch in self.parquet.iter_batches(batch_size=batch_rows, columns=["path", "vector"]):
+        for batch in self.parquet.iter_batches(batch_size=batch_rows, columns=["path", "vector"], use_threads=False):
             vector = batch.column("vector")
             lengths = pc.list_value_length(vector).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
             dim = dim_of(lengths)
@@ -181,8 +183,18 @@ class _NpySource(_Source):
                 paths = [next(lines) for _ in range(stop - start)]
                 dim_of(np.full(stop - start, self.fixed_dim))
                 with np.errstate(over="ignore"):
-                    vectors = np.asarray(self.matrix[start:stop], dtype=np.float32)
+                    vectors = np.asarray(self._rows(start, stop), dtype=np.float32)
                 yield _Batch(start, paths, np.full(stop - start, self.fixed_dim), vectors)
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` read from the file: slicing the memory map would keep every page read
+        resident (the whole matrix in RSS by the end), a read keeps one batch."""
+        matrix = self.matrix
+        if not matrix.flags.c_contiguous:  # a Fortran-order file: rows are not contiguous on disk
+            return matrix[start:stop]
+        width = matrix.shape[1]
+        return np.fromfile(self.file, dtype=matrix.dtype, count=(stop - start) * width,
+                           offset=matrix.offset + start * width * matrix.dtype.itemsize).reshape(-1, width)
 
     def provenance(self) -> dict:
         return {"source": self.file.name, "source_sha256": file_sha256(self.file), "format": self.format,
@@ -295,46 +307,83 @@ def import_vectors(
     :class:`~stylecluster.errors.InputError` for an unreadable source, an existing store without
     ``overwrite``, or a source with no usable row (nothing is written then).
     """
-    from tqdm.auto import tqdm
-
     began = time.perf_counter()
     out = check_store_output(out, overwrite)
     if images_root is not None and not Path(images_root).is_dir():
         raise InputError(f"{printable(images_root)}: not a folder")
     reader = open_source(source, paths)
+    with _replacing(out):
+        return _import(reader, source, out, images_root, batch_rows, chunk_rows, quiet, began)
+
+
+@contextmanager
+def _replacing(out: Path):
+    """Hold the lock of the store being replaced, if any: a store another process is writing
+    (``embed`` resuming into it) is not pulled from under it."""
+    from filelock import FileLock, Timeout
+
+    if not is_store(out):
+        yield
+        return
+    lock = FileLock(str(out / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise InputError(f"{printable(out)}: another process is writing this store; let it finish, or choose another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class _ChunkedWriter:
+    """Tables of any size in, chunks of exactly the store's chunk size out (the last may be short),
+    whatever the batches were."""
+
+    def __init__(self, writer: StoreWriter):
+        self.writer, self.pending, self.rows = writer, [], 0
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.rows += table.num_rows
+        if self.rows >= self.writer.chunk_size:
+            table = pa.concat_tables(self.pending)
+            full = self.rows - self.rows % self.writer.chunk_size
+            self.writer.add_table(table.slice(0, full))
+            self.pending, self.rows = [table.slice(full)], self.rows - full
+
+    def finish(self, skipped: list[tuple[int, str, str]]) -> None:
+        if self.rows:
+            self.writer.add_table(pa.concat_tables(self.pending))
+        self.writer.write_skipped((path, f"row {row}: {problem}") for row, path, problem in skipped)
+
+
+def _import(reader: _Source, source, out: Path, images_root, batch_rows: int, chunk_rows: int, quiet: bool, began: float) -> ImportReport:
+    from tqdm.auto import tqdm
+
     record = {**reader.provenance(), "imported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    root = str(Path(images_root).resolve()) if images_root is not None else None
     checker = _RowChecker(reader, printable(Path(source).name))
     stored = 0
     with staged_folder(out) as folder, tqdm(total=reader.rows, unit="rows", disable=quiet, desc="import") as progress:
-        writer, pending, pending_rows = None, [], 0
+        chunks = None  # opened at the first usable row, when the dimension is known
         try:
             for batch in reader.batches(max(1, int(batch_rows)), checker.dim_of):
                 kept, vectors = checker.keep(batch)
                 progress.update(len(batch.paths))
-                if not kept:
-                    continue
-                if writer is None:
-                    writer = StoreWriter(
-                        folder, branches={}, dims={"global": checker.dim}, parts={"global": {IMPORTED_PART: (0, checker.dim)}},
-                        images_root=str(Path(images_root).resolve()) if images_root is not None else None,
-                        chunk_size=chunk_rows, extra_metadata={"imported": {**record, "dim": checker.dim}},
-                    )
-                pending.append(_table([batch.paths[i] for i in kept], vectors))
-                pending_rows += len(kept)
-                stored += len(kept)
-                if pending_rows >= writer.chunk_size:
-                    table = pa.concat_tables(pending)
-                    full = pending_rows - pending_rows % writer.chunk_size
-                    writer.add_table(table.slice(0, full))
-                    pending, pending_rows = [table.slice(full)], pending_rows - full
-            if writer is None:
+                if kept and chunks is None:
+                    dim = checker.dim
+                    chunks = _ChunkedWriter(StoreWriter(folder, branches={}, dims={"global": dim}, parts={"global": {IMPORTED_PART: (0, dim)}},
+                                                        images_root=root, chunk_size=chunk_rows, extra_metadata={"imported": {**record, "dim": dim}}))
+                if kept:
+                    chunks.add(_table([batch.paths[i] for i in kept], vectors))
+                    stored += len(kept)
+            if chunks is None:
                 raise InputError(f"{printable(source)}: no usable row among {reader.rows:,} (see the lines above)")
-            if pending_rows:
-                writer.add_table(pa.concat_tables(pending))
-            writer.write_skipped((path, f"row {row}: {problem}") for row, path, problem in checker.skipped)
+            chunks.finish(checker.skipped)
         finally:
-            if writer is not None:
-                writer.close()
+            if chunks is not None:
+                chunks.writer.close()  # releases the staging store's lock; a failed import's folder is then removed
     if len(checker.skipped) > LISTED_BAD_ROWS:
         log.warning("%d more bad rows were left out; all are listed in %s", len(checker.skipped) - LISTED_BAD_ROWS, printable(out / "_skipped.csv"))
     return ImportReport(out, Path(source), checker.dim, reader.rows, stored, checker.skipped, time.perf_counter() - began)

@@ -15,7 +15,7 @@ from conftest import make_image
 from stylecluster.cli import main
 from stylecluster.errors import InputError
 from stylecluster.importer import IMPORTED_PART, import_vectors, imported_from, path_key
-from stylecluster.store import load_store
+from stylecluster.store import StoreWriter, load_store
 from stylecluster.viz.synthetic import make_collection
 
 
@@ -102,6 +102,12 @@ def test_an_existing_store_is_replaced_only_when_asked(tmp_path, capsys):
     assert load_store(out).paths == ["a", "b"]
     assert main(["import", str(second), "--out", str(out), "--overwrite", "-q"]) == 0
     assert load_store(out).paths == ["c"] and imported_from(load_store(out))["source"] == "two.parquet"
+    writer = StoreWriter(out, branches={}, dims={"global": 2}, parts={"global": {IMPORTED_PART: (0, 2)}})  # an `embed` still writing
+    try:
+        assert main(["import", str(first), "--out", str(out), "--overwrite", "-q"]) == 2
+        assert "another process is writing this store" in capsys.readouterr().err
+    finally:
+        writer.close()
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
