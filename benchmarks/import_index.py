@@ -110,9 +110,44 @@ def step_index(source: str, out: str, paths: str | None) -> dict:
         began = time.perf_counter()
         again.index.search(query, 12)
         searches.append(time.perf_counter() - began)
-    return {"explorer_seconds": explorer_seconds, "build_and_save_seconds": build, "reopen_seconds": reopen,
+    compared = compare_ivf(explorer.fused, rng.integers(0, len(explorer.points), 200)) if len(explorer.points) >= 100_000 else {}
+    return {"kind": json.loads(again.sidecar.read_text())["kind"], **compared, "explorer_seconds": explorer_seconds, "build_and_save_seconds": build, "reopen_seconds": reopen,
             "search_ms_median": 1e3 * float(np.median(searches)), "query_ms_median": 1e3 * float(np.median(latencies)), "query_ms_p90": 1e3 * float(np.percentile(latencies, 90)),
             "peak_rss_mb": peak_rss_mb(), "index_mb": index.file.stat().st_size / 1e6}
+
+
+def compare_ivf(fused: np.ndarray, rows: np.ndarray) -> dict:
+    """The exact (flat) and IVF indexes :func:`~stylecluster.viz.similar.build_index` makes, on the
+    same vectors in the same run: build seconds, search latency, and the IVF's recall@12 against the
+    exact neighbours by nprobe."""
+    from stylecluster.viz.similar import build_index, unit_rows
+
+    vectors = unit_rows(fused)
+    began = time.perf_counter()
+    flat = build_index(vectors, flat_limit=len(vectors))
+    result = {"flat_build_seconds": time.perf_counter() - began}
+    began = time.perf_counter()
+    ivf = build_index(vectors, flat_limit=0)
+    result.update({"ivf_nlist": ivf.nlist, "ivf_build_seconds": time.perf_counter() - began})
+    queries = vectors[rows]
+    _, exact = flat.search(queries, 12)
+    flat_ms = []
+    for q in queries[:50]:
+        began = time.perf_counter()
+        flat.search(q[None], 12)
+        flat_ms.append(time.perf_counter() - began)
+    result["flat_search_ms"] = 1e3 * float(np.median(flat_ms))
+    for nprobe in (ivf.nlist // 32, ivf.nlist // 8, ivf.nlist // 4):
+        ivf.nprobe = max(1, nprobe)
+        latencies, recall = [], []
+        for q, truth in zip(queries, exact):
+            began = time.perf_counter()
+            _, found = ivf.search(q[None], 12)
+            latencies.append(time.perf_counter() - began)
+            recall.append(len(set(found[0]) & set(truth)) / 12)
+        result[f"ivf_nprobe{ivf.nprobe}_ms"] = 1e3 * float(np.median(latencies))
+        result[f"ivf_nprobe{ivf.nprobe}_recall12"] = float(np.mean(recall))
+    return result
 
 
 def run_step(step: str, source: Path, out: Path, paths: Path | None) -> dict:
@@ -124,6 +159,7 @@ def run_step(step: str, source: Path, out: Path, paths: Path | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--index-only", action="store_true", help="only the similar-index step")
     parser.add_argument("--step", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
@@ -134,13 +170,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="import_index-") as tmp:
         tmp = Path(tmp)
         for rows in args.rows:
-            parquet, npy, paths = make_inputs(tmp, rows, 192)
-            for fmt, source, listing in (("parquet", parquet, None), ("npy", npy, paths)):
+            parquet, npy, paths = make_inputs(tmp, rows, 192) if not args.index_only else (None, None, None)
+            for fmt, source, listing in (("parquet", parquet, None), ("npy", npy, paths)) if not args.index_only else ():
                 result = run_step("import", source, tmp / f"{fmt}{rows}.store", listing)
                 rows_out.append({"step": f"import {fmt}", "rows": rows, "dim": 192, **result})
                 print_table(rows_out[-1:], list(rows_out[-1]))
-            for f in (parquet, npy, paths):
-                f.unlink()
+            for f in tmp.iterdir():
+                if f.is_file():
+                    f.unlink()
             parquet, npy, paths = make_inputs(tmp, rows, 64)
             result = run_step("index", npy, tmp / f"index{rows}.store", paths)
             rows_out.append({"step": "similar index", "rows": rows, "dim": 64, **result})
@@ -151,9 +188,11 @@ def main() -> None:
     print()
     for step in ("import parquet", "import npy", "similar index"):
         chosen = [r for r in rows_out if r["step"] == step]
+        if not chosen:
+            continue
         print_table(chosen, list(chosen[0]))
         print()
-    print(f"wrote {write_json('import_index.json', {'rows': rows_out})}")
+    print(f"wrote {write_json('import_index_only.json' if args.index_only else 'import_index.json', {'rows': rows_out})}")
 
 
 if __name__ == "__main__":

@@ -24,14 +24,30 @@ problem (at most :data:`LISTED_BAD_ROWS` lines; all of them are in ``STORE/_skip
 dimension is the Parquet column's fixed size, the ``.npy``'s width, or else the most common
 vector length of the first batch.
 
-Memory and speed: the input is streamed in batches of :data:`BATCH_ROWS` rows (Parquet
-``iter_batches``, ``np.load(mmap_mode="r")``), so memory is one batch plus the set of paths seen
-(for duplicates). The store is written in chunks of :data:`CHUNK_ROWS` rows into a hidden folder
-beside ``out`` that replaces it only when complete (:func:`stylecluster.io.staged_folder`): a
-failed import leaves no half store, and an existing store is replaced only with ``overwrite``.
-Measured on this machine while other jobs ran (``benchmarks/import_index.py``, 2 cores,
-``OMP_NUM_THREADS=1``): see that script's table; 1M x 192 float32 imports in IMPORT_1M_SECONDS
-with a peak RSS of IMPORT_1M_RSS.
+Memory and speed: the input is streamed in batches of :data:`BATCH_ROWS` rows — Parquet through
+``iter_batches`` without pre-buffering (pre-buffered, one 100k-row row group held ~250 MB of Arrow
+memory, without ~30 MB), a ``.npy`` through plain reads at the rows' offsets (slices of
+``np.load(mmap_mode="r")`` leave every page read resident, the whole matrix in RSS by the end) —
+so memory is one row group of the input, one batch, and the paths seen (for duplicates: the
+peak grows by ~100-220 MB from 100k to 1M rows in the table below). The store is written in chunks of :data:`CHUNK_ROWS` rows, not the embedder's 512:
+for 100k x 192 imported from ``.npy``, 512-row chunks made 196 files, a 12-14 s import and a
+5.2-5.6 s ``load_store``; 16,384-row chunks 7 files, 3.4-8.1 s and 1.4-2.9 s (two runs each,
+machine busy). Measured by ``benchmarks/import_index.py`` on this 2-core machine under a load
+average of ~10 (other jobs running), each import in its own process, peak RSS its ``VmHWM``
+(~190 MB of it is Python with numpy, pandas, pyarrow and scikit-learn loaded):
+
+    =====================  =======  ============  =====================
+    input                  seconds  peak RSS      ``load_store`` after
+    =====================  =======  ============  =====================
+    Parquet 100k x 192       5.0     453 MB         1.5 s
+    ``.npy`` 100k x 192      4.6     354 MB         1.2 s
+    Parquet 1M x 192        66.0     652 MB        22.8 s
+    ``.npy`` 1M x 192       22.9     446 MB         9.5 s
+    =====================  =======  ============  =====================
+
+The store is built in a hidden folder beside ``out`` that replaces it only when complete
+(:func:`stylecluster.io.staged_folder`): a failed import leaves no half store, and an existing
+store is replaced only with ``overwrite`` (and not while another process writes it).
 """
 from __future__ import annotations
 
@@ -57,9 +73,9 @@ from .store import LOCK_FILE, StoreWriter, is_store
 
 log = logging.getLogger("stylecluster")
 
-#: Rows read and checked at a time.
+#: Rows read and checked at a time (a batch of 192-float rows is ~13 MB as float32).
 BATCH_ROWS = 16_384
-#: Rows per chunk of an imported store (see the module docstring for why not the embedder's 512).
+#: Rows per chunk of an imported store (module docstring: why not the embedder's 512).
 CHUNK_ROWS = 16_384
 #: Bad rows named on their own line; the rest are counted (all are in ``_skipped.csv``).
 LISTED_BAD_ROWS = 100
