@@ -197,7 +197,6 @@ class _NpySource(_Source):
             for start in range(0, self.rows, batch_rows):
                 stop = min(start + batch_rows, self.rows)
                 paths = [next(lines) for _ in range(stop - start)]
-                dim_of(np.full(stop - start, self.fixed_dim))
                 with np.errstate(over="ignore"):
                     vectors = np.asarray(self._rows(start, stop), dtype=np.float32)
                 yield _Batch(start, paths, np.full(stop - start, self.fixed_dim), vectors)

@@ -270,7 +270,9 @@ class StoreWriter:
 
     Rows are saved every ``checkpoint_rows`` rows or ``checkpoint_seconds`` seconds, whichever
     comes first; :meth:`close` merges the chunks this writer saved into chunks of ``chunk_size``
-    rows (see the module docstring for the measured costs).
+    rows (see the module docstring for the measured costs). :meth:`add_table` saves a whole
+    table at once (an import). ``extra_metadata``: more provenance fields, such as the
+    ``imported`` record of :mod:`stylecluster.importer`.
     """
 
     def __init__(

@@ -72,6 +72,9 @@ def test_npy_with_paths_streams_in_batches_into_chunks(tmp_path):
     # 10 rows in chunks of 4: 4 + 4 + 2, whatever the batches were
     assert [pq.read_metadata(f).num_rows for f in sorted((tmp_path / "s.store").glob("part-*.parquet"))] == [4, 4, 2]
     assert imported_from(store)["paths_file"] == "paths.txt" and report.rows_stored == 10
+    np.save(tmp_path / "f.npy", np.asfortranarray(matrix))  # column-major on disk: rows are not contiguous
+    import_vectors(tmp_path / "f.npy", tmp_path / "f.store", paths=tmp_path / "paths.txt", batch_rows=3)
+    assert np.array_equal(load_store(tmp_path / "f.store").global_, matrix.astype(np.float32))
 
 
 def test_inputs_that_cannot_be_used(tmp_path):

@@ -90,6 +90,8 @@ def test_large_collections_get_an_ivf_index(explorer, tmp_path):
     index = StyleIndex(explorer, cache=tmp_path, flat_limit=100)
     assert json.loads(index.sidecar.read_text())["kind"] == "ivf"
     assert index.index.nlist == 17 and index.index.nprobe == 2  # sqrt(300) lists, an eighth of them probed
+    reopened = StyleIndex(explorer, cache=tmp_path, flat_limit=100)
+    assert reopened.reused and reopened.index.nprobe == 2  # nprobe is saved with the index
     for row in (0, 123, 299):
         found = index.query(explorer.fused[row], 5)
         assert found["row"].iloc[0] == explorer.points["row"].iloc[row] and found["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)
