@@ -27,6 +27,8 @@ import errno
 import itertools
 import os
 import re
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -74,6 +76,33 @@ def save_atomic(path: str | Path, content: bytes | str | Callable[[Path], object
             raise OutputError(path, exc) from None
         raise
     return path
+
+
+@contextmanager
+def staged_folder(out: str | Path):
+    """Yield a new hidden folder beside ``out``; when the block succeeds it replaces ``out``
+    (renamed, so the old folder stays whole until the new one is complete); when it fails it is
+    removed and ``out`` is left as it was. The folder-sized :func:`save_atomic` of reports and
+    imported stores."""
+    out = Path(out)
+    staging = out.parent / f".{out.name}.{os.getpid()}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        yield staging
+        if out.exists():
+            old = out.parent / f".{out.name}.{os.getpid()}.replaced"
+            os.replace(out, old)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(out, exc) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def check_writable(path: str | Path, folder: bool = False) -> Path:

@@ -270,7 +270,9 @@ class StoreWriter:
 
     Rows are saved every ``checkpoint_rows`` rows or ``checkpoint_seconds`` seconds, whichever
     comes first; :meth:`close` merges the chunks this writer saved into chunks of ``chunk_size``
-    rows (see the module docstring for the measured costs).
+    rows (see the module docstring for the measured costs). :meth:`add_table` saves a whole
+    table at once (an import). ``extra_metadata``: more provenance fields, such as the
+    ``imported`` record of :mod:`stylecluster.importer`.
     """
 
     def __init__(
@@ -285,6 +287,7 @@ class StoreWriter:
         seed: int = 0,
         checkpoint_rows: int = 64,
         checkpoint_seconds: float = 30.0,
+        extra_metadata: dict[str, Any] | None = None,
     ):
         from filelock import FileLock, Timeout
 
@@ -308,6 +311,7 @@ class StoreWriter:
             "images_root": images_root,
             "created": now,
             "updated": now,
+            **(extra_metadata or {}),
         }
         self._refuse_foreign_folder()  # before anything is created in it
         try:
@@ -405,6 +409,16 @@ class StoreWriter:
         self._buffer.append(row)
         if len(self._buffer) >= self.checkpoint_rows or time.monotonic() - self._last_save >= self.checkpoint_seconds:
             self.flush()
+
+    def add_table(self, table: pa.Table) -> None:
+        """Save rows given as a table with the store's columns (a bulk import) as chunks of up to
+        ``chunk_size`` rows, after whatever :meth:`add` buffered."""
+        self.flush()
+        table = table.select(self._schema.names).cast(self._schema)
+        for start in range(0, table.num_rows, self.chunk_size):
+            self._saved.append(self._save_chunk(table.slice(start, self.chunk_size)))
+        self.metadata["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self._write_meta()
 
     def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
         columns = {}

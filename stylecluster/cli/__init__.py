@@ -18,9 +18,9 @@ from typing import Sequence
 from .._version import __version__
 from ..errors import StyleclusterError
 from ..io import printable
-from . import classify, cluster, embed, explore, train
+from . import classify, cluster, embed, explore, importer, train
 
-GROUPS = (embed, cluster, train, explore, classify)
+GROUPS = (embed, importer, cluster, train, explore, classify)
 
 
 def build_parser() -> argparse.ArgumentParser:

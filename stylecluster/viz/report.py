@@ -9,6 +9,7 @@ Layout of ``OUT/``::
     thumbs/<sha256>.jpg     thumbnails (named by content hash: no file name reaches a URL)
     patches/<sha256>.png    DoG patch strips of the images shown on cluster pages
     strokes/cluster-3.png   each cluster's typical strokes (:mod:`~stylecluster.viz.strokes`)
+                            (a store of imported vectors, :mod:`stylecluster.importer`, has neither)
     montages/cluster-3.jpg  each cluster's most typical works in a row
     compare.html            each cluster beside its nearest: works between, typical patches, distances
     atlas.js                every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`)
@@ -26,9 +27,6 @@ a full disk leaves the previous report, or nothing, and the rerun is never refus
 """
 from __future__ import annotations
 
-import os
-import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +34,8 @@ import pandas as pd
 
 from ..config import Config
 from ..evaluate import composition, evaluate_clusters
-from ..io import OutputError, check_writable, printable, save_atomic
+from ..importer import imported_from
+from ..io import check_writable, printable, save_atomic, staged_folder
 from .atlas import build_atlas
 from .chronology import time_fragment
 from .comparison import dendrogram_figure, geometry
@@ -235,30 +234,6 @@ def check_folder(out: Path, overwrite: bool = False) -> None:
     check_writable(out.parent / f".{out.name}.staging", folder=True)
 
 
-@contextmanager
-def staged_folder(out: Path):
-    """Yield a hidden folder beside ``out``; when the block succeeds, it replaces ``out``."""
-    staging = out.parent / f".{out.name}.{os.getpid()}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir(parents=True)
-        (staging / "clusters").mkdir()
-        yield staging
-        if out.exists():
-            old = out.parent / f".{out.name}.{os.getpid()}.replaced"
-            os.replace(out, old)
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise OutputError(out, exc) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def write_report(
     explorer,
     out: str | Path,
@@ -283,6 +258,7 @@ def write_report(
     cache = cache if cache is not None else cache_dir(explorer.store)
     table = cluster_names(explorer, names)  # a bad names file fails before any work
     with staged_folder(out) as folder:
+        (folder / "clusters").mkdir()
         result = _write_report(explorer, folder, per_section, config, cache, umap_params, workers, table)
     result.folder, result.index = out, out / "index.html"
     result.pages = {c: out / "clusters" / page_name(c) for c in result.pages}
@@ -301,10 +277,16 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
     all_members = cluster_members(points, explorer.fused, per_section)
     shown = pd.concat([rows for m in all_members for rows in m.sections.values()])
     store_config = config_for_store(explorer.store, config)
-    strips = write_patch_strips(explorer.images_root, zip(shown["path"], shown["sha256"]), out / "patches", store_config, workers)
-    strokes = write_typical_strokes(explorer.images_root, points, out / "strokes", store_config)
+    imported = imported_from(explorer.store)
+    if imported is not None:  # no branch of ours made these vectors: no patches behind them
+        strips, strokes = {}, {}
+    else:
+        strips = write_patch_strips(explorer.images_root, zip(shown["path"], shown["sha256"]), out / "patches", store_config, workers)
+        strokes = write_typical_strokes(explorer.images_root, points, out / "strokes", store_config)
     n = store_config.local.n_patches
-    if store_config.local.enabled:
+    if imported is not None:
+        patch_note = f"vectors imported from {imported.get('source')}, without brush-stroke patches"
+    elif store_config.local.enabled:
         patch_note = f"each image with the {n} Difference-of-Gaussians patches its brush-stroke vector was computed from"
     else:
         patch_note = f"each image with the {n} Difference-of-Gaussians patches the brush-stroke branch would use (this store was embedded without it)"
