@@ -100,7 +100,8 @@ def _add_train_style_head(sub) -> None:
     p.add_argument("--group-column", default="artist", help="images of one group are pulled together (default: artist — never style)")
     p.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION", help="keep this share of the artists out of fitting and score the head on them")
     p.add_argument("--score-column", metavar="COLUMN", help="with --holdout: labels the held-out clusters are scored against (e.g. style)")
-    p.add_argument("--n-components", type=int, default=128, help="dimensions of the style vector (default 128)")
+    p.add_argument("--n-components", type=_directions, default=128, metavar="N|all",
+                   help="the first N discriminant directions (default 128), or all: every direction, whitened within artists (WCCN)")
     p.add_argument("--pca-components", type=int, default=128, help="PCA dimensions per part before the discriminant (default 128)")
     p.add_argument("--shrinkage", type=float, default=0.1, help="within-artist covariance shrinkage, 0-1 (default 0.1)")
     p.add_argument("--weighting", choices=("none", "posterior"), default="none", help="scale each direction by its measured artist signal: posterior = λ/(1+λ) (default none)")
@@ -108,6 +109,15 @@ def _add_train_style_head(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_verbosity_options(p)
     p.set_defaults(func=run_train_style_head)
+
+
+def _directions(text: str) -> int | None:
+    if text == "all":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'all', got {text}")
+    return value
 
 
 def run_train_style_head(args: argparse.Namespace) -> int:
