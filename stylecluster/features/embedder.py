@@ -97,19 +97,23 @@ def embed_images(
     overwrite: bool = False,
     quiet: bool = False,
     branches: Sequence[Branch] | None = None,
+    engine=None,
 ) -> EmbedReport:
     """Embed ``paths`` (stored relative to ``root``) into the store at ``out``.
 
     Re-running with the same arguments resumes: files whose (path, content hash) are stored are
     skipped. Bad files are logged one line each and listed in the report; they never stop the run.
+    ``engine``: None encodes in this process (DataLoader workers decode), a
+    :class:`~stylecluster.features.ray_engine.RayEngine` on Ray actors (which build their branches
+    from ``config``; ``branches`` here then only describe the store).
     """
     config = config or Config()
     device = resolve_device(config.embed.device)
     branches = list(branches) if branches is not None else build_branches(config, device)
-    return run_into_store(paths, root, out, config, branches, overwrite, quiet, _LocalEngine(config, device, branches))
+    return _run_into_store(paths, root, out, config, branches, overwrite, quiet, engine or _LocalEngine(config, device, branches))
 
 
-def run_into_store(paths, root: Path, out: Path, config: Config, branches: Sequence[Branch], overwrite: bool, quiet: bool, engine) -> EmbedReport:
+def _run_into_store(paths, root: Path, out: Path, config: Config, branches: Sequence[Branch], overwrite: bool, quiet: bool, engine) -> EmbedReport:
     """Plan the run against the store at ``out``, let ``engine`` encode what is new, write every row.
 
     ``engine.run(items, known_sha256, quiet)`` yields ``(rows, others)``: ``rows`` a list of
@@ -182,7 +186,8 @@ def _embed_into(writer: StoreWriter, report: EmbedReport, paths, root: Path, eng
     unchanged file from a changed one); every other file is hashed by whoever decodes it, from
     the same read. A new file whose content the store or this run already holds is written as a
     duplicate of that row: with the stored vectors when the store has them, otherwise with its
-    own (equal, since the vectors depend on the content alone). Files new to the store are not
+    own (the same up to float rounding: they depend on the content alone, but the copies may be
+    encoded in different batches). Files new to the store are not
     decoded when their content is (``known_sha256``).
     """
 
