@@ -1,4 +1,4 @@
-"""Embedding a collection: hash → plan (resume, duplicates) → decode in workers → encode → store."""
+"""Embedding a collection: plan against the store (resume, duplicates) → hash and decode in workers → encode → store."""
 from __future__ import annotations
 
 import logging
@@ -110,18 +110,6 @@ def embed_images(
     config = config or Config()
     device = resolve_device(config.embed.device)
     branches = list(branches) if branches is not None else build_branches(config, device)
-    return _run_into_store(paths, root, out, config, branches, overwrite, quiet, engine or _LocalEngine(config, device, branches))
-
-
-def _run_into_store(paths, root: Path, out: Path, config: Config, branches: Sequence[Branch], overwrite: bool, quiet: bool, engine) -> EmbedReport:
-    """Plan the run against the store at ``out``, let ``engine`` encode what is new, write every row.
-
-    ``engine.run(items, known_sha256, quiet)`` yields ``(rows, others)``: ``rows`` a list of
-    ``(index, sha256, width, height, {branch: vector})`` for the items encoded, ``others`` a list of
-    ``{"index", "error", "kind"}`` for bad files and ``{"index", "sha256", "known": True}`` for
-    files whose content is in ``known_sha256`` (not decoded). Engines: the local DataLoader
-    below and Ray Data (features/ray_engine.py).
-    """
     report = EmbedReport(store=Path(out), found=len(paths))
     writer = StoreWriter(
         out,
@@ -136,7 +124,7 @@ def _run_into_store(paths, root: Path, out: Path, config: Config, branches: Sequ
         checkpoint_seconds=config.embed.checkpoint_seconds,
     )
     try:
-        _embed_into(writer, report, paths, root, engine, quiet)
+        _embed_into(writer, report, paths, root, engine or _LocalEngine(config, device, branches), quiet)
     finally:
         # Reached on Ctrl-C too: everything encoded so far is kept.
         try:
@@ -149,7 +137,14 @@ def _run_into_store(paths, root: Path, out: Path, config: Config, branches: Sequ
 
 
 class _LocalEngine:
-    """Decoding (and hashing) in DataLoader workers, the branches in this process."""
+    """Decoding (and hashing) in DataLoader workers, the branches in this process.
+
+    Every engine (this one, and Ray Data's in features/ray_engine.py) has ``run(items,
+    known_sha256, quiet)``, which yields ``(rows, others)``: ``rows`` a list of ``(index, sha256,
+    width, height, {branch: vector})`` for the items encoded, ``others`` a list of ``{"index",
+    "error", "kind"}`` for bad files and ``{"index", "sha256", "known": True}`` for files whose
+    content is in ``known_sha256`` (not decoded).
+    """
 
     def __init__(self, config: Config, device: torch.device, branches: Sequence[Branch]):
         self.config, self.device, self.branches = config, device, list(branches)
