@@ -124,7 +124,7 @@ def embed_images(
         checkpoint_seconds=config.embed.checkpoint_seconds,
     )
     try:
-        _embed_into(writer, report, paths, root, engine or _LocalEngine(config, device, branches), quiet)
+        _embed_into(writer, report, paths, root, engine or LocalEngine(config, device, branches), quiet)
     finally:
         # Reached on Ctrl-C too: everything encoded so far is kept.
         try:
@@ -136,7 +136,7 @@ def embed_images(
     return report
 
 
-class _LocalEngine:
+class LocalEngine:
     """Decoding (and hashing) in DataLoader workers, the branches in this process.
 
     Every engine (this one, and Ray Data's in features/ray_engine.py) has ``run(items,

@@ -115,8 +115,8 @@ class RayEngine:
         Actors (models) encoding at once; None = one per GPU of the cluster, or else one per
         ``threads`` CPUs.
     threads : int
-        CPUs (torch threads) per actor on CPU clusters. 1 by default: on CPUs one single-threaded
-        model per core keeps every core busy without the threads of one model waiting on each other.
+        CPUs (torch threads) per actor. 1 by default: on CPUs one single-threaded model per core
+        keeps every core busy without the threads of one model waiting on each other.
     """
 
     def __init__(self, config: Config, address: str | None = None, actors: int | None = None, threads: int = 1):
@@ -145,18 +145,21 @@ class RayEngine:
         cpus = max(1, int(resources.get("CPU", 1)))
         actors = self.actors or (gpus or max(1, cpus // self.threads))
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
+        context.enable_progress_bars = False  # ours below counts images, not Ray's blocks
+        if quiet:
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
         rows = [{"index": it.index, "path": str(it.path), "sha256": it.sha256 or ""} for it in items]
         batch_size = self.config.embed.batch_size
-        # Enough blocks that every actor gets work from the start.
-        dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), actors * 4, -(-len(rows) // batch_size))))
+        # One batch a block up to 16 blocks an actor: the actors that finish first take the next
+        # block, so a slow actor (a busy node) never holds a long block back.
+        dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(-(-len(rows) // batch_size), actors * 16)))
         encoded = dataset.map_batches(
             EmbedActor,
             fn_constructor_kwargs={"config": self.config.to_dict(), "known_sha256": known_sha256, "threads": self.threads},
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=0 if gpus else self.threads,
+            num_cpus=self.threads,  # the actor decodes its batches too
             num_gpus=1 if gpus else 0,
             udf_modifying_row_count=False,
         )
