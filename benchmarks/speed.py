@@ -86,12 +86,12 @@ def forward_only_seconds(branch, batches: list[dict], device: torch.device) -> f
     """Seconds for the global backbone's forward pass alone (pooled features; no Gram statistics,
     no head) over the preprocessed batches: the speed ``embed`` is measured against."""
     model = branch.backbone.model
-    inputs = [b["inputs"][branch.name] for b in batches]
+    inputs = [branch.model_input(b["inputs"][branch.name]) for b in batches]
     with torch.inference_mode(), autocast(device):
-        model.forward_head(model.forward_features(inputs[0][:2].to(device, memory_format=torch.channels_last)), pre_logits=True)  # warm-up
+        model.forward_head(model.forward_features(inputs[0][:2]), pre_logits=True)  # warm-up
         start = time.perf_counter()
         for x in inputs:
-            model.forward_head(model.forward_features(x.to(device, memory_format=torch.channels_last)), pre_logits=True)
+            model.forward_head(model.forward_features(x), pre_logits=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
     return time.perf_counter() - start

@@ -54,7 +54,7 @@ def test_global_branch_uint8_input_is_exactly_timms_transform(one_torch_thread):
     pixels = torch.stack([branch.preprocess(im, 0) for im in images])
     assert pixels.dtype == torch.uint8 and pixels.shape == (3, 3, 224, 224)
     reference = torch.stack([branch.transform(im) for im in images])
-    assert torch.equal(branch._model_input(pixels), reference)
+    assert torch.equal(branch.model_input(pixels), reference)
     normalise, branch._normalise = branch._normalise, None  # the whole transform, as before
     try:
         before = branch.encode(reference)

@@ -150,7 +150,9 @@ class GlobalBranch(Branch):
             return self.transform(image)
         return torch.from_numpy(np.array(self._pixels(image), dtype=np.uint8, copy=True)).permute(2, 0, 1)
 
-    def _model_input(self, batch: torch.Tensor) -> torch.Tensor:
+    def model_input(self, batch: torch.Tensor) -> torch.Tensor:
+        """A collated batch of :meth:`preprocess` outputs as the backbone takes it (on its device,
+        normalised, channels-last)."""
         x = batch.to(self.device, non_blocking=True)
         if self._normalise is not None:
             mean, std = self._normalise
@@ -171,7 +173,7 @@ class GlobalBranch(Branch):
 
     def encode(self, batch: torch.Tensor) -> np.ndarray:
         with torch.inference_mode(), autocast(self.device):
-            pooled, maps = self._forward(self._model_input(batch))
+            pooled, maps = self._forward(self.model_input(batch))
             out = [pooled.float()]
             for fmap, proj in zip(maps, self._projections):
                 fmap = fmap.float()
