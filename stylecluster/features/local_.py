@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..config import LocalConfig
+from ..device import autocast
 from .branch import Branch
 from ..hashing import file_sha256
 from .infovae import Encoder, load_encoder
@@ -105,8 +106,9 @@ class LocalBranch(Branch):
         patches = torch.as_tensor(batch).to(self.device, torch.float32, non_blocking=True)
         n_images, n_patches = patches.shape[:2]
         with torch.inference_mode():
-            codes = self._posterior_mean(patches.flatten(0, 1).contiguous(memory_format=torch.channels_last))
-            codes = codes.view(n_images, n_patches, -1)
+            with autocast(self.device):  # fp16 on CUDA, as the global branch; full precision elsewhere
+                codes = self._posterior_mean(patches.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+            codes = codes.float().view(n_images, n_patches, -1)
             parts = [codes.mean(dim=1)]
             if self.config.aggregate == "mean+std":
                 parts.append(codes.std(dim=1, correction=0))
