@@ -3,14 +3,18 @@
     python benchmarks/speed.py                 # 256 wikiart images, batch 1 and 32
     python benchmarks/speed.py --images 1024 --cluster-sizes 1000 10000 100000
 
-Embedding: images/s end to end (decode in workers + model), with the time split into decoding
-(``ImageDataset`` per image, one process) and model (``encode`` per batch), and peak RSS.
-Clustering: seconds per method on synthetic points at the store's fused dimensionality
-(benchmarks/cluster_speed.py). Writes benchmarks/out/speed.json.
+Embedding: images/s end to end (the real ``embed`` path: hashing and decoding in workers, both
+branches, the store's writes), beside the global backbone's forward pass alone on the same
+preprocessed batches, measured before and after it in the same run (``embed / forward``: the
+share of the backbone's speed the whole path keeps; the goal is >= 0.8). Also the time split
+into decoding (``ImageDataset`` per image, one process) and model (``encode`` per batch), and
+peak RSS. Clustering: seconds per method on synthetic points at the store's fused
+dimensionality (benchmarks/cluster_speed.py). Writes benchmarks/out/speed.json.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import sys
@@ -23,8 +27,7 @@ from common import WIKIART, print_table, stratified_labels, write_json
 
 from stylecluster import Config
 from stylecluster.data.dataset import ImageDataset, WorkItem, collate_items
-from stylecluster.data.decode import hash_file
-from stylecluster.device import resolve_device
+from stylecluster.device import autocast, resolve_device
 from stylecluster.features.embedder import build_branches, embed_images
 
 
@@ -44,36 +47,57 @@ def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int, lo
     branches = build_branches(config, device)
 
     # decode + preprocess, one process, per image
-    items = [WorkItem(i, p, hash_file(p).sha256) for i, p in enumerate(paths)]
+    items = [WorkItem(i, p, None) for i, p in enumerate(paths)]  # hashed while decoding, as embed does
     dataset = ImageDataset(items, branches, config.ingest.max_pixels, config.ingest.min_side)
     start = time.perf_counter()
     samples = [dataset[i] for i in range(len(dataset))]
     decode_s = (time.perf_counter() - start) / len(paths)
 
     # model only, per batch
+    batches = [collate_items(samples[i : i + batch_size])[0] for i in range(0, len(samples), batch_size)]
     model_s = 0.0
-    for i in range(0, len(samples), batch_size):
-        batch, _ = collate_items(samples[i : i + batch_size])
+    for batch in batches:
         start = time.perf_counter()
         for b in branches:
             b.encode(batch["inputs"][b.name])
         model_s += time.perf_counter() - start
     model_s /= len(paths)
 
-    # end to end through the real embed path (workers decode while the model runs)
+    # end to end through the real embed path (workers decode while the model runs), between two
+    # timings of the global backbone's forward pass alone, so that a busy machine's drift shows
+    forward_before = forward_only_seconds(branches[0], batches, device)
     out = Path(tempfile.mkdtemp()) / "speed.store"
     start = time.perf_counter()
     embed_images(paths, root, out, config, quiet=True, branches=branches)
     total = time.perf_counter() - start
     shutil.rmtree(out.parent)
+    forward_after = forward_only_seconds(branches[0], batches, device)
+    forward = (forward_before + forward_after) / 2
     return {
         "backbone": config.global_.backbone, "branches": "+".join(b.name for b in branches), "batch_size": batch_size, "workers": workers, "device": str(device), "images": len(paths),
-        "images_per_s": len(paths) / total, "decode_ms_per_image": 1000 * decode_s, "model_ms_per_image": 1000 * model_s,
+        "images_per_s": len(paths) / total, "forward_images_per_s": len(paths) / forward, "embed_over_forward": forward / total,
+        "forward_drift": forward_after / forward_before,
+        "decode_ms_per_image": 1000 * decode_s, "model_ms_per_image": 1000 * model_s,
         "peak_rss_mb": peak_rss_mb(),
     }
 
 
-def main() -> int:
+def forward_only_seconds(branch, batches: list[dict], device: torch.device) -> float:
+    """Seconds for the global backbone's forward pass alone (pooled features; no Gram statistics,
+    no head) over the preprocessed batches: the speed ``embed`` is measured against."""
+    model = branch.backbone.model
+    inputs = [branch.model_input(b["inputs"][branch.name]) for b in batches]
+    with torch.inference_mode(), autocast(device):
+        model.forward_head(model.forward_features(inputs[0][:2]), pre_logits=True)  # warm-up
+        start = time.perf_counter()
+        for x in inputs:
+            model.forward_head(model.forward_features(x), pre_logits=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 32])
@@ -83,7 +107,7 @@ def main() -> int:
     parser.add_argument("--no-local", action="store_true", help="time the global branch alone")
     parser.add_argument("--backbones", default=None,
                         help="comma-separated global backbones timed in the same run (ratios between them are what a busy machine can measure)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not (WIKIART / "labels.csv").is_file():
         print(f"shared data not found at {WIKIART}", file=sys.stderr)
         return 2
@@ -93,6 +117,10 @@ def main() -> int:
     backbones = args.backbones.split(",") if args.backbones else [None]
     embed_rows = [embed_speed(paths, WIKIART, bs, args.workers, local=not args.no_local, backbone=b) for b in backbones for bs in args.batch_sizes]
     print_table(embed_rows, list(embed_rows[0]))
+    for row in embed_rows:
+        print(f"{row['backbone']} batch {row['batch_size']}: embed / forward-only = {row['embed_over_forward']:.2f} "
+              f"({row['images_per_s']:.1f} vs {row['forward_images_per_s']:.1f} images/s; forward drift within the run x{row['forward_drift']:.2f})")
+    print(f"machine load average (1, 5, 15 min) at the end: {os.getloadavg()}")
 
     cluster_rows = []
     if not args.skip_cluster:

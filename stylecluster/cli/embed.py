@@ -40,6 +40,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--local-model", metavar="PATH", help="local (brush-stroke) branch encoder from `train-local` (default: the one shipped with stylecluster)")
     p.add_argument("--no-local", action="store_true", help="embed the global branch only (no brush-stroke patches)")
     p.add_argument("--overwrite", action="store_true", help="replace a store made with another model or configuration")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this machine (default); ray: Ray Data actors, on this machine or the cluster at --address (pip install 'stylecluster[ray]')")
+    p.add_argument("--address", metavar="ADDR", help="with --engine ray: a running Ray cluster (host:port, or 'auto'); default: start Ray here for the run")
+    p.add_argument("--actors", type=int, metavar="N", help="with --engine ray: models encoding at once (default: one per GPU, else one per CPU of the cluster)")
     add_config_options(p)
     p.set_defaults(func=run_embed)
 
@@ -63,7 +67,14 @@ def run_embed(args: argparse.Namespace) -> int:
     paths = read_path_list(args.list, root) if args.list else discover_images(root, config.ingest.follow_symlinks)
     if not paths:
         raise InputError(f"{args.list or root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    report = embed_images(paths, root, Path(args.out), config, overwrite=args.overwrite, quiet=args.quiet)
+    engine = None
+    if args.engine == "ray":
+        from ..features.ray_engine import RayEngine
+
+        engine = RayEngine(config, address=args.address, actors=args.actors)
+    elif args.address or args.actors:
+        raise InputError("--address and --actors go with --engine ray")
+    report = embed_images(paths, root, Path(args.out), config, overwrite=args.overwrite, quiet=args.quiet, engine=engine)
     print("\n".join(report.summary_lines()))
     if report.stored_total == 0:
         print("stylecluster: error: nothing could be embedded", file=sys.stderr)

@@ -31,6 +31,7 @@ reduced, 6,000 x 4,000 in colour, 219 MB (403 MB with the former 16-megapixel gr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import math
 import os
@@ -53,6 +54,8 @@ MAX_WORKING_PIXELS = 24_000_000
 MAX_DECODE_BYTES = 320 * 2**20
 #: Source pixels converted and reduced at a time.
 STRIP_PIXELS = 4_000_000
+#: Files up to this size are read into memory once to be hashed and decoded (load_hashed_image).
+WHOLE_READ_BYTES = 64 * 2**20
 # PIL's storage per pixel for the modes that use less than 4 bytes.
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 # Modes Image.reduce cannot work on, and what they are converted to first.
@@ -195,3 +198,20 @@ def load_image(path: str | Path, max_pixels: int = 200_000_000, min_side: int = 
         if os.fstat(f.fileno()).st_size == 0:
             raise BadImage("empty file (0 bytes)", "empty")
         return decode_image(f, max_pixels=max_pixels, min_side=min_side)
+
+
+def read_hashed(path: str | Path) -> tuple[FileInfo, bytes | None]:
+    """The file's content hash, and its bytes when it is at most :data:`WHOLE_READ_BYTES` (else
+    None: it was hashed streamed, and is decoded from the file).
+
+    Embedding hashes here, in the decoding workers, from the read that decodes the file, instead
+    of in a pass of its own before the first batch (features/embedder.py).
+    """
+    with _reading(), open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise BadImage("empty file (0 bytes)", "empty")
+        if size <= WHOLE_READ_BYTES:
+            data = f.read()
+            return FileInfo(hashlib.sha256(data).hexdigest(), len(data)), data
+    return hash_file(path), None

@@ -1,4 +1,4 @@
-"""Embedding a collection: hash → plan (resume, duplicates) → decode in workers → encode → store."""
+"""Embedding a collection: plan against the store (resume, duplicates) → hash and decode in workers → encode → store."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 import cv2
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -83,6 +84,11 @@ def _hash_all(paths: Sequence[Path], quiet: bool) -> list[tuple[Path, str | BadI
         return list(tqdm(pool.map(one, paths), total=len(paths), desc="hashing", unit="file", disable=quiet, leave=False))
 
 
+def encode_batch(batch: dict, branches: Sequence[Branch]) -> dict[str, np.ndarray]:
+    """Every branch's vectors for a batch collated by :func:`~stylecluster.data.dataset.collate_items`."""
+    return {b.name: b.encode(batch["inputs"][b.name]) for b in branches}
+
+
 def embed_images(
     paths: Sequence[Path],
     root: Path,
@@ -91,17 +97,20 @@ def embed_images(
     overwrite: bool = False,
     quiet: bool = False,
     branches: Sequence[Branch] | None = None,
+    engine=None,
 ) -> EmbedReport:
     """Embed ``paths`` (stored relative to ``root``) into the store at ``out``.
 
     Re-running with the same arguments resumes: files whose (path, content hash) are stored are
     skipped. Bad files are logged one line each and listed in the report; they never stop the run.
+    ``engine``: None encodes in this process (DataLoader workers decode), a
+    :class:`~stylecluster.features.ray_engine.RayEngine` on Ray actors (which build their branches
+    from ``config``; ``branches`` here then only describe the store).
     """
     config = config or Config()
     device = resolve_device(config.embed.device)
     branches = list(branches) if branches is not None else build_branches(config, device)
     report = EmbedReport(store=Path(out), found=len(paths))
-
     writer = StoreWriter(
         out,
         branches={b.name: b.provenance() for b in branches},
@@ -115,7 +124,7 @@ def embed_images(
         checkpoint_seconds=config.embed.checkpoint_seconds,
     )
     try:
-        _embed_into(writer, report, paths, root, config, device, branches, quiet)
+        _embed_into(writer, report, paths, root, engine or LocalEngine(config, device, branches), quiet)
     finally:
         # Reached on Ctrl-C too: everything encoded so far is kept.
         try:
@@ -127,7 +136,56 @@ def embed_images(
     return report
 
 
-def _embed_into(writer: StoreWriter, report: EmbedReport, paths, root: Path, config: Config, device, branches, quiet: bool) -> None:
+class LocalEngine:
+    """Decoding (and hashing) in DataLoader workers, the branches in this process.
+
+    Every engine (this one, and Ray Data's in features/ray_engine.py) has ``run(items,
+    known_sha256, quiet)``, which yields ``(rows, others)``: ``rows`` a list of ``(index, sha256,
+    width, height, {branch: vector})`` for the items encoded, ``others`` a list of ``{"index",
+    "error", "kind"}`` for bad files and ``{"index", "sha256", "known": True}`` for files whose
+    content is in ``known_sha256`` (not decoded).
+    """
+
+    def __init__(self, config: Config, device: torch.device, branches: Sequence[Branch]):
+        self.config, self.device, self.branches = config, device, list(branches)
+
+    def run(self, items: Sequence[WorkItem], known_sha256: frozenset[str], quiet: bool):
+        config = self.config
+        dataset = ImageDataset(items, self.branches, config.ingest.max_pixels, config.ingest.min_side, seed=config.embed.seed,
+                               known_sha256=known_sha256)
+        loader = DataLoader(
+            dataset,
+            batch_size=config.embed.batch_size,
+            num_workers=config.embed.workers,
+            collate_fn=collate_items,
+            worker_init_fn=_worker_init if config.embed.workers > 0 else None,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if config.embed.workers > 0 else None,
+        )
+        with tqdm(total=len(items), desc="embedding", unit="img", disable=quiet) as bar:
+            for batch, failures in loader:
+                rows = []
+                if batch is not None:
+                    vectors = encode_batch(batch, self.branches)
+                    for row, index in enumerate(batch["index"].tolist()):
+                        rows.append((index, batch["sha256"][row], int(batch["width"][row]), int(batch["height"][row]),
+                                     {name: v[row] for name, v in vectors.items()}))
+                yield rows, failures
+                bar.update(len(failures) + len(rows))
+
+
+def _embed_into(writer: StoreWriter, report: EmbedReport, paths, root: Path, engine, quiet: bool) -> None:
+    """Plan against the store, then write what ``engine`` encodes.
+
+    Only files whose path the store already holds are hashed before encoding (to tell an
+    unchanged file from a changed one); every other file is hashed by whoever decodes it, from
+    the same read. A new file whose content the store or this run already holds is written as a
+    duplicate of that row: with the stored vectors when the store has them, otherwise with its
+    own (the same up to float rounding: they depend on the content alone, but the copies may be
+    encoded in different batches). Files new to the store are not
+    decoded when their content is (``known_sha256``).
+    """
+
     def skip(path: Path, exc: BadImage | str, kind: str | None = None) -> None:
         reason = str(exc)
         report.skipped.append((relative_name(path, root), reason, kind or getattr(exc, "kind", "corrupt")))
@@ -137,8 +195,10 @@ def _embed_into(writer: StoreWriter, report: EmbedReport, paths, root: Path, con
 
     items: list[WorkItem] = []
     pending_duplicates: dict[str, list[tuple[str, str]]] = defaultdict(list)  # sha → [(rel, original rel)]
-    first_in_run: dict[str, str] = {}
-    for path, result in _hash_all(paths, quiet):
+    first_in_run: dict[str, str] = {}  # sha → rel, of the files hashed before encoding
+    rels = [relative_name(path, root) for path in paths]
+    known = [path for path, rel in zip(paths, rels) if rel in stored_by_path]
+    for path, result in _hash_all(known, quiet):
         if isinstance(result, BadImage):
             skip(path, result)
             continue
@@ -154,37 +214,35 @@ def _embed_into(writer: StoreWriter, report: EmbedReport, paths, root: Path, con
         else:
             first_in_run[sha] = rel
             items.append(WorkItem(len(items), path, sha))
+    new = [path for path, rel in zip(paths, rels) if rel not in stored_by_path]
+    items += [WorkItem(len(items) + i, path, None) for i, path in enumerate(new)]
 
-    dataset = ImageDataset(items, branches, config.ingest.max_pixels, config.ingest.min_side, seed=config.embed.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=config.embed.batch_size,
-        num_workers=config.embed.workers,
-        collate_fn=collate_items,
-        worker_init_fn=_worker_init if config.embed.workers > 0 else None,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if config.embed.workers > 0 else None,
-    )
-    with tqdm(total=len(items), desc="embedding", unit="img", disable=quiet) as bar:
-        for batch, failures in loader:
-            for failure in failures:
-                item = items[failure["index"]]
-                skip(item.path, failure["error"], failure["kind"])
-                for rel, _ in pending_duplicates.pop(item.sha256, []):
-                    report.skipped.append((rel, failure["error"], failure["kind"]))
-            if batch is not None:
-                vectors = {b.name: b.encode(batch["inputs"][b.name]) for b in branches}
-                for row, index in enumerate(batch["index"].tolist()):
-                    item = items[index]
-                    rel = relative_name(item.path, root)
-                    width, height = int(batch["width"][row]), int(batch["height"][row])
-                    row_vectors = {name: v[row] for name, v in vectors.items()}
-                    writer.add(rel, item.sha256, width, height, row_vectors)
-                    report.embedded += 1
-                    for dup_rel, original in pending_duplicates.pop(item.sha256, []):
-                        writer.add(dup_rel, item.sha256, width, height, row_vectors, duplicate_of=original)
-                        report.duplicates += 1
-            bar.update(len(failures) + (0 if batch is None else len(batch["index"])))
+    written: dict[str, str] = {}  # sha → rel of the rows encoded in this run
+    for rows, others in engine.run(items, frozenset(stored_by_sha), quiet):
+        for other in others:
+            item = items[other["index"]]
+            if other.get("known"):
+                row = stored_by_sha[other["sha256"]]
+                writer.add(relative_name(item.path, root), other["sha256"], row.width, row.height, row.vectors, duplicate_of=row.path)
+                report.duplicates += 1
+                continue
+            failure = other
+            skip(item.path, failure["error"], failure["kind"])
+            for rel, _ in pending_duplicates.pop(item.sha256, []):
+                report.skipped.append((rel, failure["error"], failure["kind"]))
+        for index, sha, width, height, vectors in rows:
+            item = items[index]
+            rel = relative_name(item.path, root)
+            if item.sha256 is None and sha in written:
+                writer.add(rel, sha, width, height, vectors, duplicate_of=written[sha])
+                report.duplicates += 1
+                continue
+            writer.add(rel, sha, width, height, vectors)
+            written.setdefault(sha, rel)
+            report.embedded += 1
+            for dup_rel, original in pending_duplicates.pop(sha, []):
+                writer.add(dup_rel, sha, width, height, vectors, duplicate_of=original)
+                report.duplicates += 1
 
 
 def embed_folder(images_dir: str | Path, out: str | Path, config: Config | None = None, **kwargs) -> EmbedReport:

@@ -47,7 +47,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 from ..config import LocalConfig
 from ..io import save_atomic
@@ -61,6 +60,8 @@ MAX_ASPECT = 32
 #: (two Sobel derivatives and their magnitude in float32, the float64 integral image): 80 MB at
 #: 4 megapixels; at 16 it was 320 MB, most of what a 24-megapixel image cost to embed.
 MAX_STRIP_PIXELS = 1 << 22
+# Most channels OpenCV 5 filters in one image (measured: 128 works, 129 does not).
+_CV_MAX_CHANNELS = 128
 
 #: LocalConfig fields that determine the patches (recorded in provenance and checkpoints).
 PATCH_FIELDS = ("patch_size", "stride", "top_fraction", "n_patches", "sigma1", "sigma2", "patch_scale", "relative_size")
@@ -170,12 +171,32 @@ def sample_without_replacement(weights: np.ndarray, n: int, rng: np.random.Gener
 # ----------------------------------------------------------------------------- filtering
 
 
+def gaussian_blur(stack: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur over the last two axes of a float32 (n, H, W) stack, reflecting borders.
+
+    The kernel is scipy's ``gaussian_filter`` kernel (radius ``int(4 sigma + 0.5)``, border mode
+    ``reflect`` = OpenCV's ``BORDER_REFLECT``), run by OpenCV on the patches as the channels of one
+    image, in float64 as scipy computes: 0.41 ms for an image's five 64-px patches against 0.77 ms
+    with scipy (one thread, process time); the float32 differences of Gaussians agree within 3e-5. (OpenCV in
+    float32 took 0.21 ms but differed by 8e-5, enough to move the local vectors by 1.6e-4.)
+    """
+    n, height, width = stack.shape
+    size = 2 * int(4.0 * sigma + 0.5) + 1
+    out = np.empty_like(stack)
+    for start in range(0, n, _CV_MAX_CHANNELS):
+        channels = np.ascontiguousarray(stack[start : start + _CV_MAX_CHANNELS].transpose(1, 2, 0), dtype=np.float64)
+        blurred = cv2.GaussianBlur(channels, (size, size), sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+        out[start : start + _CV_MAX_CHANNELS] = blurred.reshape(height, width, -1).transpose(2, 0, 1)
+    return out
+
+
 def difference_of_gaussians(patches: np.ndarray, sigma1: float, sigma2: float) -> np.ndarray:
     """G(sigma1) * P - G(sigma2) * P over the last two axes of a (..., H, W) stack."""
     stack = np.asarray(patches, dtype=np.float32)
-    return gaussian_filter(stack, sigma1, mode="reflect", axes=(-2, -1)) - gaussian_filter(
-        stack, sigma2, mode="reflect", axes=(-2, -1)
-    )
+    flat = stack.reshape(-1, *stack.shape[-2:])
+    if flat.shape[0] == 0:
+        return stack.copy()
+    return (gaussian_blur(flat, sigma1) - gaussian_blur(flat, sigma2)).reshape(stack.shape)
 
 
 def normalise_dog(dog: np.ndarray) -> np.ndarray:
