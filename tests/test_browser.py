@@ -121,7 +121,7 @@ def _check_map(driver, n: int, screenshot) -> None:
     )
     size = plot.size
     ActionChains(driver).move_to_element_with_offset(plot, int(x - size["width"] / 2), int(y - size["height"] / 2)).perform()
-    expected = driver.execute_script("return window.styleMap.data.name[arguments[0]];", index)
+    expected = driver.execute_script("return window.styleMap.record(arguments[0]).name;", index)
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "sc-name").text == expected)
@@ -158,7 +158,7 @@ def test_report_index_and_cluster_page(browser, explorer, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import WebDriverWait
 
-    cluster = browser.execute_script("var m = window.styleMap; return m.data.cluster[m.plot._fullData[0].customdata[0]];")
+    cluster = browser.execute_script("var m = window.styleMap; return m.arrays.cluster[m.plot._fullData[0].customdata[0]];")
     ActionChains(browser).click().perform()
     WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith(f"/clusters/cluster-{cluster}.html"))
 
@@ -260,7 +260,7 @@ def test_lasso_selects_and_exports_exactly_the_rows_inside(browser, explorer, tm
     browser.find_element(By.ID, "sc-export").click()
     WebDriverWait(browser, 20).until(lambda d: (downloads / "selection.csv").is_file())
     exported = pd.read_csv(downloads / "selection.csv", keep_default_na=False)
-    names = browser.execute_script("return window.styleMap.data.name;")
+    names = browser.execute_script("var m = window.styleMap; return Array.from({length: m.nPoints}, (_, i) => m.record(i).name);")
     assert exported["path"].tolist() == [names[i] for i in expected]
     points = explorer.points.set_index("path")
     assert exported["style"].tolist() == points.loc[exported["path"], "label"].tolist()

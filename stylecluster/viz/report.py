@@ -11,7 +11,10 @@ Layout of ``OUT/``::
     strokes/cluster-3.png   each cluster's typical strokes (:mod:`~stylecluster.viz.strokes`)
     montages/cluster-3.jpg  each cluster's most typical works in a row
     compare.html            each cluster beside its nearest: works between, typical patches, distances
-    atlas.js                every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`)
+    atlas.js                every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`;
+                            up to 65,536 images)
+    map/                    above 2,500 images, the map's points (:mod:`~stylecluster.viz.payload`): the index
+                            stays ~5 MB (plotly.js) whatever the size of the collection
     CLUSTERS.names.csv      the clusters' names (:mod:`~stylecluster.viz.names`), sizes, compositions, spans
 
 Clusters are named from their data, or by a names JSON file; with years, the index also shows
@@ -37,7 +40,7 @@ import pandas as pd
 from ..config import Config
 from ..evaluate import composition, evaluate_clusters
 from ..io import OutputError, check_writable, printable, save_atomic
-from .atlas import build_atlas
+from .atlas import ATLAS_LIMIT, build_atlas
 from .chronology import time_fragment
 from .comparison import dendrogram_figure, geometry
 from .comparison_page import compare_page
@@ -50,7 +53,7 @@ from .patch_strip import PatchStrip, write_patch_strips
 from .strokes import write_typical_strokes
 from .provenance import config_for_store
 from .thumbs import ensure_thumbnails
-from .umap_map import UmapParams, copy_thumbnails, map_fragment, thumbnail_order, umap_coordinates
+from .umap_map import EMBED_LIMIT, Sidecar, UmapParams, copy_thumbnails, map_fragment, thumbnail_order, umap_coordinates
 from ..errors import InputError
 
 #: Labels shown per cluster in the composition chart; the rest are summed as "other labels".
@@ -325,9 +328,14 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
     coords = umap_coordinates(explorer.fused, cache, umap_params)
     thumb_src = {sha: f"thumbs/{f.name}" for sha, f in thumbs.items()}
     hrefs = {c: f"clusters/{page_name(c)}" for c in order}
-    atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)], workers)
-    save_atomic(out / "atlas.js", atlas.script_text())
-    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs, label_of(table), atlas.data("atlas.js"))
+    distinct = thumbnail_order(thumbs)
+    atlas = None
+    if len(distinct) <= ATLAS_LIMIT:
+        built = build_atlas([thumbs[sha] for sha in distinct], workers)
+        save_atomic(out / "atlas.js", built.script_text())
+        atlas = built.data("atlas.js")
+    sidecar = Sidecar(out / "map", "map") if len(points) > EMBED_LIMIT else None
+    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs, label_of(table), atlas, sidecar)
     montages = set()
     for members in all_members:
         typical = next(iter(members.sections.values()))
