@@ -153,31 +153,38 @@ def _fit_umap(fused: np.ndarray, params: UmapParams) -> np.ndarray:
 
 
 def place_by_neighbours(fused: np.ndarray, sample: np.ndarray, sample_coords: np.ndarray, metric: str = "cosine",
-                        k: int = PLACE_NEIGHBOURS, rows: int = 2048) -> np.ndarray:
+                        k: int = PLACE_NEIGHBOURS) -> np.ndarray:
     """Map coordinates of every point: the sampled points keep ``sample_coords``, each other point
-    goes to the mean of its ``k`` nearest sampled points' coordinates, weighted by 1 / distance.
+    goes to the mean of its ``k`` nearest sampled points' coordinates, weighted by 1 / distance
+    (cosine distance for ``metric="cosine"``, else Euclidean).
 
-    This is the start umap's own ``transform`` refines with further epochs; the refinement is
-    left out because it costs (MEASURED) and moves points less than a marker's width on a map
-    of a million. Brute force in blocks of ``rows``: a 2048 x 20,000 block of distances is 160 MB.
+    This is where umap's own ``transform`` starts before refining with further epochs; that
+    refinement is left out: it needs the approximate NN-descent index of a fit on the sample
+    (not the exact graph used up to :data:`EXACT_KNN_LIMIT`), and at a million points a marker
+    is wider than the moves it makes. The neighbours come from an exact faiss flat index
+    (``IndexFlatIP`` on unit vectors): for 100k points among 10k sampled ones, 2.2 s of CPU
+    against 14.6 s for numpy's ``argpartition`` over the same distance blocks, most of that spent
+    in the partition (one run, 2 busy cores; 4.6 s vs 35.1 s among 20k).
     """
-    reference = fused[sample]
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs which CPU build it picked at INFO
+    import faiss
+
+    reference = np.ascontiguousarray(fused[sample], dtype=np.float32)
+    queries = np.ascontiguousarray(fused, dtype=np.float32)
     if metric == "cosine":
-        def unit(v):
-            return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        reference = unit(reference)
+        reference = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        index = faiss.IndexFlatIP(reference.shape[1])
     else:
-        reference_sq = (reference**2).sum(axis=1)
+        index = faiss.IndexFlatL2(reference.shape[1])
+    index.add(reference)
     k = min(k, len(sample))
     out = np.empty((len(fused), 2), np.float32)
-    for start in range(0, len(fused), rows):
-        block = fused[start : start + rows]
-        if metric == "cosine":
-            distance = 1.0 - unit(block) @ reference.T
-        else:
-            distance = np.sqrt(np.maximum((block**2).sum(axis=1)[:, None] - 2.0 * block @ reference.T + reference_sq, 0.0))
-        near = np.argpartition(distance, k - 1, axis=1)[:, :k]
-        weight = 1.0 / (np.maximum(np.take_along_axis(distance, near, axis=1), 0.0) + 1e-6)
+    rows = 65_536  # bounds the search's result arrays, not its speed
+    for start in range(0, len(queries), rows):
+        score, near = index.search(queries[start : start + rows], k)
+        distance = 1.0 - score if metric == "cosine" else np.sqrt(np.maximum(score, 0.0))
+        weight = 1.0 / (np.maximum(distance, 0.0) + 1e-6)
         out[start : start + rows] = (sample_coords[near] * weight[..., None]).sum(axis=1) / weight.sum(axis=1, keepdims=True)
     out[sample] = sample_coords
     return out
