@@ -335,6 +335,16 @@ def test_members_are_disjoint_and_bounded(explorer):
         assert sum(map(len, lists)) == len(set().union(*lists))
 
 
+def test_cluster_page_lists_a_bounded_number_and_counts_the_rest(explorer):
+    from stylecluster.viz.report import cluster_page
+
+    for per in (2, 4):
+        members = cluster_members(explorer.points, explorer.fused, per)[0]
+        html = cluster_page(members, (None, None), explorer.points, "style", {}, {})
+        assert html.count('class="card"') == 3 * per
+        assert f"{members.size - 3 * per} more members are not listed here" in html
+
+
 def test_report_refuses_foreign_folder_and_needs_overwrite(explorer, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -511,6 +521,20 @@ def test_timeline_and_decades_from_the_api(explorer):
     assert np.allclose(shares.sum(axis=1), 1.0)
     assert len(viz.decades(explorer).data) == explorer.points["cluster"].nunique()
     assert viz.cluster_names(explorer, {0: "mine"}).set_index("cluster").loc[0, "name"] == "mine"
+
+
+def test_timeline_draws_a_bounded_seeded_sample(explorer):
+    from stylecluster.viz.chronology import timeline_figure
+    from stylecluster.viz.names import cluster_names
+
+    table = cluster_names(explorer)
+    dated = int(explorer.points["year"].notna().sum())
+    fig = timeline_figure(explorer.points, table, limit=25)
+    drawn = sorted(i for t in fig.data for i in t.customdata)
+    assert len(drawn) == 25 and set(drawn) <= set(np.flatnonzero(explorer.points["year"].notna()))
+    assert f"{dated} dated works" in fig.layout.title.text and "a sample of 25 drawn" in fig.layout.title.text
+    assert len(fig.data) == explorer.points["cluster"].nunique()  # every cluster keeps its row
+    assert drawn == sorted(i for t in timeline_figure(explorer.points, table, limit=25).data for i in t.customdata)
 
 
 def test_cli_report_with_names(collection, tmp_path, capsys):

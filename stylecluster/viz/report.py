@@ -150,6 +150,9 @@ def cluster_page(
     for section, rows in members.sections.items():
         cards = "".join(_card(row, label_column, thumbs, strips) for row in rows.itertuples(index=False))
         parts.append(f'<section><h2>{esc(section)} <span class="muted">({len(rows)})</span></h2><div class="grid">{cards or "<p class=muted>none</p>"}</div></section>')
+    rest = members.size - sum(len(rows) for rows in members.sections.values())
+    if rest > 0:  # a page lists at most 3 x per_section works, whatever the size of the cluster
+        parts.append(f'<p class="muted sc-rest">{rest} more members are not listed here: find them on the map (search, lasso) and in CLUSTERS.csv.</p>')
     return page(f"{title} — stylecluster report", "\n".join(parts))
 
 
