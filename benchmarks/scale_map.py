@@ -69,7 +69,7 @@ def synthetic_explorer(n: int, work: Path, seed: int = 0):
     thumbs = work / "cache" / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     sources = []
-    for k in range(8):
+    for k in range(max(8, -(-n // 25_000))):  # ext4 allows 65,000 links to a file; the map adds one more per thumbnail
         source = work / f"source-{k}.jpg"
         Image.new("RGB", (128, 96), tuple(int(v) for v in rng.integers(0, 256, 3))).save(source, quality=75)
         sources.append(source)

@@ -5,14 +5,19 @@ One file or a folder
 Up to :data:`EMBED_LIMIT` images the map is **one self-contained HTML file**: plotly.js (4.7 MB)
 and every thumbnail (128 px JPEG, ~4 KB; ~5.4 KB as base64) are inlined, so the file opens
 offline and can be mailed, archived or attached as one thing: ~18 MB at 2,500 images. Larger
-collections get ``map.html`` plus a ``map_files/thumbs/`` folder of JPEGs linked relatively
-(copy the two together). The reason is size, not speed: measured on 10k synthetic images, the
+collections get ``map.html`` plus a ``map_files/`` folder (copy the two together): the points'
+typed arrays (``points.js``), their text in chunks (``text/<k>.js``) and the thumbnails
+(``thumbs/``), the text and the thumbnails loaded only when a point is hovered, selected or
+searched (:mod:`~stylecluster.viz.payload`). The page itself is then ~5 MB (plotly.js) whatever
+the number of points. The reason is size, not speed: measured on 10k synthetic images, the
 self-contained file is 46 MB against 6 MB + a folder, and headless Chromium draws both in about
 5 s — but a 46 MB file is past most mail and upload limits, and every re-plot rewrites it whole.
 
-Points are drawn with ``Scattergl`` (WebGL): SVG scatter becomes sluggish past a few thousand
-points, WebGL pans and hovers over 10k+ smoothly. The hover panel is filled by our own script
-with ``textContent`` (never ``innerHTML``), so file names and labels are always text.
+Points are drawn with ``Scattergl`` (WebGL, plotly.js as shipped inside the plotly package: no
+network), one trace per legend group, built in the page from the typed arrays. SVG scatter
+becomes sluggish past a few thousand points; WebGL draws a million: SCALE_NUMBERS. The hover
+panel is filled by our own script with ``textContent`` (never ``innerHTML``), so file names and
+labels are always text.
 
 The 2-D embedding is cached beside the store (see :mod:`stylecluster.viz.cache`) as a plain
 ``.npy`` array (read with ``allow_pickle=False``), keyed by the fused matrix and the UMAP
@@ -266,6 +271,26 @@ def map_layout(title: str = "", legend_title: str = "cluster") -> dict:
         yaxis={"showticklabels": False, "zeroline": False, "showgrid": False, "title": None, "scaleanchor": "x"},
     )
     return layout.to_plotly_json()
+
+
+def map_figure(
+    points: pd.DataFrame,
+    coords: np.ndarray,
+    color_by: str = "cluster",
+    title: str = "",
+    legend_title: str | None = None,
+    cluster_labels: dict[int, str] | None = None,
+):
+    """The map as a plotly figure, for notebooks: the page's traces (:func:`trace_groups`) with
+    their points in Python; ``customdata`` is the point's position."""
+    import plotly.graph_objects as go
+
+    trace, specs = trace_groups(points, color_by, cluster_labels)
+    fig = go.Figure(layout=map_layout(title, legend_title or color_by))
+    for k, spec in enumerate(specs):
+        members = np.flatnonzero(trace == k)
+        fig.add_trace(go.Scattergl(x=coords[members, 0], y=coords[members, 1], mode="markers", customdata=members, hoverinfo="none", **spec))
+    return fig
 
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": True}
