@@ -415,3 +415,34 @@ def test_large_map_loads_text_and_thumbnails_on_hover_only(browser, explorer, tm
     assert browser.execute_script("return document.getElementById('sc-mode').style.display;") != "none"  # atlas.js beside it
     _no_alert(browser)
     assert _errors(browser) == []
+
+
+def test_large_report_map_reads_its_points_from_the_map_folder(browser, explorer, tmp_path, monkeypatch):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from stylecluster.viz import report as report_module
+
+    monkeypatch.setattr(report_module, "EMBED_LIMIT", 10)
+    report = write_report(explorer, tmp_path / "report", per_section=3, workers=1)
+    assert (report.folder / "map" / "points.js").is_file() and (report.folder / "map" / "text" / "0.js").is_file()
+    _open(browser, report.index)
+    _wait_for_map(browser)
+    assert browser.execute_script("return window.styleMap.nPoints;") == N_IMAGES
+    plot = browser.find_element(By.ID, "sc-map")
+    x, y, index = browser.execute_script(
+        "var gd = document.getElementById('sc-map'), fl = gd._fullLayout, t = gd._fullData[0];"
+        "return [fl.xaxis.l2p(t.x[0]) + fl._size.l, fl.yaxis.l2p(t.y[0]) + fl._size.t, t.customdata[0]];"
+    )
+    size = plot.size
+    ActionChains(browser).move_to_element_with_offset(plot, int(x - size["width"] / 2), int(y - size["height"] / 2)).perform()
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "sc-name").text == explorer.points["path"].iloc[index])
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.getElementById('sc-thumb').naturalWidth") > 0)
+    assert browser.find_element(By.ID, "sc-thumb").get_attribute("src").endswith(f"/report/thumbs/{explorer.points['sha256'].iloc[index]}.jpg")
+    cluster = int(explorer.points["cluster"].iloc[index])
+    ActionChains(browser).click().perform()
+    WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith(f"/clusters/cluster-{cluster}.html"))
+    assert "more members are not listed here" in browser.execute_script("return document.body.innerText;")
+    _no_alert(browser)
+    assert _errors(browser) == []
