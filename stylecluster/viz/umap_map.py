@@ -16,8 +16,8 @@ self-contained file is 46 MB against 6 MB + a folder, and headless Chromium draw
 Points are drawn with ``Scattergl`` (WebGL, plotly.js as shipped inside the plotly package: no
 network), one trace per legend group, built in the page from the typed arrays. SVG scatter
 becomes sluggish past a few thousand points; WebGL draws a million: headless Chromium (software
-WebGL) showed 1M synthetic points 9.8 s after navigation, 100k after 4.6 s, and a hovered
-point's text chunk arrived in 14 ms (``benchmarks/scale_map.py``, 2 cores busy with other work;
+WebGL) showed 1M synthetic points 7.0–9.8 s after navigation (two runs), 100k after 4.6 s, and a
+hovered point's text chunk arrived in 10–14 ms (``benchmarks/scale_map.py``, 2 cores busy with other work;
 the page 4.8 MB at both sizes, ``points.js`` 29 MB and the text 158 MB at 1M). The hover
 panel is filled by our own script with ``textContent`` (never ``innerHTML``), so file names and
 labels are always text.
@@ -113,8 +113,8 @@ def umap_coordinates(fused: np.ndarray, cache: Path | None = None, params: UmapP
     2 busy cores): 31 s of CPU for the sample and the placement against 98 s for UMAP on all
     points (NN-descent), with the same 2-D neighbourhoods (each of 5,000 points' 10 nearest on
     the map are mostly of its own cluster in both: 100 %); UMAP's cost grows with n, the
-    placement's only with n x 20k. At 1M points the layout took 547 s of wall clock on a machine
-    loaded ~4x over its 2 cores, peak RSS 2.9 GB (``benchmarks/scale_map.py``). 20k is where the
+    placement's only with n x 20k. At 1M points the layout took 141 s of CPU (349 s of wall
+    clock on a machine loaded ~3x over its 2 cores), peak RSS 2.9 GB (``benchmarks/scale_map.py``). 20k is where the
     exact neighbour graph (:data:`EXACT_KNN_LIMIT`) still fits in memory and time (a 10k fit:
     36 s of wall clock, numba compilation included, same run).
     """
