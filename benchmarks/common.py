@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -51,3 +54,31 @@ def write_json(name: str, payload: dict) -> Path:
     path = OUT / name
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     return path
+
+
+#: Headless Chromium without a network: no background services, SwiftShader for WebGL.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--enable-unsafe-swiftshader", "--window-size=1400,1000")
+
+
+@contextmanager
+def chromium():
+    """A Selenium driver of Debian's headless Chromium, or None when it is not installed."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        yield None
+        return
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    profile = tempfile.mkdtemp()
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.set_page_load_timeout(300)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import print_table, write_json
+from common import chromium, print_table, write_json
 
 COLUMNS = ["collection", "images", "load_s", "map_s", "report_s", "total_s", "map_mb", "index_mb", "pages", "shown", "atlas_s", "atlas_mb",
            "timeline_s", "browser_ready_s", "images_drawn_s", "timeline_ready_s"]
@@ -89,20 +89,11 @@ def _time_atlas(explorer, cache: Path) -> tuple[float, float]:
 def _browser_times(html: Path, timeline: Path) -> dict:
     """Seconds from navigation until every point of the WebGL map is drawn, from the click until
     the images are drawn, and from navigation until the timeline page is drawn; empty without Chromium."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        return {}
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.support.ui import WebDriverWait
+    with chromium() as driver:
+        if driver is None:
+            return {}
+        from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    profile = tempfile.mkdtemp()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--enable-unsafe-swiftshader", "--window-size=1400,1000", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    try:
         start = time.perf_counter()
         driver.get(html.resolve().as_uri())
         WebDriverWait(driver, 120).until(lambda d: d.execute_script(
@@ -121,9 +112,6 @@ def _browser_times(html: Path, timeline: Path) -> dict:
             "return !!(t && t._fullData && t.querySelector('canvas') && s && s._fullData);"
         ))
         return {"browser_ready_s": ready, "images_drawn_s": images, "timeline_ready_s": time.perf_counter() - start}
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _cluster_once(store: Path, work: Path, k: int) -> Path:

@@ -121,7 +121,7 @@ def _check_map(driver, n: int, screenshot) -> None:
     )
     size = plot.size
     ActionChains(driver).move_to_element_with_offset(plot, int(x - size["width"] / 2), int(y - size["height"] / 2)).perform()
-    expected = driver.execute_script("return window.styleMap.data.name[arguments[0]];", index)
+    expected = driver.execute_script("return window.styleMap.record(arguments[0]).name;", index)
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "sc-name").text == expected)
@@ -158,7 +158,7 @@ def test_report_index_and_cluster_page(browser, explorer, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import WebDriverWait
 
-    cluster = browser.execute_script("var m = window.styleMap; return m.data.cluster[m.plot._fullData[0].customdata[0]];")
+    cluster = browser.execute_script("var m = window.styleMap; return m.arrays.cluster[m.plot._fullData[0].customdata[0]];")
     ActionChains(browser).click().perform()
     WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith(f"/clusters/cluster-{cluster}.html"))
 
@@ -260,7 +260,7 @@ def test_lasso_selects_and_exports_exactly_the_rows_inside(browser, explorer, tm
     browser.find_element(By.ID, "sc-export").click()
     WebDriverWait(browser, 20).until(lambda d: (downloads / "selection.csv").is_file())
     exported = pd.read_csv(downloads / "selection.csv", keep_default_na=False)
-    names = browser.execute_script("return window.styleMap.data.name;")
+    names = browser.execute_script("var m = window.styleMap; return Array.from({length: m.nPoints}, (_, i) => m.record(i).name);")
     assert exported["path"].tolist() == [names[i] for i in expected]
     points = explorer.points.set_index("path")
     assert exported["style"].tolist() == points.loc[exported["path"], "label"].tolist()
@@ -372,5 +372,77 @@ def test_images_mode_draws_the_thumbnails_with_webgl(browser, explorer, tmp_path
     WebDriverWait(browser, 10).until(lambda d: painted() != at_first)
     browser.find_element(By.ID, "sc-mode").click()
     assert not browser.find_element(By.ID, "sc-atlas").is_displayed()
+    _no_alert(browser)
+    assert _errors(browser) == []
+
+
+def test_large_map_loads_text_and_thumbnails_on_hover_only(browser, explorer, tmp_path):
+    """Above the embed limit the page carries no thumbnail and no text: hovering a point loads its
+    text chunk and its thumbnail file, and nothing else; a search loads the remaining text."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    result = write_map(explorer, tmp_path / "big.html", embed_limit=10, workers=1)
+    _open(browser, result.html)
+    _wait_for_map(browser)
+
+    def loaded(kind: str) -> list[str]:
+        # Resource Timing does not list file:// loads: the page's images and scripts with such URLs.
+        return browser.execute_script(
+            "return Array.from(document.querySelectorAll('img[src], script[src]')).map(e => e.src).filter(n => n.indexOf(arguments[0]) >= 0);", kind)
+
+    assert browser.execute_script("return window.styleMap.nPoints;") == N_IMAGES
+    assert loaded("/thumbs/") == [] and loaded("/text/") == []
+    assert browser.execute_script("return window.styleMap.record(0);") is None  # text not there yet
+    plot = browser.find_element(By.ID, "sc-map")
+    x, y, index = browser.execute_script(
+        "var gd = document.getElementById('sc-map'), fl = gd._fullLayout, t = gd._fullData[0];"
+        "return [fl.xaxis.l2p(t.x[0]) + fl._size.l, fl.yaxis.l2p(t.y[0]) + fl._size.t, t.customdata[0]];"
+    )
+    size = plot.size
+    ActionChains(browser).move_to_element_with_offset(plot, int(x - size["width"] / 2), int(y - size["height"] / 2)).perform()
+    sha = explorer.points["sha256"].iloc[index]
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "sc-name").text == explorer.points["path"].iloc[index])
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.getElementById('sc-thumb').naturalWidth") > 0)
+    assert browser.find_element(By.ID, "sc-thumb").get_attribute("src").endswith(f"/big_files/thumbs/{sha}.jpg")
+    assert [n.rsplit("/", 1)[1] for n in loaded("/thumbs/")] == [f"{sha}.jpg"]  # only the hovered painting
+    assert [n.rsplit("/", 2)[1:] for n in loaded("/text/")] == [["text", "0.js"]]
+    assert browser.execute_script("return window.styleMap.search('ARTIST_3');") == np.flatnonzero(
+        (explorer.points["artist"] == "artist_3").to_numpy()).tolist()
+    selected = len(browser.execute_script("return window.styleMap.selected();"))
+    WebDriverWait(browser, 10).until(lambda d: len(loaded("/thumbs/")) == 1 + selected)  # the selection's cards, on demand too
+    assert browser.execute_script("return document.getElementById('sc-mode').style.display;") != "none"  # atlas.js beside it
+    _no_alert(browser)
+    assert _errors(browser) == []
+
+
+def test_large_report_map_reads_its_points_from_the_map_folder(browser, explorer, tmp_path, monkeypatch):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from stylecluster.viz import report as report_module
+
+    monkeypatch.setattr(report_module, "EMBED_LIMIT", 10)
+    report = write_report(explorer, tmp_path / "report", per_section=3, workers=1)
+    assert (report.folder / "map" / "points.js").is_file() and (report.folder / "map" / "text" / "0.js").is_file()
+    _open(browser, report.index)
+    _wait_for_map(browser)
+    assert browser.execute_script("return window.styleMap.nPoints;") == N_IMAGES
+    plot = browser.find_element(By.ID, "sc-map")
+    x, y, index = browser.execute_script(
+        "var gd = document.getElementById('sc-map'), fl = gd._fullLayout, t = gd._fullData[0];"
+        "return [fl.xaxis.l2p(t.x[0]) + fl._size.l, fl.yaxis.l2p(t.y[0]) + fl._size.t, t.customdata[0]];"
+    )
+    size = plot.size
+    ActionChains(browser).move_to_element_with_offset(plot, int(x - size["width"] / 2), int(y - size["height"] / 2)).perform()
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "sc-name").text == explorer.points["path"].iloc[index])
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.getElementById('sc-thumb').naturalWidth") > 0)
+    assert browser.find_element(By.ID, "sc-thumb").get_attribute("src").endswith(f"/report/thumbs/{explorer.points['sha256'].iloc[index]}.jpg")
+    cluster = int(explorer.points["cluster"].iloc[index])
+    ActionChains(browser).click().perform()
+    WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith(f"/clusters/cluster-{cluster}.html"))
+    assert "more members are not listed here" in browser.execute_script("return document.body.innerText;")
     _no_alert(browser)
     assert _errors(browser) == []

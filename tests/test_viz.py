@@ -81,13 +81,32 @@ def _points_json(page: str) -> dict:
     return json.loads(body)
 
 
+def _array(data: dict, name: str) -> np.ndarray:
+    """One of the page's typed arrays, decoded here independently of stylecluster.viz.payload."""
+    spec = data["arrays"][name]
+    return np.frombuffer(base64.b64decode(spec["data"]), dtype=np.dtype(spec["dtype"]))
+
+
+def _text(data: dict, column: str) -> list:
+    return [v for chunk in data["text"] for v in chunk[column]]
+
+
 def _traces(page: str) -> list[np.ndarray]:
-    """Each trace's customdata (point positions), decoded from plotly's typed-array JSON."""
-    found = []
-    for match in re.finditer(r'"customdata":(\{[^}]*\})', page):
-        spec = json.loads(match.group(1))
-        found.append(np.frombuffer(base64.b64decode(spec["bdata"]), dtype=np.dtype(spec["dtype"])))
-    return found
+    """The points (positions) of each trace, from the page's trace array."""
+    data = _points_json(page)
+    trace = _array(data, "trace")
+    return [np.flatnonzero(trace == k) for k in range(len(data["traces"]))]
+
+
+def _sidecar_text(folder: Path) -> list[dict]:
+    """The text chunks a large map wrote beside it, in order."""
+    chunks = []
+    for k in range(len(list((folder / "text").glob("*.js")))):
+        body = (folder / "text" / f"{k}.js").read_text()
+        prefix = f"window.styleMapText({k}, "
+        assert body.startswith(prefix) and body.endswith(");\n")
+        chunks.append(json.loads(body[len(prefix) : -3]))
+    return chunks
 
 
 # ----------------------------------------------------------------------------- map
@@ -103,9 +122,9 @@ def test_map_is_self_contained_and_has_every_point(explorer, tmp_path):
     assert not [t for t, _ in doc.tags if t == "link"]
     assert "Plotly.newPlot" in page and len(page) > 3_000_000  # plotly.js itself is inlined
     data = _points_json(page)
-    assert sorted(data["name"]) == sorted(explorer.store.paths)
+    assert sorted(_text(data, "name")) == sorted(explorer.store.paths)
     assert all(uri.startswith("data:image/jpeg;base64,") for uri in data["thumbs"]) and len(data["thumbs"]) == 120
-    assert min(data["thumb"]) >= 0
+    assert min(_array(data, "thumb")) >= 0
     # each point is drawn exactly once, across the per-cluster WebGL traces
     traces = _traces(page)
     assert len(traces) == 4 and np.array_equal(np.sort(np.concatenate(traces)), np.arange(120))
@@ -115,10 +134,17 @@ def test_map_is_self_contained_and_has_every_point(explorer, tmp_path):
 def test_large_collection_gets_a_folder_of_thumbnails(explorer, tmp_path):
     result = write_map(explorer, tmp_path / "big.html", embed_limit=50, workers=1)
     assert not result.self_contained and result.thumbs_dir == tmp_path / "big_files" / "thumbs"
-    data = _points_json(result.html.read_text())
-    assert len(data["thumbs"]) == 120
-    for src in data["thumbs"]:
-        assert not src.startswith("data:") and (tmp_path / src).is_file()
+    page = result.html.read_text()
+    data = _points_json(page)
+    # Nothing per point is in the page: no thumbnail, no file name, no text; they are beside it.
+    assert "data:image/jpeg" not in page and "thumbs" not in data and "text" not in data and "arrays" not in data
+    assert not any(sha in page for sha in explorer.points["sha256"]) and not any(p in page for p in explorer.points["path"] if len(p) > 8)
+    text = _sidecar_text(tmp_path / "big_files")
+    assert [len(c["name"]) for c in text] == [120]
+    srcs = [src for chunk in text for src in chunk["src"]]
+    assert len(srcs) == 120 and len(set(srcs)) == 120
+    for src in srcs:
+        assert src.startswith("big_files/thumbs/") and (tmp_path / src).is_file()
     assert result.html.stat().st_size < 6_000_000
 
 
@@ -135,9 +161,95 @@ def test_colour_by_label_escapes_legend_and_caches_umap(explorer, tmp_path, monk
     monkeypatch.setattr(umap.UMAP, "fit_transform", refit)
     page = write_map(explorer, tmp_path / "label.html", color_by="label", workers=1).html.read_text()
     assert len(_traces(page)) == 4
-    assert "&lt;img src=x onerror=alert(2)&gt; (30)" in page  # legend entry, escaped, with its count
+    names = [t["name"] for t in _points_json(page)["traces"]]
+    assert "&lt;img src=x onerror=alert(2)&gt; (30)" in names  # legend entry, escaped for plotly, with its count
     assert HOSTILE_LABEL not in page
     assert _points_json(page)["labelColumn"] == "style"
+
+
+def test_binary_arrays_decode_to_the_maps_numbers(explorer, tmp_path):
+    from stylecluster.viz.umap_map import umap_coordinates
+
+    page = write_map(explorer, tmp_path / "map.html", workers=1).html.read_text()
+    data = _points_json(page)
+    coords = umap_coordinates(explorer.fused, Path(explorer.store.path) / "_viz")  # the cached layout the map drew
+    assert np.array_equal(_array(data, "x"), coords[:, 0]) and np.array_equal(_array(data, "y"), coords[:, 1])
+    assert np.array_equal(_array(data, "cluster"), explorer.points["cluster"].to_numpy())
+    assert np.array_equal(_array(data, "prob"), explorer.points["probability"].to_numpy().astype(np.float32))
+    assert _array(data, "x").dtype == np.float32 and _array(data, "trace").dtype == np.uint16
+    # 22 bytes a point before base64 (8 coordinates, 2 trace, 4 cluster, 4 probability, 4 thumbnail)
+    assert sum(len(base64.b64decode(a["data"])) for a in data["arrays"].values()) == 22 * 120
+    # the thumbnail index points at each point's own thumbnail
+    thumb = _array(data, "thumb")
+    order = sorted(explorer.points["sha256"])
+    assert [order[t] for t in thumb] == explorer.points["sha256"].tolist()
+
+
+def _synthetic_points(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    points = pd.DataFrame({
+        "path": [f"folder/painting_{i:07d}.jpg" for i in range(n)],
+        "sha256": [f"{i:064x}" for i in range(n)],
+        "cluster": rng.integers(-1, 20, n),
+        "probability": rng.uniform(size=n),
+        "year": np.where(rng.uniform(size=n) < 0.5, np.nan, rng.integers(1400, 2000, n)),
+        "title": [f"work {i}" for i in range(n)],
+        "artist": [f"artist_{i % 97}" for i in range(n)],
+    })
+    return points, rng.normal(size=(n, 2)).astype(np.float32)
+
+
+def test_large_map_page_stays_the_same_size_as_points_grow(tmp_path):
+    from stylecluster.viz.payload import CHUNK
+    from stylecluster.viz.umap_map import Sidecar, map_fragment
+
+    sizes, sidecar = {}, {}
+    for n in (1_000, 50_000):
+        points, coords = _synthetic_points(n)
+        thumbs = {sha: f"m/thumbs/{sha}.jpg" for sha in points["sha256"]}
+        folder = tmp_path / str(n)
+        sizes[n] = len(map_fragment(points, coords, thumbs, sidecar=Sidecar(folder, "m")).encode())
+        sidecar[n] = (folder / "points.js").stat().st_size
+        assert len(list((folder / "text").glob("*.js"))) == -(-n // CHUNK)
+    assert abs(sizes[50_000] - sizes[1_000]) < 2_000  # only the legend's counts change
+    # the arrays: 22 bytes a point as base64 (4/3), plus a constant
+    assert abs(sidecar[50_000] - sidecar[1_000] - 49_000 * 22 * 4 / 3) < 1_000
+
+
+def test_place_by_neighbours_by_hand():
+    from stylecluster.viz.umap_map import place_by_neighbours
+
+    fused = np.array([[0, 0], [10, 0], [0, 10], [1, 0], [5, 0], [0, 9]], np.float32)
+    sample = np.array([0, 1, 2])
+    coords = np.array([[0, 0], [1, 0], [0, 1]], np.float32)
+    placed = place_by_neighbours(fused, sample, coords, metric="euclidean", k=2)
+    assert np.array_equal(placed[:3], coords)
+    # (1, 0): distances 1 and 9 to points 0 and 1, weights 1/1 and 1/9: x = (1/9) / (1 + 1/9) = 0.1
+    assert np.allclose(placed[3], [0.1, 0.0], atol=1e-5)
+    # (5, 0): halfway between 0 and 1 (5 away from each; point 2 is 11.2 away)
+    assert np.allclose(placed[4], [0.5, 0.0], atol=1e-5)
+    # (0, 9): 1 from point 2 and 9 from point 0: y = 1 / (1 + 1/9) = 0.9
+    assert np.allclose(placed[5], [0.0, 0.9], atol=1e-5)
+
+
+def test_large_layout_fits_umap_on_a_seeded_sample(monkeypatch):
+    from stylecluster.viz import umap_map
+
+    fitted = []
+
+    def fake_fit(fused, params):
+        fitted.append(fused.copy())
+        return fused[:, :2] * 2.0
+
+    monkeypatch.setattr(umap_map, "LAYOUT_SAMPLE", 40)
+    monkeypatch.setattr(umap_map, "_fit_umap", fake_fit)
+    fused = np.random.default_rng(1).normal(size=(100, 3)).astype(np.float32)
+    coords = umap_map.umap_coordinates(fused)
+    assert coords.shape == (100, 2) and len(fitted) == 1 and len(fitted[0]) == 40
+    sample = [i for i in range(100) if any(np.array_equal(fused[i], row) for row in fitted[0])]
+    assert len(sample) == 40 and np.array_equal(coords[sample], fused[sample, :2] * 2.0)
+    again = umap_map.umap_coordinates(fused)
+    assert np.array_equal(coords, again) and np.array_equal(fitted[0], fitted[1])  # the same seed, the same sample
 
 
 def test_script_json_cannot_close_its_script():
@@ -221,6 +333,16 @@ def test_members_are_disjoint_and_bounded(explorer):
         lists = [set(rows["path"]) for rows in members.sections.values()]
         assert all(len(s) <= 4 for s in lists)
         assert sum(map(len, lists)) == len(set().union(*lists))
+
+
+def test_cluster_page_lists_a_bounded_number_and_counts_the_rest(explorer):
+    from stylecluster.viz.report import cluster_page
+
+    for per in (2, 4):
+        members = cluster_members(explorer.points, explorer.fused, per)[0]
+        html = cluster_page(members, (None, None), explorer.points, "style", {}, {})
+        assert html.count('class="card"') == 3 * per
+        assert f"{members.size - 3 * per} more members are not listed here" in html
 
 
 def test_report_refuses_foreign_folder_and_needs_overwrite(explorer, tmp_path):
@@ -399,6 +521,20 @@ def test_timeline_and_decades_from_the_api(explorer):
     assert np.allclose(shares.sum(axis=1), 1.0)
     assert len(viz.decades(explorer).data) == explorer.points["cluster"].nunique()
     assert viz.cluster_names(explorer, {0: "mine"}).set_index("cluster").loc[0, "name"] == "mine"
+
+
+def test_timeline_draws_a_bounded_seeded_sample(explorer):
+    from stylecluster.viz.chronology import timeline_figure
+    from stylecluster.viz.names import cluster_names
+
+    table = cluster_names(explorer)
+    dated = int(explorer.points["year"].notna().sum())
+    fig = timeline_figure(explorer.points, table, limit=25)
+    drawn = sorted(i for t in fig.data for i in t.customdata)
+    assert len(drawn) == 25 and set(drawn) <= set(np.flatnonzero(explorer.points["year"].notna()))
+    assert f"{dated} dated works" in fig.layout.title.text and "a sample of 25 drawn" in fig.layout.title.text
+    assert len(fig.data) == explorer.points["cluster"].nunique()  # every cluster keeps its row
+    assert drawn == sorted(i for t in timeline_figure(explorer.points, table, limit=25).data for i in t.customdata)
 
 
 def test_cli_report_with_names(collection, tmp_path, capsys):

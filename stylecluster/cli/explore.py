@@ -44,7 +44,7 @@ def _add_plot(sub) -> None:
     p.add_argument("--color-by", default="cluster", metavar="COLUMN", help="'cluster' (default) or a label column of --labels")
     p.add_argument("--out", required=True, metavar="map.html", help="the HTML file to write")
     p.add_argument("--embed-limit", type=int, default=EMBED_LIMIT,
-                   help=f"largest collection written as one self-contained file; larger ones get thumbnails in <out>_files/ (default {EMBED_LIMIT})")
+                   help=f"largest collection written as one self-contained file; larger ones get their points, text and thumbnails in <out>_files/, loaded on demand (default {EMBED_LIMIT})")
     p.add_argument("--seed", type=int, default=0, help="UMAP seed (default 0)")
     _add_names_option(p)
     p.add_argument("--workers", type=int, default=2, help="threads making thumbnails (default 2)")

@@ -7,7 +7,8 @@ grow with the zoom (from :data:`BASE_SPRITE` px), so a cluster opened up shows i
 
 Cells are as large as fit a :data:`MAX_SIDE`-pixel texture (WebGL 1 guarantees only 4096, and
 SwiftShader, the software WebGL of headless Chromium, allows 8192): 64 px up to ~4,000 images,
-40 px at 10k, never below 16 (~65k images; beyond that a later, tiled atlas is needed). The cell
+40 px at 10k, never below 16: up to :data:`ATLAS_LIMIT` (65,536) images. Larger maps have no images
+mode (their thumbnails are loaded one by one, on hover; a tiled atlas would be needed). The cell
 is the thumbnail's longest side; the shader keeps its proportions.
 
 A page opened from disk (``file://``) may not give WebGL a picture loaded from another file: Chromium
@@ -38,6 +39,8 @@ MAX_CELL = 64
 MIN_CELL = 16
 BASE_SPRITE = 22
 JPEG_QUALITY = 80
+#: Most thumbnails one atlas holds: 16-px cells filling a 4096-px texture.
+ATLAS_LIMIT = (MAX_SIDE // MIN_CELL) ** 2
 
 
 @dataclass
@@ -125,7 +128,7 @@ ATLAS_JS = """
     var pos = [], rect = [];
     gd._fullData.forEach(function (t) {
       for (var k = 0; k < t.x.length; k++) {
-        var i = t.customdata[k], th = data.thumb[i];
+        var i = t.customdata[k], th = arrays.thumb[i];
         if (th < 0 || !atlas.rect[th][2]) { continue; }
         pos.push(t.x[k], t.y[k]);
         rect.push.apply(rect, atlas.rect[th]);

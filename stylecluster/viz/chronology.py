@@ -51,13 +51,26 @@ def _untitled(n_undated: int) -> str:
     return f" ({n_undated} works without a year left out)" if n_undated else ""
 
 
-def timeline_figure(points: pd.DataFrame, table: pd.DataFrame, seed: int = 0):
-    """Year (x) against cluster (y), one trace per cluster; ``customdata`` is the point's position."""
+#: Most works the timeline draws: each carries its hover text (~100 bytes in the page), so a
+#: million dated works would make a 100 MB page; above this a seeded sample is drawn (the decade
+#: shares always count every work).
+TIMELINE_LIMIT = 20_000
+
+
+def timeline_figure(points: pd.DataFrame, table: pd.DataFrame, seed: int = 0, limit: int = TIMELINE_LIMIT):
+    """Year (x) against cluster (y), one trace per cluster; ``customdata`` is the point's position.
+
+    At most ``limit`` works are drawn (a seeded sample of the dated ones, said in the title).
+    """
     import plotly.graph_objects as go
 
     dated = _dated(points)
+    n_dated = len(dated)
+    present = set(dated["cluster"].unique())
+    order = [int(c) for c in table["cluster"] if c in present]
+    if n_dated > limit:
+        dated = dated.sample(n=limit, random_state=seed).sort_index()
     labels, colours = label_of(table), cluster_colours(table)
-    order = [int(c) for c in table["cluster"] if (dated["cluster"] == c).any()]
     rng = np.random.default_rng(seed)
     fig = go.Figure()
     for row, cluster in enumerate(order):
@@ -77,7 +90,8 @@ def timeline_figure(points: pd.DataFrame, table: pd.DataFrame, seed: int = 0):
             marker={"size": 5, "opacity": 0.7, "color": colours[cluster], "line": {"width": 0}},
         ))
     fig.update_layout(
-        title={"text": esc(f"When: {len(dated)} dated works by cluster{_untitled(len(points) - len(dated))}"), "x": 0.01},
+        title={"text": esc(f"When: {n_dated} dated works by cluster{_untitled(len(points) - n_dated)}"
+                           + (f", a sample of {len(dated)} drawn" if len(dated) < n_dated else "")), "x": 0.01},
         template="plotly_white",
         height=max(320, 60 + 34 * len(order)),
         margin={"l": 10, "r": 10, "t": 50, "b": 40},

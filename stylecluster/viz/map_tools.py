@@ -32,65 +32,81 @@ SELECTION_HTML = """
 </section>
 """
 
-# Runs after the hover script (uses its `gd` and `data`).
+# Runs after the hover script (uses its `gd`, `data`, `arrays` and the payload's record loaders).
+# A large map's text arrives in chunks (see stylecluster.viz.payload): cards and the CSV wait for
+# the chunks of their rows, a search for all of them; `shown` drops answers to older requests.
 TOOLS_JS = """
-var LIST_LIMIT = %(limit)d, selected = [], exportUrl = null;
+var LIST_LIMIT = %(limit)d, selected = [], exportUrl = null, shown = 0;
 function clusterText(c) { var n = data.clusterName && data.clusterName[c]; return n || (c < 0 ? 'outliers' : 'cluster ' + c); }
 function csvCell(v) {
   v = (v === null || v === undefined) ? '' : String(v);
   if (/^[=+\\-@\\t\\r]/.test(v)) { v = "'" + v; }
   return '"' + v.replace(/"/g, '""') + '"';
 }
-function selectionCsv(rows) {
-  var head = ['path', 'title', 'artist', 'year'].concat(data.label ? [data.labelColumn] : [], ['cluster', 'cluster_name', 'probability']);
+function csvText(records) {
+  var labelled = data.labelColumn !== null;
+  var head = ['path', 'title', 'artist', 'year'].concat(labelled ? [data.labelColumn] : [], ['cluster', 'cluster_name', 'probability']);
   var lines = [head.map(csvCell).join(',')];
-  rows.forEach(function (i) {
-    var cells = [data.name[i], data.title[i], data.artist[i], data.year[i]];
-    if (data.label) { cells.push(data.label[i]); }
-    cells.push(data.cluster[i], clusterText(data.cluster[i]), data.prob[i]);
+  records.forEach(function (r) {
+    var cells = [r.name, r.title, r.artist, r.year];
+    if (labelled) { cells.push(r.label); }
+    cells.push(r.cluster, clusterText(r.cluster), Math.round(r.prob * 1e4) / 1e4);
     lines.push(cells.map(csvCell).join(','));
   });
   return lines.join('\\r\\n') + '\\r\\n';
 }
-function card(i) {
-  var box = document.createElement('div'), t = data.thumb[i];
+function selectionCsv(rows) { return withRecords(rows).then(csvText); }
+function card(r) {
+  var box = document.createElement('div');
   box.style.cssText = 'font-size:12px;overflow-wrap:anywhere';
-  if (t >= 0) { var img = document.createElement('img'); img.src = data.thumbs[t]; img.alt = ''; img.style.cssText = 'width:112px;height:112px;object-fit:contain;background:#eee;display:block'; box.appendChild(img); }
-  var name = document.createElement('div'); name.textContent = data.title[i] || data.name[i]; box.appendChild(name);
-  var who = document.createElement('div'); who.className = 'muted'; who.textContent = [data.artist[i], data.year[i]].filter(function (v) { return v !== null && v !== ''; }).join(', '); box.appendChild(who);
+  if (r.src) { var img = document.createElement('img'); img.src = r.src; img.alt = ''; img.style.cssText = 'width:112px;height:112px;object-fit:contain;background:#eee;display:block'; box.appendChild(img); }
+  var name = document.createElement('div'); name.textContent = r.title || r.name; box.appendChild(name);
+  var who = document.createElement('div'); who.className = 'muted'; who.textContent = [r.artist, r.year].filter(function (v) { return v !== null && v !== ''; }).join(', '); box.appendChild(who);
   return box;
 }
 function showSelection(rows) {
+  var request = ++shown;
   selected = Array.from(new Set(rows)).sort(function (a, b) { return a - b; });
-  var section = document.getElementById('sc-selection'), list = document.getElementById('sc-selected');
+  var section = document.getElementById('sc-selection'), list = document.getElementById('sc-selected'), link = document.getElementById('sc-export');
   list.replaceChildren();
-  if (exportUrl) { URL.revokeObjectURL(exportUrl); exportUrl = null; }
-  if (!selected.length) { section.style.display = 'none'; return; }
+  if (exportUrl) { URL.revokeObjectURL(exportUrl); exportUrl = null; link.removeAttribute('href'); }
+  if (!selected.length) { section.style.display = 'none'; return Promise.resolve(); }
   section.style.display = 'block';
   document.getElementById('sc-count').textContent = selected.length + (selected.length === 1 ? ' work selected' : ' works selected');
   document.getElementById('sc-more').textContent = selected.length > LIST_LIMIT ? '(the first ' + LIST_LIMIT + ' shown; the CSV has all)' : '';
-  selected.slice(0, LIST_LIMIT).forEach(function (i) { list.appendChild(card(i)); });
-  exportUrl = URL.createObjectURL(new Blob([selectionCsv(selected)], {type: 'text/csv;charset=utf-8'}));
-  document.getElementById('sc-export').href = exportUrl;
+  return withRecords(selected).then(function (records) {
+    if (request !== shown) { return; }
+    records.slice(0, LIST_LIMIT).forEach(function (r) { list.appendChild(card(r)); });
+    exportUrl = URL.createObjectURL(new Blob([csvText(records)], {type: 'text/csv;charset=utf-8'}));
+    link.href = exportUrl;
+  });
 }
 gd.on('plotly_selected', function (ev) { showSelection(ev && ev.points ? ev.points.map(function (p) { return p.customdata; }) : []); });
 gd.on('plotly_deselect', function () { showSelection([]); });
+function matches(query) {
+  var hit = [];
+  chunks.forEach(function (c, k) {
+    for (var j = 0; j < c.name.length; j++) {
+      if (c.name[j].toLowerCase().indexOf(query) >= 0 || c.title[j].toLowerCase().indexOf(query) >= 0 || c.artist[j].toLowerCase().indexOf(query) >= 0) { hit.push(k * data.chunk + j); }
+    }
+  });
+  return hit;
+}
 function search(query) {
   var q = query.trim().toLowerCase(), found = document.getElementById('sc-found');
-  if (!q) { Plotly.restyle(gd, {selectedpoints: gd.data.map(function () { return null; })}); found.textContent = ''; showSelection([]); return []; }
-  var hit = new Set();
-  for (var i = 0; i < data.name.length; i++) {
-    if (data.name[i].toLowerCase().indexOf(q) >= 0 || data.title[i].toLowerCase().indexOf(q) >= 0 || data.artist[i].toLowerCase().indexOf(q) >= 0) { hit.add(i); }
-  }
-  var perTrace = gd._fullData.map(function (t) {
-    var keep = [];
-    for (var k = 0; k < t.customdata.length; k++) { if (hit.has(t.customdata[k])) { keep.push(k); } }
-    return keep;
+  if (!q) { Plotly.restyle(gd, {selectedpoints: gd.data.map(function () { return null; })}); found.textContent = ''; showSelection([]); return Promise.resolve([]); }
+  found.textContent = 'searching…';
+  return allRecords().then(function () {
+    var hits = matches(q), hit = new Set(hits);
+    var perTrace = gd._fullData.map(function (t) {
+      var keep = [];
+      for (var k = 0; k < t.customdata.length; k++) { if (hit.has(t.customdata[k])) { keep.push(k); } }
+      return keep;
+    });
+    Plotly.restyle(gd, {selectedpoints: perTrace}, gd._fullData.map(function (t) { return t.index; }));
+    found.textContent = hits.length + (hits.length === 1 ? ' work found' : ' works found');
+    return showSelection(hits).then(function () { return hits; });
   });
-  Plotly.restyle(gd, {selectedpoints: perTrace}, gd._fullData.map(function (t) { return t.index; }));
-  found.textContent = hit.size + (hit.size === 1 ? ' work found' : ' works found');
-  showSelection(Array.from(hit));
-  return Array.from(hit);
 }
 var searchTimer = null;
 document.getElementById('sc-search').addEventListener('input', function (ev) {

@@ -12,7 +12,10 @@ Layout of ``OUT/``::
                             (a store of imported vectors, :mod:`stylecluster.importer`, has neither)
     montages/cluster-3.jpg  each cluster's most typical works in a row
     compare.html            each cluster beside its nearest: works between, typical patches, distances
-    atlas.js                every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`)
+    atlas.js                every thumbnail in one texture, for the map's images mode (:mod:`~stylecluster.viz.atlas`;
+                            up to 65,536 images)
+    map/                    above 2,500 images, the map's points (:mod:`~stylecluster.viz.payload`): the index
+                            stays ~5 MB (plotly.js) whatever the size of the collection
     CLUSTERS.names.csv      the clusters' names (:mod:`~stylecluster.viz.names`), sizes, compositions, spans
 
 Clusters are named from their data, or by a names JSON file; with years, the index also shows
@@ -35,8 +38,8 @@ import pandas as pd
 from ..config import Config
 from ..evaluate import composition, evaluate_clusters
 from ..importer import imported_from
-from ..io import check_writable, printable, save_atomic, staged_folder
-from .atlas import build_atlas
+from ..io import OutputError, check_writable, printable, save_atomic, staged_folder
+from .atlas import ATLAS_LIMIT, build_atlas
 from .chronology import time_fragment
 from .comparison import dendrogram_figure, geometry
 from .comparison_page import compare_page
@@ -49,7 +52,7 @@ from .patch_strip import PatchStrip, write_patch_strips
 from .strokes import write_typical_strokes
 from .provenance import config_for_store
 from .thumbs import ensure_thumbnails
-from .umap_map import UmapParams, copy_thumbnails, map_fragment, thumbnail_order, umap_coordinates
+from .umap_map import EMBED_LIMIT, Sidecar, UmapParams, copy_thumbnails, map_fragment, thumbnail_order, umap_coordinates
 from ..errors import InputError
 
 #: Labels shown per cluster in the composition chart; the rest are summed as "other labels".
@@ -146,6 +149,9 @@ def cluster_page(
     for section, rows in members.sections.items():
         cards = "".join(_card(row, label_column, thumbs, strips) for row in rows.itertuples(index=False))
         parts.append(f'<section><h2>{esc(section)} <span class="muted">({len(rows)})</span></h2><div class="grid">{cards or "<p class=muted>none</p>"}</div></section>')
+    rest = members.size - sum(len(rows) for rows in members.sections.values())
+    if rest > 0:  # a page lists at most 3 x per_section works, whatever the size of the cluster
+        parts.append(f'<p class="muted sc-rest">{rest} more members are not listed here: find them on the map (search, lasso) and in CLUSTERS.csv.</p>')
     return page(f"{title} — stylecluster report", "\n".join(parts))
 
 
@@ -307,9 +313,14 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
     coords = umap_coordinates(explorer.fused, cache, umap_params)
     thumb_src = {sha: f"thumbs/{f.name}" for sha, f in thumbs.items()}
     hrefs = {c: f"clusters/{page_name(c)}" for c in order}
-    atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)], workers)
-    save_atomic(out / "atlas.js", atlas.script_text())
-    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs, label_of(table), atlas.data("atlas.js"))
+    distinct = thumbnail_order(thumbs)
+    atlas = None
+    if len(distinct) <= ATLAS_LIMIT:
+        built = build_atlas([thumbs[sha] for sha in distinct], workers)
+        save_atomic(out / "atlas.js", built.script_text())
+        atlas = built.data("atlas.js")
+    sidecar = Sidecar(out / "map", "map") if len(points) > EMBED_LIMIT else None
+    map_html = map_fragment(points, coords, thumb_src, "cluster", label_column, "", hrefs, label_of(table), atlas, sidecar)
     montages = set()
     for members in all_members:
         typical = next(iter(members.sections.values()))

@@ -5,14 +5,22 @@ One file or a folder
 Up to :data:`EMBED_LIMIT` images the map is **one self-contained HTML file**: plotly.js (4.7 MB)
 and every thumbnail (128 px JPEG, ~4 KB; ~5.4 KB as base64) are inlined, so the file opens
 offline and can be mailed, archived or attached as one thing: ~18 MB at 2,500 images. Larger
-collections get ``map.html`` plus a ``map_files/thumbs/`` folder of JPEGs linked relatively
-(copy the two together). The reason is size, not speed: measured on 10k synthetic images, the
+collections get ``map.html`` plus a ``map_files/`` folder (copy the two together): the points'
+typed arrays (``points.js``), their text in chunks (``text/<k>.js``) and the thumbnails
+(``thumbs/``), the text and the thumbnails loaded only when a point is hovered, selected or
+searched (:mod:`~stylecluster.viz.payload`). The page itself is then ~5 MB (plotly.js) whatever
+the number of points. The reason is size, not speed: measured on 10k synthetic images, the
 self-contained file is 46 MB against 6 MB + a folder, and headless Chromium draws both in about
 5 s — but a 46 MB file is past most mail and upload limits, and every re-plot rewrites it whole.
 
-Points are drawn with ``Scattergl`` (WebGL): SVG scatter becomes sluggish past a few thousand
-points, WebGL pans and hovers over 10k+ smoothly. The hover panel is filled by our own script
-with ``textContent`` (never ``innerHTML``), so file names and labels are always text.
+Points are drawn with ``Scattergl`` (WebGL, plotly.js as shipped inside the plotly package: no
+network), one trace per legend group, built in the page from the typed arrays. SVG scatter
+becomes sluggish past a few thousand points; WebGL draws a million: headless Chromium (software
+WebGL) showed 1M synthetic points 7.0–9.8 s after navigation (two runs), 100k after 4.6 s, and a
+hovered point's text chunk arrived in 10–14 ms (``benchmarks/scale_map.py``, 2 cores busy with other work;
+the page 4.8 MB at both sizes, ``points.js`` 29 MB and the text 158 MB at 1M). The hover
+panel is filled by our own script with ``textContent`` (never ``innerHTML``), so file names and
+labels are always text.
 
 The 2-D embedding is cached beside the store (see :mod:`stylecluster.viz.cache`) as a plain
 ``.npy`` array (read with ``allow_pickle=False``), keyed by the fused matrix and the UMAP
@@ -36,9 +44,10 @@ import pandas as pd
 
 from ..io import OutputError, check_writable, printable, save_atomic
 from .html import esc, page, script_json
-from .atlas import ATLAS_JS, BUTTON_HTML, build_atlas
+from .atlas import ATLAS_JS, ATLAS_LIMIT, BUTTON_HTML, build_atlas
 from .map_tools import SELECTION_HTML, TOOLS_HTML, TOOLS_JS
 from .names import cluster_names, label_of
+from .payload import CHUNK, PAYLOAD_JS, point_arrays, text_chunks, write_sidecar
 from .thumbs import data_uri, ensure_thumbnails
 
 log = logging.getLogger("stylecluster")
@@ -70,7 +79,7 @@ def _cache_key(fused: np.ndarray, params: UmapParams) -> str:
     from importlib.metadata import version
 
     digest = hashlib.sha256(np.ascontiguousarray(fused, dtype=np.float32).tobytes())
-    digest.update(json.dumps([fused.shape, params.__dict__, version("umap-learn"), EXACT_KNN_LIMIT]).encode())
+    digest.update(json.dumps([fused.shape, params.__dict__, version("umap-learn"), EXACT_KNN_LIMIT, LAYOUT_SAMPLE, PLACE_NEIGHBOURS]).encode())
     return digest.hexdigest()[:20]
 
 
@@ -88,10 +97,26 @@ def _exact_knn(fused: np.ndarray, params: UmapParams):
     return index, distance.astype(np.float32), None
 
 
+#: Above this many points UMAP is fitted on a seeded sample of this size and every other point
+#: is placed among its nearest sampled neighbours (see :func:`place_by_neighbours`).
+LAYOUT_SAMPLE = 20_000
+#: Sampled neighbours a placed point is averaged from.
+PLACE_NEIGHBOURS = 10
+
+
 def umap_coordinates(fused: np.ndarray, cache: Path | None = None, params: UmapParams = UmapParams()) -> np.ndarray:
     """(n, 2) map coordinates, cached in ``cache`` as ``umap-<key>.npy``.
 
-    Fewer than 10 points give UMAP no neighbourhood to learn from; they are placed by PCA.
+    Fewer than 10 points give UMAP no neighbourhood to learn from; they are placed by PCA. Above
+    :data:`LAYOUT_SAMPLE` points UMAP lays out a seeded sample and the rest are placed by
+    :func:`place_by_neighbours`. Measured on 100k synthetic 64-d points in 40 clusters (one run,
+    2 busy cores): 31 s of CPU for the sample and the placement against 98 s for UMAP on all
+    points (NN-descent), with the same 2-D neighbourhoods (each of 5,000 points' 10 nearest on
+    the map are mostly of its own cluster in both: 100 %); UMAP's cost grows with n, the
+    placement's only with n x 20k. At 1M points the layout took 141 s of CPU (349 s of wall
+    clock on a machine loaded ~3x over its 2 cores), peak RSS 2.9 GB (``benchmarks/scale_map.py``). 20k is where the
+    exact neighbour graph (:data:`EXACT_KNN_LIMIT`) still fits in memory and time (a 10k fit:
+    36 s of wall clock, numba compilation included, same run).
     """
     fused = np.asarray(fused, dtype=np.float32)
     if len(fused) < 10:
@@ -105,6 +130,20 @@ def umap_coordinates(fused: np.ndarray, cache: Path | None = None, params: UmapP
             log.warning("ignoring a UMAP cache of another shape: %s", printable(path))
         except (OSError, ValueError) as exc:  # a truncated or foreign cache file is refitted, not fatal
             log.warning("ignoring unreadable UMAP cache %s: %s", printable(path), printable(exc))
+    if len(fused) > LAYOUT_SAMPLE:
+        sample = np.sort(np.random.default_rng(params.seed).choice(len(fused), LAYOUT_SAMPLE, replace=False))
+        embedding = place_by_neighbours(fused, sample, _fit_umap(fused[sample], params), params.metric)
+    else:
+        embedding = _fit_umap(fused, params)
+    if path is not None:
+        try:
+            save_atomic(path, lambda tmp: np.save(tmp, embedding, allow_pickle=False))
+        except OutputError as exc:  # a cache that cannot be written costs a refit next time, nothing more
+            log.warning("the map layout is not cached: %s", exc)
+    return embedding
+
+
+def _fit_umap(fused: np.ndarray, params: UmapParams) -> np.ndarray:
     import umap
 
     params = replace(params, n_neighbors=min(params.n_neighbors, len(fused) - 1))
@@ -125,13 +164,45 @@ def umap_coordinates(fused: np.ndarray, cache: Path | None = None, params: UmapP
         # Expected with an exact graph: the reducer cannot place new points (style search works
         # in the fused space, not on the map).
         warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
-        embedding = np.asarray(reducer.fit_transform(fused), dtype=np.float32)
-    if path is not None:
-        try:
-            save_atomic(path, lambda tmp: np.save(tmp, embedding, allow_pickle=False))
-        except OutputError as exc:  # a cache that cannot be written costs a refit next time, nothing more
-            log.warning("the map layout is not cached: %s", exc)
-    return embedding
+        return np.asarray(reducer.fit_transform(fused), dtype=np.float32)
+
+
+def place_by_neighbours(fused: np.ndarray, sample: np.ndarray, sample_coords: np.ndarray, metric: str = "cosine",
+                        k: int = PLACE_NEIGHBOURS) -> np.ndarray:
+    """Map coordinates of every point: the sampled points keep ``sample_coords``, each other point
+    goes to the mean of its ``k`` nearest sampled points' coordinates, weighted by 1 / distance
+    (cosine distance for ``metric="cosine"``, else Euclidean).
+
+    This is where umap's own ``transform`` starts before refining with further epochs; that
+    refinement is left out: it needs the approximate NN-descent index of a fit on the sample
+    (not the exact graph used up to :data:`EXACT_KNN_LIMIT`), and at a million points a marker
+    is wider than the moves it makes. The neighbours come from an exact faiss flat index
+    (``IndexFlatIP`` on unit vectors): for 100k points among 10k sampled ones, 2.2 s of CPU
+    against 14.6 s for numpy's ``argpartition`` over the same distance blocks, most of that spent
+    in the partition (one run, 2 busy cores; 4.6 s vs 35.1 s among 20k).
+    """
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs which CPU build it picked at INFO
+    import faiss
+
+    reference = np.ascontiguousarray(fused[sample], dtype=np.float32)
+    queries = np.ascontiguousarray(fused, dtype=np.float32)
+    if metric == "cosine":
+        reference = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        index = faiss.IndexFlatIP(reference.shape[1])
+    else:
+        index = faiss.IndexFlatL2(reference.shape[1])
+    index.add(reference)
+    k = min(k, len(sample))
+    out = np.empty((len(fused), 2), np.float32)
+    rows = 65_536  # bounds the search's result arrays, not its speed
+    for start in range(0, len(queries), rows):
+        score, near = index.search(queries[start : start + rows], k)
+        distance = 1.0 - score if metric == "cosine" else np.sqrt(np.maximum(score, 0.0))
+        weight = 1.0 / (np.maximum(distance, 0.0) + 1e-6)
+        out[start : start + rows] = (sample_coords[near] * weight[..., None]).sum(axis=1) / weight.sum(axis=1, keepdims=True)
+    out[sample] = sample_coords
+    return out
 
 
 def _pca_2d(fused: np.ndarray) -> np.ndarray:
@@ -169,6 +240,49 @@ def _palette() -> list[str]:
     return list(qualitative.Dark24) + list(qualitative.Light24)
 
 
+def trace_groups(points: pd.DataFrame, color_by: str = "cluster", cluster_labels: dict[int, str] | None = None,
+                 legend_title: str | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Each point's trace (``uint16``) and the traces' plotly attributes (name, marker), largest first.
+
+    Outliers and "other" are drawn last, in grey, so the real groups keep the palette.
+    """
+    groups = group_names(points, color_by, cluster_labels)
+    order = groups.value_counts().index.tolist()
+    order = [g for g in order if g not in (OUTLIER_NAME, OTHER_NAME)] + [g for g in (OTHER_NAME, OUTLIER_NAME) if g in set(order)]
+    palette = _palette()
+    n = len(points)
+    size = 9 if n <= 500 else 6 if n <= 3000 else 4 if n <= 100_000 else 3
+    index = {g: i for i, g in enumerate(order)}
+    trace = groups.map(index).to_numpy().astype(np.uint16)
+    counts = np.bincount(trace, minlength=len(order))
+    specs = []
+    for i, group in enumerate(order):
+        grey = group in (OUTLIER_NAME, OTHER_NAME)
+        specs.append({
+            # Legend text is rendered by plotly's HTML-like label code: escape it.
+            "name": f"{esc(group)} ({counts[i]})",
+            "marker": {"size": size, "opacity": 0.85, "color": "#9a9a9a" if grey else palette[i % len(palette)], "line": {"width": 0}},
+        })
+    return trace, specs
+
+
+def map_layout(title: str = "", legend_title: str = "cluster") -> dict:
+    """The plot's layout (plotly's ``plotly_white`` template, no axes: map coordinates mean nothing)."""
+    import plotly.graph_objects as go
+
+    layout = go.Layout(
+        title={"text": esc(title), "x": 0.01} if title else None,
+        template="plotly_white",
+        height=720,
+        margin={"l": 10, "r": 10, "t": 50 if title else 36, "b": 10},  # room for the mode bar
+        hovermode="closest",
+        legend={"itemsizing": "constant", "title": {"text": esc(legend_title)}},
+        xaxis={"showticklabels": False, "zeroline": False, "showgrid": False, "title": None},
+        yaxis={"showticklabels": False, "zeroline": False, "showgrid": False, "title": None, "scaleanchor": "x"},
+    )
+    return layout.to_plotly_json()
+
+
 def map_figure(
     points: pd.DataFrame,
     coords: np.ndarray,
@@ -177,47 +291,22 @@ def map_figure(
     legend_title: str | None = None,
     cluster_labels: dict[int, str] | None = None,
 ):
-    """A plotly figure: one ``Scattergl`` trace per group; ``customdata`` is the point's position."""
+    """The map as a plotly figure, for notebooks: the page's traces (:func:`trace_groups`) with
+    their points in Python; ``customdata`` is the point's position."""
     import plotly.graph_objects as go
 
-    groups = group_names(points, color_by, cluster_labels)
-    order = groups.value_counts().index.tolist()
-    # Outliers and "other" are drawn last, in grey, so the real groups keep the palette.
-    order = [g for g in order if g not in (OUTLIER_NAME, OTHER_NAME)] + [g for g in (OTHER_NAME, OUTLIER_NAME) if g in set(order)]
-    palette = _palette()
-    n = len(points)
-    size = 9 if n <= 500 else 6 if n <= 3000 else 4
-    fig = go.Figure()
-    for i, group in enumerate(order):
-        members = np.flatnonzero((groups == group).to_numpy())
-        grey = group in (OUTLIER_NAME, OTHER_NAME)
-        fig.add_trace(
-            go.Scattergl(
-                x=coords[members, 0],
-                y=coords[members, 1],
-                mode="markers",
-                # Legend text is rendered by plotly's HTML-like label code: escape it.
-                name=f"{esc(group)} ({len(members)})",
-                customdata=members,
-                hoverinfo="none",
-                marker={"size": size, "opacity": 0.85, "color": "#9a9a9a" if grey else palette[i % len(palette)], "line": {"width": 0}},
-            )
-        )
-    fig.update_layout(
-        title={"text": esc(title), "x": 0.01} if title else None,
-        template="plotly_white",
-        height=720,
-        margin={"l": 10, "r": 10, "t": 50 if title else 36, "b": 10},  # room for the mode bar
-        hovermode="closest",
-        legend={"itemsizing": "constant", "title": {"text": esc(legend_title or color_by)}},
-        xaxis={"showticklabels": False, "zeroline": False, "showgrid": False, "title": None},
-        yaxis={"showticklabels": False, "zeroline": False, "showgrid": False, "title": None, "scaleanchor": "x"},
-    )
+    trace, specs = trace_groups(points, color_by, cluster_labels)
+    fig = go.Figure(layout=map_layout(title, legend_title or color_by))
+    for k, spec in enumerate(specs):
+        members = np.flatnonzero(trace == k)
+        fig.add_trace(go.Scattergl(x=coords[members, 0], y=coords[members, 1], mode="markers", customdata=members, hoverinfo="none", **spec))
     return fig
 
 
-# The data element and the panel come before the plot: plotly sizes the plot and runs the
-# post-script while the page is still being parsed.
+PLOT_CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": True}
+
+# The data element and the panel come before the plot: the plot is drawn while the page is
+# still being parsed.
 _PANEL = """
 <script type="application/json" id="sc-points">{data}</script>
 <div style="display:flex;gap:12px;align-items:center">{mode}{tools}</div>
@@ -230,38 +319,82 @@ _PANEL = """
     <div id="sc-label"></div><div id="sc-cluster"></div><div id="sc-prob" class="muted"></div>
     <a id="sc-link" style="display:none">open cluster page</a>
   </aside>
-  <div style="flex:1;min-width:0">{plot}</div>
+  <div style="flex:1;min-width:0"><div id="sc-map" class="plotly-graph-div" style="height:720px;width:100%"></div></div>
 </div>
 {selection}
+{plotlyjs}{sidecar}<script>
+(function () {{
+var gd = document.getElementById('sc-map');
+var data = JSON.parse(document.getElementById('sc-points').textContent);
+{script}
+}})();
+</script>
 """
 
-# Runs once plotly has drawn the figure ({plot_id} is filled in by plotly).
+# Builds one scattergl trace per legend group from the typed arrays (customdata: the point's
+# index), draws them, then wires the panel, the tools and the atlas.
+_PLOT_JS = """
+var counts = new Int32Array(data.traces.length);
+for (var i = 0; i < nPoints; i++) { counts[arrays.trace[i]]++; }
+var traces = data.traces.map(function (spec, k) {
+  return Object.assign({type: 'scattergl', mode: 'markers', hoverinfo: 'none', x: new Float32Array(counts[k]),
+                        y: new Float32Array(counts[k]), customdata: new Int32Array(counts[k])}, spec);
+});
+var filled = new Int32Array(data.traces.length);
+for (var i = 0; i < nPoints; i++) {
+  var k = arrays.trace[i], j = filled[k]++;
+  traces[k].x[j] = arrays.x[i]; traces[k].y[j] = arrays.y[i]; traces[k].customdata[j] = i;
+}
+Plotly.newPlot(gd, traces, data.layout, data.config).then(function () {
+%(after)s
+window.styleMap.ready = performance.now();
+});
+"""
+
 _HOVER_JS = """
-var gd = document.getElementById('{plot_id}');
-var data = JSON.parse(document.getElementById('sc-points').textContent);
 function set(id, text) { document.getElementById(id).textContent = text; }
-function show(i) {
+function clusterOf(i) { return arrays.cluster[i]; }
+function fillPanel(i, r) {
   document.getElementById('sc-hint').style.display = 'none';
   var img = document.getElementById('sc-thumb');
-  var t = data.thumb[i];
-  if (t >= 0) { img.src = data.thumbs[t]; img.style.display = 'block'; } else { img.removeAttribute('src'); img.style.display = 'none'; }
-  set('sc-name', data.name[i]);
-  set('sc-label', data.label ? data.labelColumn + ': ' + data.label[i] : '');
-  set('sc-title', data.title[i]);
-  set('sc-artist', [data.artist[i], data.year[i]].filter(function (v) { return v !== null && v !== ''; }).join(', '));
-  var cname = data.clusterName && data.clusterName[data.cluster[i]];
-  set('sc-cluster', data.cluster[i] < 0 ? 'outlier (no cluster)' : cname || 'cluster ' + data.cluster[i]);
-  set('sc-prob', 'probability ' + data.prob[i].toFixed(3));
-  var link = document.getElementById('sc-link'), href = data.clusterHref && data.clusterHref[data.cluster[i]];
+  if (r.src) { img.src = r.src; img.style.display = 'block'; } else { img.removeAttribute('src'); img.style.display = 'none'; }
+  set('sc-name', r.name);
+  set('sc-label', r.label !== null ? data.labelColumn + ': ' + r.label : '');
+  set('sc-title', r.title);
+  set('sc-artist', [r.artist, r.year].filter(function (v) { return v !== null && v !== ''; }).join(', '));
+  var cname = data.clusterName && data.clusterName[r.cluster];
+  set('sc-cluster', r.cluster < 0 ? 'outlier (no cluster)' : cname || 'cluster ' + r.cluster);
+  set('sc-prob', 'probability ' + r.prob.toFixed(3));
+  var link = document.getElementById('sc-link'), href = data.clusterHref && data.clusterHref[r.cluster];
   if (href) { link.href = href; link.style.display = 'inline'; } else { link.style.display = 'none'; }
+}
+var hovered = -1;
+function show(i) {
+  hovered = i;
+  // A large map fetches the point's text (and with it its thumbnail's URL) now; only the
+  // latest hovered point is shown.
+  return withRecords([i]).then(function (r) { if (hovered === i) { fillPanel(i, r[0]); } });
 }
 gd.on('plotly_hover', function (ev) { show(ev.points[0].customdata); });
 gd.on('plotly_click', function (ev) {
-  var href = data.clusterHref && data.clusterHref[data.cluster[ev.points[0].customdata]];
+  var href = data.clusterHref && data.clusterHref[clusterOf(ev.points[0].customdata)];
   if (href) { window.location.href = href; }
 });
-window.styleMap = {data: data, show: show, plot: gd};
+window.styleMap = {data: data, arrays: arrays, record: record, records: withRecords, show: show, plot: gd, nPoints: nPoints};
 """
+
+
+def _thumbnail_index(shas: list[str], distinct: list[str]) -> np.ndarray:
+    position = {s: i for i, s in enumerate(distinct)}
+    return np.array([position.get(s, -1) for s in shas], dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """Where a large map's data goes: ``folder`` on disk, ``url`` the same folder relative to the page."""
+
+    folder: Path
+    url: str
 
 
 def map_fragment(
@@ -274,6 +407,7 @@ def map_fragment(
     cluster_href: dict[int, str] | None = None,
     cluster_labels: dict[int, str] | None = None,
     atlas: dict | None = None,
+    sidecar: Sidecar | None = None,
 ) -> str:
     """The map as an HTML fragment (plotly.js inlined) with its hover panel, search box and
     selection list (:mod:`~stylecluster.viz.map_tools`).
@@ -281,39 +415,40 @@ def map_fragment(
     ``thumb_src`` maps a sha256 to the thumbnail's URL (a data URI or a relative path);
     ``cluster_labels`` names the clusters (see :func:`~stylecluster.viz.names.label_of`);
     ``atlas`` is :meth:`~stylecluster.viz.atlas.Atlas.data` of the thumbnails in
-    :func:`thumbnail_order`, drawn when the reader switches to images.
+    :func:`thumbnail_order`, drawn when the reader switches to images. With ``sidecar`` the
+    points' arrays and text are written there (:mod:`~stylecluster.viz.payload`) and the page
+    stays the same size whatever the number of points; each thumbnail URL is then in the text of
+    its point, read when the point is hovered or selected.
     """
-    import plotly.io as pio
+    from plotly.offline import get_plotlyjs
 
     shas = points["sha256"].tolist()
     distinct = thumbnail_order(thumb_src)
-    position = {s: i for i, s in enumerate(distinct)}
-    data = {
-        "name": points["path"].tolist(),
-        "label": points["label"].tolist() if "label" in points else None,
-        "labelColumn": label_column,
-        "cluster": points["cluster"].astype(int).tolist(),
-        "prob": [round(float(p), 4) for p in points["probability"].fillna(0.0)],
-        "thumbs": [thumb_src[s] for s in distinct],
-        "thumb": [position.get(s, -1) for s in shas],
-        "clusterHref": {str(k): v for k, v in (cluster_href or {}).items()},
-        "clusterName": {str(k): v for k, v in (cluster_labels or {}).items()},
-        "title": points["title"].tolist(),
-        "artist": points["artist"].tolist(),
-        "year": [None if np.isnan(y) else int(y) for y in points["year"]],
-        "atlas": atlas,
-    }
     if atlas is not None and len(atlas["rect"]) != len(distinct):
         raise ValueError(f"the atlas has {len(atlas['rect'])} thumbnails, the map {len(distinct)}")
-    plot = pio.to_html(
-        map_figure(points, coords, color_by, title, label_column if color_by == "label" else "cluster", cluster_labels),
-        include_plotlyjs=True,
-        full_html=False,
-        div_id="sc-map",
-        config={"displaylogo": False, "responsive": True, "scrollZoom": True},
-        post_script=_HOVER_JS + TOOLS_JS + ATLAS_JS,
-    )
-    return _PANEL.format(plot=plot, data=script_json(data), mode=BUTTON_HTML, tools=TOOLS_HTML, selection=SELECTION_HTML)
+    legend_title = label_column if color_by == "label" else "cluster"
+    trace, specs = trace_groups(points, color_by, cluster_labels)
+    arrays = point_arrays(coords, trace, points, _thumbnail_index(shas, distinct))
+    data = {
+        "labelColumn": label_column,
+        "chunk": CHUNK,
+        "traces": specs,
+        "layout": map_layout(title, legend_title or "cluster"),
+        "config": PLOT_CONFIG,
+        "clusterHref": {str(k): v for k, v in (cluster_href or {}).items()},
+        "clusterName": {str(k): v for k, v in (cluster_labels or {}).items()},
+        "atlas": atlas,
+    }
+    if sidecar is None:
+        data.update(arrays=arrays, text=text_chunks(points), thumbs=[thumb_src[s] for s in distinct])
+        sidecar_html = ""
+    else:
+        write_sidecar(sidecar.folder, arrays, text_chunks(points, [thumb_src.get(s, "") for s in shas]))
+        data["textBase"] = f"{sidecar.url}/text/"
+        sidecar_html = f'<script src="{esc(sidecar.url)}/points.js"></script>\n'
+    script = PAYLOAD_JS + _PLOT_JS % {"after": _HOVER_JS + TOOLS_JS + ATLAS_JS}
+    return _PANEL.format(data=script_json(data), mode=BUTTON_HTML, tools=TOOLS_HTML, selection=SELECTION_HTML,
+                         plotlyjs=f"<script>{get_plotlyjs()}</script>\n", sidecar=sidecar_html, script=script)
 
 
 def thumbnail_order(thumbs: dict) -> list[str]:
@@ -358,7 +493,8 @@ def write_map(
 ) -> MapResult:
     """Write the map of an :class:`~stylecluster.viz.data.Explorer` to ``out`` (an .html file).
 
-    Self-contained up to ``embed_limit`` images; otherwise thumbnails go to ``<stem>_files/thumbs/``.
+    Self-contained up to ``embed_limit`` images; otherwise the points' data goes to ``<stem>_files/``
+    (:mod:`~stylecluster.viz.payload`) and the thumbnails to ``<stem>_files/thumbs/``, loaded on hover.
     Clusters are named from their data (:mod:`~stylecluster.viz.names`); ``names`` overrides
     them (a JSON file or a dict).
     """
@@ -371,22 +507,23 @@ def write_map(
     points = explorer.points
     coords = umap_coordinates(explorer.fused, cache, umap_params)
     thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache, workers)
-    thumbs_dir = None
-    atlas = build_atlas([thumbs[sha] for sha in thumbnail_order(thumbs)], workers)
+    distinct = thumbnail_order(thumbs)
+    atlas = build_atlas([thumbs[sha] for sha in distinct], workers) if len(distinct) <= ATLAS_LIMIT else None
     if len(points) <= embed_limit:
+        thumbs_dir, sidecar = None, None
         thumb_src = {sha: data_uri(f) for sha, f in thumbs.items()}
-        atlas_data = atlas.data()
+        atlas_data = atlas.data() if atlas is not None else None
     else:
-        thumbs_dir = out.parent / f"{out.stem}_files" / "thumbs"
+        files = out.parent / f"{out.stem}_files"
+        thumbs_dir, sidecar = files / "thumbs", Sidecar(files, files.relative_to(out.parent).as_posix())
         copy_thumbnails(thumbs, thumbs_dir)
-        rel = thumbs_dir.relative_to(out.parent).as_posix()
-        thumb_src = {sha: f"{rel}/{f.name}" for sha, f in thumbs.items()}
-        atlas_data = atlas.data(save_atomic(thumbs_dir.parent / "atlas.js", atlas.script_text()).relative_to(out.parent).as_posix())
+        thumb_src = {sha: f"{sidecar.url}/thumbs/{f.name}" for sha, f in thumbs.items()}
+        atlas_data = atlas.data(save_atomic(files / "atlas.js", atlas.script_text()).relative_to(out.parent).as_posix()) if atlas is not None else None
     store_name = Path(explorer.store.path).name
     colouring = explorer.label_column if color_by == "label" else "cluster"
     title = f"Style map of {store_name}: {len(points)} images by {colouring}"
     labels = label_of(cluster_names(explorer, names)) if explorer.has_clusters else None
     fragment = map_fragment(points, coords, thumb_src, color_by, explorer.label_column, title, cluster_labels=labels,
-                            atlas=atlas_data)
+                            atlas=atlas_data, sidecar=sidecar)
     save_atomic(out, page(title, fragment))
     return MapResult(out, thumbs_dir, len(points), len(thumbs))
