@@ -364,6 +364,7 @@ VARIANTS: dict[str, Variant] = {
     "wccn-s0.03": head_variant(n_components=None, shrinkage=0.03),
     "wccn-p256": head_variant(n_components=None, pca_components=256),
     "wccn-p64": head_variant(n_components=None, pca_components=64),
+    "lda-all-p256": head_variant(n_components=10_000, pca_components=256),  # every discriminant direction (artists - 1)
     "blend0.5": blend_variant(0.5),
     "blend0.3": blend_variant(0.3),
 }
