@@ -62,6 +62,7 @@ class WardClustering(ClusterMethod):
     k_meaning = "exact"
     has_proba = True
     default_k = 10
+    fits_subsample = True
 
     def __init__(self, k: int | None = None, max_fit_samples: int = 5_000, alpha: float = 1.0, random_state: int = 0):
         self.k = k

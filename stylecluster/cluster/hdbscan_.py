@@ -34,7 +34,7 @@ import hdbscan
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from .base import ClusterMethod, distinct_points, register_method
+from .base import ClusterMethod, distinct_points, register_method, row_batches
 from .reduce import make_reducer, subsample
 from ..errors import ConfigError, InputError
 
@@ -98,6 +98,7 @@ class HDBSCANClustering(ClusterMethod):
 
     k_meaning = None
     has_proba = True
+    fits_subsample = True
 
     def __init__(
         self,
@@ -225,18 +226,20 @@ class HDBSCANClustering(ClusterMethod):
         self.probabilities_[self.fit_rows_] = self.clusterer_.probabilities_
         self.outlier_scores_[self.fit_rows_] = self.clusterer_.outlier_scores_
         self.outlier_scores_[self.isolated_rows_] = 1.0
-        rest = np.setdiff1d(np.arange(n), rows)
-        located = self._locate(X[rest]) if len(rest) and self.n_clusters_ > 0 else None
-        if located is not None:
-            self.labels_[rest], self.probabilities_[rest] = self._assign_located(*located)
-
         self.membership_vectors_ = None
-        if self.soft_clustering and self.n_clusters_ > 0:
+        soft = self.soft_clustering and self.n_clusters_ > 0
+        if soft:
             self.membership_vectors_ = np.zeros((n, self.n_clusters_))
             fitted = hdbscan.all_points_membership_vectors(self.clusterer_)
             self.membership_vectors_[self.fit_rows_] = np.reshape(fitted, (len(self.fit_rows_), self.n_clusters_))
-            if located is not None:
-                self.membership_vectors_[rest] = self._proba_located(*located)
+        rest = np.setdiff1d(np.arange(n), rows)
+        if len(rest) and self.n_clusters_ > 0:
+            for batch in row_batches(len(rest)):
+                batch_rows = rest[batch]
+                located = self._locate(X[batch_rows])
+                self.labels_[batch_rows], self.probabilities_[batch_rows] = self._assign_located(*located)
+                if soft:
+                    self.membership_vectors_[batch_rows] = self._proba_located(*located)
         return self
 
     def _fit_clusterer(self) -> hdbscan.HDBSCAN:
@@ -272,6 +275,9 @@ class HDBSCANClustering(ClusterMethod):
         """Labels (-1: outlier) and membership strengths of new points (``approximate_predict``)."""
         if self.n_clusters_ == 0 or len(X) == 0:
             return np.full(len(X), -1, dtype=np.int64), np.zeros(len(X))
+        return super().assign(X)
+
+    def _assign_batch(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._assign_located(*self._locate(X))
 
     def _assign_located(self, keep: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,7 +293,7 @@ class HDBSCANClustering(ClusterMethod):
         in any cluster, at most 1; 0 for isolated points)."""
         if self.n_clusters_ == 0 or len(X) == 0:
             return np.zeros((len(X), self.n_clusters_))
-        return self._proba_located(*self._locate(X))
+        return np.concatenate([self._proba_located(*self._locate(X[rows])) for rows in row_batches(len(X))])
 
     def _proba_located(self, keep: np.ndarray, E: np.ndarray) -> np.ndarray:
         proba = np.zeros((len(keep), self.n_clusters_))
