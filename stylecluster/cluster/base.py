@@ -39,8 +39,10 @@ METHODS: Registry[type["ClusterMethod"]] = Registry("cluster method")
 BATCH_ROWS = 65_536
 
 
-def row_batches(n: int, batch_rows: int = BATCH_ROWS) -> list[slice]:
-    """Consecutive slices of at most ``batch_rows`` rows covering ``range(n)`` (one empty slice for n = 0)."""
+def row_batches(n: int, batch_rows: int | None = None) -> list[slice]:
+    """Consecutive slices of at most ``batch_rows`` (default ``BATCH_ROWS``) rows covering
+    ``range(n)`` (one empty slice for n = 0)."""
+    batch_rows = batch_rows or BATCH_ROWS
     return [slice(start, start + batch_rows) for start in range(0, max(n, 1), batch_rows)]
 
 

@@ -149,8 +149,10 @@ def _width(store, column: str) -> int:
     return 0 if values is None else values.shape[1]
 
 
-def store_batches(store, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[np.ndarray]:
-    """The store's vectors of ``columns`` side by side, ``batch_rows`` rows at a time (float32)."""
+def store_batches(store, columns: list[str], batch_rows: int | None = None) -> Iterator[np.ndarray]:
+    """The store's vectors of ``columns`` side by side, ``batch_rows`` (default ``BATCH_ROWS``)
+    rows at a time (float32)."""
+    batch_rows = batch_rows or BATCH_ROWS
     if hasattr(store, "iter_vectors"):
         yield from store.iter_vectors(columns, batch_rows)
         return
