@@ -110,3 +110,20 @@ def test_kmeans_engines_find_the_same_clusters():
     assert adjusted_rand_score(truth, faiss.labels_) == pytest.approx(1.0)
     assert adjusted_rand_score(small.labels_, faiss.labels_) == pytest.approx(1.0)
     np.testing.assert_array_equal(faiss.labels_, faiss.predict(X))
+
+
+def test_vectorised_approximate_predict_is_hdbscans():
+    import hdbscan
+
+    from stylecluster.cluster.hdbscan_ import approximate_predict
+
+    rng = np.random.default_rng(3)
+    centers = np.array([[0, 0, 0], [12, 0, 0], [0, 12, 0], [0, 0, 12]], dtype=float)
+    X = centers[rng.integers(0, 4, 1_500)] + rng.normal(size=(1_500, 3))
+    clusterer = hdbscan.HDBSCAN(min_cluster_size=30, min_samples=5, prediction_data=True).fit(X)
+    new = np.vstack([centers[rng.integers(0, 4, 500)] + 1.5 * rng.normal(size=(500, 3)), rng.uniform(-40, 40, size=(50, 3))])
+    expected_labels, expected_strengths = hdbscan.approximate_predict(clusterer, new)
+    labels, strengths = approximate_predict(clusterer, new)
+    assert clusterer.labels_.max() >= 3 and (expected_labels == -1).sum() > 0  # clusters and outliers both tested
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_allclose(strengths, expected_strengths, rtol=1e-12)

@@ -15,6 +15,12 @@ Parts differ wildly in dimension and scale, so each part is a *block* that is
 then the blocks are concatenated. Step 3 is what keeps a 6,000-dimensional Gram block from
 drowning a 64-dimensional local block through its dimension alone; the weights then say how much
 each block counts. All blocks of a branch share that branch's weight, divided evenly among them.
+
+A million images: the pipeline fits the fuser on a seeded subsample of ``fuse.max_fit_samples``
+images (100,000) and fuses the store ``BATCH_ROWS`` rows at a time (:func:`store_batches`), so no
+float64 copy of the whole matrix is made. A 128-d block's PCA is estimated as well from 100k
+images as from all of them (FUSE_SUBSAMPLE_MEASURED); fitting on a million needed a 1 GB float64
+copy per block and step.
 """
 from __future__ import annotations
 

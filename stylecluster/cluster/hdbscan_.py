@@ -41,6 +41,50 @@ from ..errors import ConfigError, InputError
 REDUCTIONS = ("umap", "pca", "none")
 
 
+def approximate_predict(clusterer: hdbscan.HDBSCAN, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``hdbscan.approximate_predict`` for many points at once: the same labels and strengths
+    (tests/test_cluster_scale.py compares them), with array operations where hdbscan loops over
+    the points in Python — 12.5 s of the fit of 100k images here, at 0.14 ms a point.
+
+    Each point joins the fitted point that is its nearest by mutual reachability distance, at
+    lambda = 1 / that distance; it belongs to that point's cluster in the condensed tree, walked up
+    while the parent cluster still existed at that lambda; its strength is lambda over the
+    cluster's largest lambda.
+    """
+    data = clusterer.prediction_data_
+    tree, clusters = clusterer.condensed_tree_._raw_tree, data.cluster_tree
+    min_samples = clusterer.min_samples or clusterer.min_cluster_size
+    distances, neighbours = data.tree.query(np.asarray(points, dtype=np.float64), k=2 * min_samples)
+    reach = np.maximum(np.maximum(data.core_distances[neighbours], distances[:, min_samples : min_samples + 1]), distances)
+    nearest_column = reach.argmin(axis=1)
+    rows = np.arange(len(points))
+    nearest, reach = neighbours[rows, nearest_column], reach[rows, nearest_column]
+    lambdas = np.full(len(points), np.finfo(np.double).max)
+    np.divide(1.0, reach, out=lambdas, where=reach > 0.0)
+
+    size = int(max(tree["parent"].max(), tree["child"].max())) + 1
+    row_of_child = np.zeros(size, dtype=np.int64)
+    row_of_child[tree["child"]] = np.arange(len(tree))
+    joined = tree[row_of_child[nearest]]
+    cluster = joined["parent"].astype(np.int64)
+    parent, parent_lambda = np.full(size, -1, dtype=np.int64), np.full(size, -np.inf)
+    parent[clusters["child"]], parent_lambda[clusters["child"]] = clusters["parent"], clusters["lambda_val"]
+    root = clusters["parent"].min()
+    climbing = np.flatnonzero(joined["lambda_val"] > lambdas)
+    while len(climbing):
+        here = cluster[climbing]
+        up = (here > root) & (parent[here] >= 0) & (parent_lambda[here] >= lambdas[climbing])
+        cluster[climbing[up]] = parent[here[up]]
+        climbing = climbing[up]
+
+    label_of, max_lambda = np.full(size, -1, dtype=np.int64), np.zeros(size)
+    label_of[list(data.cluster_map)] = list(data.cluster_map.values())
+    max_lambda[list(data.max_lambdas)] = list(data.max_lambdas.values())
+    labels, top = label_of[cluster], max_lambda[cluster]
+    strengths = np.where(top > 0.0, np.minimum(top, lambdas) / np.where(top > 0.0, top, 1.0), 1.0)
+    return labels, np.where(labels >= 0, strengths, 0.0)
+
+
 def default_min_cluster_size(n: int) -> int:
     """Smallest group worth calling a style: 1 % of the images, at least 5."""
     return max(5, int(round(0.01 * n)))
@@ -297,7 +341,7 @@ class HDBSCANClustering(ClusterMethod):
         if keep.any():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # hdbscan warns about the data type of X
-                labels[keep], strengths[keep] = hdbscan.approximate_predict(self._fitted(), E)
+                labels[keep], strengths[keep] = approximate_predict(self._fitted(), E)
         return labels, strengths
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
