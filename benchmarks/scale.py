@@ -3,6 +3,7 @@
     python benchmarks/scale.py                          # 100k rows
     nice -n 10 python benchmarks/scale.py --rows 100000 1000000
     python benchmarks/scale.py --rows 20000 --methods bgmm kmeans --keep   # a quick look
+    python benchmarks/scale.py --rows 1000000 --work W --reuse --methods hdbscan   # again, same store
 
 For each size a seeded Gaussian mixture (``CLUSTERS`` components, so the clusters can be found
 again: the table gives each clustering's ARI against them) is written as a Parquet file of
@@ -259,6 +260,8 @@ def main() -> int:
     parser.add_argument("--methods", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--work", type=Path, default=None, help="folder for the stores (default: a temporary one, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--reuse", action="store_true", help="with --work: keep the source and store made by an earlier run")
+    parser.add_argument("--no-similar", dest="similar", action="store_false", help="skip the similar step")
     parser.add_argument("--with-others", action="store_true", help="also run benchmarks/scale_map.py and ray_scaling.py if present")
     parser.add_argument("--out", default="scale.json")
     parser.add_argument("--step", help=argparse.SUPPRESS)
@@ -278,15 +281,17 @@ def main() -> int:
         print(f"{rows} rows in {work}", flush=True)
         try:
             load.append({"rows": rows, "loadavg_before": os.getloadavg()})
-            results.append(step(work, rows, "source"))
-            results.append(step(work, rows, "import"))
+            if not (args.reuse and (work / "synthetic.store").is_dir()):
+                results.append(step(work, rows, "source"))
+                results.append(step(work, rows, "import"))
             results.append(step(work, rows, "fuse"))
             for variant in args.methods:
                 results.append(step(work, rows, "cluster", variant))
             for variant in args.methods:
                 if variant != "kmeans-sklearn":
                     results.append(step(work, rows, "assign", variant))
-            results.append(step(work, rows, "similar"))
+            if args.similar:
+                results.append(step(work, rows, "similar"))
             if args.with_others:
                 results.append(other_script("scale_map.py", "map", rows))
                 results.append(other_script("ray_scaling.py", "ray", rows))
