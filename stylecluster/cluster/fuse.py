@@ -18,9 +18,11 @@ each block counts. All blocks of a branch share that branch's weight, divided ev
 
 A million images: the pipeline fits the fuser on a seeded subsample of ``fuse.max_fit_samples``
 images (100,000) and fuses the store ``BATCH_ROWS`` rows at a time (:func:`store_batches`), so no
-float64 copy of the whole matrix is made. A 128-d block's PCA is estimated as well from 100k
-images as from all of them (FUSE_SUBSAMPLE_MEASURED); fitting on a million needed a 1 GB float64
-copy per block and step.
+float64 copy of the whole matrix is made. Distances in the fused space hardly depend on whether
+the PCA saw 100k or all of a million images (``benchmarks/scale.py``'s 1M store, 2,000 random
+pairs: correlation 0.997, median ratio 0.999 — coordinates themselves differ by a rotation
+within the near-equal noise directions, which whitening leaves arbitrary), and fusing took 38 s
+instead of 86 s, the full fit needing float64 copies of a million rows per block.
 """
 from __future__ import annotations
 
