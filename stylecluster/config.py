@@ -95,6 +95,7 @@ class FuseConfig:
     local_weight: float = 0.5
     pca_components: int = 64  # 0 = no reduction
     whiten: bool = True
+    max_fit_samples: int = 100_000  # PCA fitted on a seeded subsample of this many images (0: all); see cluster/fuse.py
 
 
 @dataclass

@@ -47,7 +47,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -167,7 +167,7 @@ class EmbeddingStore:
         return self._table.num_rows
 
     def __repr__(self) -> str:
-        dims = {c: self.dim(c) for c in VECTOR_COLUMNS if self.vectors(c) is not None}
+        dims = {c: self.dim(c) for c in VECTOR_COLUMNS if self.dim(c)}
         return f"EmbeddingStore({str(self.path)!r}, n={len(self)}, dims={dims})"
 
     @property
@@ -196,11 +196,28 @@ class EmbeddingStore:
         """(n, dim) float32 matrix of a vector column, or None when the store has no such branch."""
         if column not in self._table.column_names or self.dim(column) == 0:
             return None
-        col = self._table.column(column).combine_chunks()
+        return self._matrix(self._table, column)
+
+    def _matrix(self, table: pa.Table, column: str) -> np.ndarray:
+        col = table.column(column).combine_chunks()
         if col.null_count:
             raise StoreError(f"{self.path}: {col.null_count} rows have no {column} vector")
         flat = col.flatten().to_numpy(zero_copy_only=False)
-        return np.asarray(flat, dtype=np.float32).reshape(len(self), self.dim(column))
+        return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, self.dim(column))
+
+    def iter_vectors(self, columns: Sequence[str], batch_rows: int = 65_536) -> Iterator[np.ndarray]:
+        """The vectors of ``columns`` side by side, ``batch_rows`` rows at a time: (b, sum of
+        dims) float32 matrices, in store order. Only one batch is ever copied out of the Arrow
+        table, so fusing a million rows needs the memory of the stored vectors plus one batch
+        (every column whole, ``vectors``, copies all of them once more)."""
+        for start in range(0, len(self), max(1, int(batch_rows))):
+            batch = self._table.slice(start, batch_rows)
+            yield np.hstack([self._matrix(batch, column) for column in columns])
+
+    def take_vectors(self, columns: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        """The vectors of ``columns`` side by side for the given rows only (e.g. a subsample to fit on)."""
+        batch = self._table.select(list(columns)).take(pa.array(np.asarray(rows, dtype=np.int64)))
+        return np.hstack([self._matrix(batch, column) for column in columns])
 
     def to_pandas(self) -> pd.DataFrame:
         return self._table.to_pandas()

@@ -12,6 +12,11 @@ assignments where the method defines them (``has_proba``).
 
 Methods differ in what ``k`` means to them (``k_meaning``): ``"exact"`` (k-means), ``"upper_bound"``
 (BGMM infers the number, k caps it) or ``None`` (HDBSCAN infers it from density; k is refused).
+
+A million points: methods whose fit grows faster than n (``fits_subsample``) build their model on
+a seeded subsample of at most ``max_fit_samples`` points and label every other point as a new one
+(``assign``); ``assign`` and the helpers below work ``BATCH_ROWS`` points at a time, so no float64
+copy of the whole matrix is ever made.
 """
 from __future__ import annotations
 
@@ -29,6 +34,17 @@ log = logging.getLogger("stylecluster")
 
 METHODS: Registry[type["ClusterMethod"]] = Registry("cluster method")
 
+#: Points labelled at a time: 65,536 x 128 fused dimensions is 64 MB in float64, where a million
+#: points at once took 1 GB for each float64 copy.
+BATCH_ROWS = 65_536
+
+
+def row_batches(n: int, batch_rows: int | None = None) -> list[slice]:
+    """Consecutive slices of at most ``batch_rows`` (default ``BATCH_ROWS``) rows covering
+    ``range(n)`` (one empty slice for n = 0)."""
+    batch_rows = batch_rows or BATCH_ROWS
+    return [slice(start, start + batch_rows) for start in range(0, max(n, 1), batch_rows)]
+
 
 class ClusterMethod(BaseEstimator, ClusterMixin):
     #: what ``k`` means to this method: "exact", "upper_bound" or None (k not used)
@@ -40,6 +56,9 @@ class ClusterMethod(BaseEstimator, ClusterMixin):
     #: for ``k="auto"``: a cheaper registered method whose clusterings stand in for this one's
     #: when candidate k are scored (None: this method itself is fitted for every candidate)
     k_selection_proxy: str | None = None
+    #: whether ``fit`` builds the model on a seeded subsample of at most ``max_fit_samples`` points
+    #: (a parameter of such methods) and labels the others as new points, with ``assign``
+    fits_subsample: bool = False
 
     def fit(self, X: np.ndarray, y: Any = None) -> "ClusterMethod":  # pragma: no cover - abstract
         raise NotImplementedError
@@ -52,7 +71,14 @@ class ClusterMethod(BaseEstimator, ClusterMixin):
 
     def assign(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels of new points and how sure each is: for new points what ``labels_`` and
-        ``probabilities_`` are for the fitted ones (``assign`` on the CLI)."""
+        ``probabilities_`` are for the fitted ones (``assign`` on the CLI). Works ``BATCH_ROWS``
+        points at a time."""
+        if len(X) <= BATCH_ROWS:
+            return self._assign_batch(X)
+        labels, probabilities = zip(*(self._assign_batch(X[rows]) for rows in row_batches(len(X))))
+        return np.concatenate(labels), np.concatenate(probabilities)
+
+    def _assign_batch(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels = self.predict(X)
         proba = self.predict_proba(X)
         return labels, proba[np.arange(len(labels)), labels]
@@ -106,6 +132,8 @@ def make_clusterer(method: str, k: int | None = None, seed: int = 0, **params: A
 
 def student_t_assignments(X: np.ndarray, centers: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """Soft assignments q_ij ∝ (1 + ||x_i - μ_j||² / α)^(-(α+1)/2) (DEC, Xie et al. 2016, eq. 1)."""
+    if len(X) > BATCH_ROWS:
+        return np.concatenate([student_t_assignments(X[rows], centers, alpha) for rows in row_batches(len(X))])
     d2 = (X**2).sum(1)[:, None] - 2.0 * X @ centers.T + (centers**2).sum(1)[None, :]
     q = (1.0 + np.maximum(d2, 0.0) / alpha) ** (-(alpha + 1.0) / 2.0)
     return q / q.sum(axis=1, keepdims=True)
@@ -113,7 +141,10 @@ def student_t_assignments(X: np.ndarray, centers: np.ndarray, alpha: float = 1.0
 
 def nearest_centroid(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Row of ``centers`` nearest to each point (squared Euclidean distance)."""
-    d2 = (np.asarray(centers, dtype=np.float64) ** 2).sum(1)[None, :] - 2.0 * np.asarray(X, dtype=np.float64) @ np.asarray(centers, dtype=np.float64).T
+    centers = np.asarray(centers, dtype=np.float64)
+    if len(X) > BATCH_ROWS:
+        return np.concatenate([nearest_centroid(X[rows], centers) for rows in row_batches(len(X))])
+    d2 = (centers**2).sum(1)[None, :] - 2.0 * np.asarray(X, dtype=np.float64) @ centers.T
     return d2.argmin(axis=1)
 
 
@@ -123,15 +154,19 @@ def distinct_points(X: np.ndarray, at_least: int | None = None) -> int:
 
     With ``at_least``, counting stops early once that many are found among the first rows.
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
     if len(X) == 0:
         return 0
-    keys = np.round(X / (float(np.abs(X).max()) or 1.0), 5)
+    scale = max(float(np.abs(X[rows]).max()) for rows in row_batches(len(X))) or 1.0
+
+    def keys(X: np.ndarray) -> np.ndarray:
+        return np.round(np.asarray(X, dtype=np.float64) / scale, 5)
+
     if at_least is not None and len(X) > 10_000:
-        head = len(np.unique(keys[:10_000], axis=0))
+        head = len(np.unique(keys(X[:10_000]), axis=0))
         if head >= at_least:
             return head
-    return len(np.unique(keys, axis=0))
+    return len(np.unique(keys(X), axis=0))
 
 
 def capped_k(k: int, X: np.ndarray, method: str, exact: bool = True) -> int:

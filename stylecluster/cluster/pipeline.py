@@ -18,7 +18,8 @@ from ..config import ClusterConfig, FuseConfig
 from ..errors import ConfigError, InputError, NotFittedError
 from ..io import printable, save_atomic
 from .base import OneCluster, distinct_points, make_clusterer, method_class
-from .fuse import Fuser, blocks_for_store
+from .fuse import Fuser, store_batches, store_layout, store_rows, store_shape
+from .reduce import subsample
 from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
 
 log = logging.getLogger("stylecluster")
@@ -78,24 +79,40 @@ class StyleClustering:
             raise NotFittedError(self)
 
     def _fit_fuser(self, store) -> np.ndarray:
-        X, blocks = blocks_for_store(store, local_weight=self.fuse.local_weight)
+        """Fit the fuser on (a seeded subsample of at most ``fuse.max_fit_samples`` of) the store's
+        images and return the fused coordinates of all of them, fused a batch at a time."""
+        columns, blocks = store_layout(store, local_weight=self.fuse.local_weight)
+        rows = subsample(store_shape(store, columns)[0], self.fuse.max_fit_samples, self.cluster.seed)
+        X = store_rows(store, columns, rows)
         self.n_features_in_ = X.shape[1]
         self.fuser_ = Fuser(blocks, pca_components=self.fuse.pca_components, whiten=self.fuse.whiten, random_state=self.cluster.seed)
-        return self.fuser_.fit_transform(X)
+        self.fuser_.fit(X)
+        del X
+        return self._transform_store(store, columns)
+
+    def _transform_store(self, store, columns: list[str]) -> np.ndarray:
+        Z = np.empty((store_shape(store, columns)[0], self.fuser_.n_features_out_), dtype=np.float32)
+        start = 0
+        for batch in store_batches(store, columns):
+            Z[start : start + len(batch)] = self.fuser_.transform(batch)
+            start += len(batch)
+        return Z
 
     def embed(self, store) -> np.ndarray:
-        """The fused coordinates of a store's images in this clustering's space.
+        """The fused coordinates of a store's images in this clustering's space (float32; the
+        store is read a batch at a time).
 
         Refuses (ValueError) a store whose vectors were made otherwise than the fitted store's.
         """
         self._check_fitted()
         self.check_store(store)
-        X, _ = blocks_for_store(store, local_weight=self.fuse.local_weight)
+        columns, _ = store_layout(store, local_weight=self.fuse.local_weight)
+        width = store_shape(store, columns)[1]
         expected = getattr(self, "n_features_in_", None)  # absent from model files saved before it existed
-        if expected is not None and X.shape[1] != expected:
-            raise InputError(f"{printable(getattr(store, 'path', 'the store'))}: its vectors have {X.shape[1]} features, "
+        if expected is not None and width != expected:
+            raise InputError(f"{printable(getattr(store, 'path', 'the store'))}: its vectors have {width} features, "
                              f"this clustering was fitted on {expected}")
-        return self.fuser_.transform(X)
+        return self._transform_store(store, columns)
 
     def check_store(self, store) -> None:
         """ValueError naming what differs when ``store`` was embedded with other branches,

@@ -1,0 +1,314 @@
+"""A hundred thousand and a million images: seconds and peak memory of every step after embedding.
+
+    python benchmarks/scale.py                          # 100k rows
+    nice -n 10 python benchmarks/scale.py --rows 100000 1000000
+    python benchmarks/scale.py --rows 20000 --methods bgmm kmeans --keep   # a quick look
+    python benchmarks/scale.py --rows 1000000 --work W --reuse --methods hdbscan   # again, same store
+
+For each size a seeded Gaussian mixture (``CLUSTERS`` components, so the clusters can be found
+again: the table gives each clustering's ARI against them) is written as a Parquet file of
+``path`` + ``vector`` and turned into a store shaped like the default ``embed`` output: the global
+branch's 128-d style vector and the local branch's 64-d codes, which fusion (PCA to 64 per block)
+makes 128 fused dimensions. Then every step runs in its own process, so each has its own peak RSS
+(``os.wait4``); ``seconds`` is the whole process (Python, torch and stylecluster imports: 5-15 s
+on a busy machine), ``step_s`` the step's own work:
+
+* ``import``   Parquet → store (``stylecluster.importer.import_vectors`` once it exists; until
+               then the store is written with ``StoreWriter``, see :func:`import_store`);
+* ``fuse``     fit the fusion on the store and fuse every row;
+* ``cluster``  ``StyleClustering.fit`` + ``write`` per method, as ``stylecluster cluster`` does
+               (fusion included; ``fit_s`` is the method alone); k-means also with scikit-learn,
+               to keep the measurement behind the faiss choice;
+* ``assign``   load the saved model and assign every image of the store (``stylecluster assign``);
+* ``similar``  ``StyleIndex`` build time and per-query latency (median, p95 of 50 queries);
+* ``map``, ``ray``: measured by benchmarks/scale_map.py and benchmarks/ray_scaling.py; their rows
+               here run those scripts (defaults) with ``--with-others`` when they exist.
+
+Writes benchmarks/out/scale.json. Run it with ``OMP_NUM_THREADS=1`` on a shared machine (the
+steps inherit the environment); the JSON records the environment and the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, print_table, write_json  # noqa: E402
+
+CLUSTERS = 20
+GLOBAL_DIM, LOCAL_DIM = 128, 64
+BATCH = 65_536
+#: name → (registered method, its parameters)
+VARIANTS = {
+    "bgmm": ("bgmm", {}),
+    "hdbscan": ("hdbscan", {}),
+    "kmeans": ("kmeans", {}),
+    "kmeans-sklearn": ("kmeans", {"engine": "sklearn"}),
+    "agglomerative": ("agglomerative", {}),
+    "dec": ("dec", {}),
+}
+
+
+# ---------------------------------------------------------------- steps (each in its own process)
+
+def make_source(work: Path, rows: int, seed: int = 0) -> dict:
+    """``source.parquet`` (path, vector: 192 float32) and ``truth.npy`` (component of each row)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = GLOBAL_DIM + LOCAL_DIM
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(CLUSTERS, dim)).astype(np.float32)
+    truth = rng.integers(0, CLUSTERS, size=rows)
+    schema = pa.schema([("path", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
+    with pq.ParquetWriter(work / "source.parquet", schema) as writer:
+        for start in range(0, rows, BATCH):
+            labels = truth[start : start + BATCH]
+            noise = np.random.default_rng([seed, start]).standard_normal((len(labels), dim), dtype=np.float32)
+            vectors = centers[labels] + 0.6 * noise
+            paths = pa.array([f"synthetic/{i:07d}.jpg" for i in range(start, start + len(labels))])
+            writer.write_table(pa.table({"path": paths, "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim)}, schema=schema))
+    np.save(work / "truth.npy", truth)
+    return {"rows": rows, "dim": dim}
+
+
+def import_store(source: Path, out: Path) -> dict:
+    """The import step. Until ``stylecluster.importer.import_vectors`` exists the store is written
+    with ``StoreWriter`` in the default embed layout (global 128-d style part, local 64-d codes);
+    the importer keeps one vector per image, so with it fusion sees one block of 192 dimensions."""
+    try:
+        from stylecluster.importer import import_vectors
+    except ImportError:
+        import_vectors = None
+    if import_vectors is not None:
+        import_vectors(source, out)
+        return {"importer": "stylecluster.importer.import_vectors"}
+
+    import pyarrow.parquet as pq
+
+    from stylecluster.store import StoreWriter
+
+    writer = StoreWriter(
+        out,
+        branches={"global": {"synthetic": "scale benchmark"}, "local": {"synthetic": "scale benchmark"}},
+        dims={"global": GLOBAL_DIM, "local": LOCAL_DIM},
+        parts={"global": {"style": (0, GLOBAL_DIM)}, "local": {"local": (0, LOCAL_DIM)}},
+        chunk_size=BATCH, checkpoint_rows=BATCH, checkpoint_seconds=float("inf"),
+    )
+    try:
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=BATCH):
+            paths = batch.column("path").to_pylist()
+            vectors = batch.column("vector").flatten().to_numpy().reshape(len(paths), -1)
+            for path, vector in zip(paths, vectors):
+                writer.add(path, path, 0, 0, {"global": vector[:GLOBAL_DIM], "local": vector[GLOBAL_DIM:]})
+    finally:
+        writer.close()
+    return {"importer": "StoreWriter (stylecluster.importer not available)"}
+
+
+def fuse(store_path: Path) -> dict:
+    from stylecluster.cluster import StyleClustering
+    from stylecluster.store import load_store
+
+    start = time.perf_counter()
+    store = load_store(store_path)
+    read_s = time.perf_counter() - start
+    Z = StyleClustering()._fit_fuser(store)
+    return {"read_s": read_s, "fused_dim": int(Z.shape[1])}
+
+
+def cluster(store_path: Path, work: Path, variant: str) -> dict:
+    from sklearn.metrics import adjusted_rand_score
+
+    from stylecluster.cluster import StyleClustering
+    from stylecluster.config import ClusterConfig
+    from stylecluster.store import load_store
+
+    method, params = VARIANTS[variant]
+    store = load_store(store_path)
+    clustering = StyleClustering(ClusterConfig(method=method, params=dict(params)))
+    fit = clustering.fit
+    timings = {}
+    fuser_fit = clustering._fit_fuser
+
+    def timed_fuser(store):
+        start = time.perf_counter()
+        Z = fuser_fit(store)
+        timings["fuse_s"] = time.perf_counter() - start
+        return Z
+
+    clustering._fit_fuser = timed_fuser
+    start = time.perf_counter()
+    fit(store)
+    total = time.perf_counter() - start
+    del clustering._fit_fuser
+    clustering.write(work / f"clusters-{variant}.csv")
+    truth = np.load(work / "truth.npy")
+    return {"fit_s": total - timings["fuse_s"], "fuse_s": timings["fuse_s"], "n_clusters": clustering.n_clusters_, "ari": adjusted_rand_score(truth, clustering.labels_),
+            "outlier_share": float(np.mean(clustering.labels_ < 0)), "fits_subsample": type(clustering.method_).fits_subsample,
+            "engine": getattr(clustering.method_, "engine_", None)}
+
+
+def assign(store_path: Path, work: Path, variant: str) -> dict:
+    from stylecluster.cluster import StyleClustering, model_path_for
+    from stylecluster.io import save_atomic
+    from stylecluster.store import load_store
+
+    clustering = StyleClustering.load(model_path_for(work / f"clusters-{variant}.csv"))
+    frame = clustering.predict_store(load_store(store_path))
+    save_atomic(work / f"assigned-{variant}.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    fitted = np.asarray(clustering.labels_)
+    return {"same_as_fit": float(np.mean(frame["cluster"].to_numpy() == fitted))}
+
+
+def similar(store_path: Path, work: Path, queries: int = 50) -> dict:
+    from stylecluster.store import load_store
+    from stylecluster.viz.data import load_explorer
+    from stylecluster.viz.similar import StyleIndex
+
+    explorer = load_explorer(load_store(store_path), work / "clusters-bgmm.csv" if (work / "clusters-bgmm.csv").exists() else None)
+    start = time.perf_counter()
+    index = StyleIndex(explorer)
+    build_s = time.perf_counter() - start
+    rows = np.random.default_rng(0).choice(len(explorer.fused), size=queries, replace=False)
+    latencies = []
+    for row in rows:
+        start = time.perf_counter()
+        index.query(explorer.fused[row], k=12)
+        latencies.append(time.perf_counter() - start)
+    return {"index_build_s": build_s, "query_ms_median": 1000 * float(np.median(latencies)), "query_ms_p95": 1000 * float(np.percentile(latencies, 95))}
+
+
+def run_step(args: argparse.Namespace) -> dict:
+    work = Path(args.work)
+    store = work / "synthetic.store"
+    if args.step == "source":
+        return make_source(work, args.rows)
+    if args.step == "import":
+        return import_store(work / "source.parquet", store)
+    if args.step == "fuse":
+        return fuse(store)
+    if args.step == "cluster":
+        return cluster(store, work, args.variant)
+    if args.step == "assign":
+        return assign(store, work, args.variant)
+    if args.step == "similar":
+        return similar(store, work)
+    raise SystemExit(f"unknown step {args.step}")
+
+
+# ---------------------------------------------------------------- the driver
+
+def in_process(command: list[str], env: dict | None = None, timeout: float = 3600) -> dict:
+    """Run a command; its wall seconds, its own peak RSS (os.wait4) and the JSON line it printed last."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                process.kill()
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.2)
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stderr = process.stderr.read()
+        out.seek(0)
+        lines = [line for line in out.read().splitlines() if line.startswith("{")]
+    row = {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "status": "ok" if process.returncode == 0 else f"failed ({process.returncode})"}
+    if process.returncode != 0:
+        row["error"] = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    elif lines:
+        row.update(json.loads(lines[-1]))
+    return row
+
+
+def step(work: Path, rows: int, name: str, variant: str | None = None) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--work", str(work), "--rows", str(rows)]
+    if variant:
+        command += ["--variant", variant]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    row = {"rows": rows, "step": name if not variant else f"{name} {variant}", **in_process(command, env)}
+    print(f"  {row['step']:<24} {row['seconds']:8.1f} s  {row['peak_rss_mb']:7.0f} MB  {row['status']}", flush=True)
+    return row
+
+
+def other_script(name: str, step_name: str, rows: int) -> dict:
+    script = ROOT / "benchmarks" / name
+    row = {"rows": rows, "step": step_name}
+    if not script.exists():
+        return {**row, "status": f"not run ({name} absent)"}
+    return {**row, **in_process([sys.executable, str(script)])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="*", default=[100_000])
+    parser.add_argument("--methods", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--work", type=Path, default=None, help="folder for the stores (default: a temporary one, removed)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--reuse", action="store_true", help="with --work: keep the source and store made by an earlier run")
+    parser.add_argument("--no-similar", dest="similar", action="store_false", help="skip the similar step")
+    parser.add_argument("--with-others", action="store_true", help="also run benchmarks/scale_map.py and ray_scaling.py if present")
+    parser.add_argument("--out", default="scale.json")
+    parser.add_argument("--step", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.step:
+        args.rows = args.rows[0]
+        start = time.perf_counter()
+        result = run_step(args)
+        print(json.dumps({"step_s": time.perf_counter() - start, **result}))
+        return 0
+
+    results, load = [], []
+    for rows in args.rows:
+        work = Path(args.work) / f"rows-{rows}" if args.work else Path(tempfile.mkdtemp(prefix=f"scale-{rows}-"))
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"{rows} rows in {work}", flush=True)
+        try:
+            load.append({"rows": rows, "loadavg_before": os.getloadavg()})
+            if not (args.reuse and (work / "synthetic.store").is_dir()):
+                results.append(step(work, rows, "source"))
+                results.append(step(work, rows, "import"))
+            results.append(step(work, rows, "fuse"))
+            for variant in args.methods:
+                results.append(step(work, rows, "cluster", variant))
+            for variant in args.methods:
+                if variant != "kmeans-sklearn":
+                    results.append(step(work, rows, "assign", variant))
+            if args.similar:
+                results.append(step(work, rows, "similar"))
+            if args.with_others:
+                results.append(other_script("scale_map.py", "map", rows))
+                results.append(other_script("ray_scaling.py", "ray", rows))
+            else:
+                results += [{"rows": rows, "step": "map", "status": "benchmarks/scale_map.py"}, {"rows": rows, "step": "ray", "status": "benchmarks/ray_scaling.py"}]
+            load[-1]["loadavg_after"] = os.getloadavg()
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+
+    columns = ["rows", "step", "seconds", "step_s", "peak_rss_mb", "fit_s", "fuse_s", "n_clusters", "ari", "index_build_s", "query_ms_median", "status"]
+    print_table(results, columns)
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    path = write_json(args.out, {"clusters": CLUSTERS, "dims": {"global": GLOBAL_DIM, "local": LOCAL_DIM}, "environment": env, "load": load, "results": results})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

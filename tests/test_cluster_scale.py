@@ -1,0 +1,129 @@
+"""A large store, small: fusion fitted on a subsample and applied in batches, methods fitted on a
+subsample that label every other row in batches (the thresholds and the batch size are lowered so
+that 20k rows exercise what a million rows do; the real sizes: benchmarks/scale.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+from threadpoolctl import threadpool_limits
+
+from stylecluster.cluster import StyleClustering, available_methods, make_clusterer
+from stylecluster.cluster import base, fuse
+from stylecluster.cluster.base import method_class
+from stylecluster.cluster.reduce import subsample
+from stylecluster.config import ClusterConfig, FuseConfig
+from stylecluster.store import StoreWriter, load_store
+
+ROWS, CLUSTERS = 20_000, 5
+FIT = 2_000  # every method's max_fit_samples here
+PARAMS = {
+    "bgmm": {"max_fit_samples": FIT},
+    "hdbscan": {"max_fit_samples": FIT, "reduction": "pca"},  # UMAP's placement is covered by test_cluster_methods
+    "agglomerative": {"max_fit_samples": FIT},
+    "dec": {"max_fit_samples": FIT, "hidden": (32, 32), "pretrain_steps": 200, "max_steps": 200, "update_interval": 50},
+}
+
+
+@pytest.fixture(autouse=True)
+def _small_batches(monkeypatch):
+    """Batches of 3,000 rows, so 20k rows take several (and the last one is short)."""
+    monkeypatch.setattr(base, "BATCH_ROWS", 3_000)
+    monkeypatch.setattr(fuse, "BATCH_ROWS", 3_000)
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, CLUSTERS, ROWS)
+    centers = rng.normal(size=(CLUSTERS, 24)).astype(np.float32) * 3
+    X = centers[truth] + rng.normal(size=(ROWS, 24)).astype(np.float32)
+    path = tmp_path_factory.mktemp("scale") / "big.store"
+    writer = StoreWriter(path, branches={"global": {"backbone": "synthetic"}, "local": {"model": "synthetic"}}, dims={"global": 16, "local": 8},
+                         parts={"global": {"style": (0, 16)}, "local": {"local": (0, 8)}}, chunk_size=4_096, checkpoint_rows=4_096)
+    for i, row in enumerate(X):
+        writer.add(f"img/{i:05d}.png", sha256=str(i), width=64, height=64, vectors={"global": row[:16], "local": row[16:]})
+    writer.close()
+    return load_store(path), X, truth
+
+
+def test_store_batches_and_rows_are_the_stored_vectors(big_store):
+    store, X, _ = big_store
+    batches = list(store.iter_vectors(["global", "local"], batch_rows=3_000))
+    assert [len(b) for b in batches] == [3_000] * 6 + [2_000]
+    assert all(b.dtype == np.float32 for b in batches)
+    np.testing.assert_array_equal(np.vstack(batches), X)
+    rows = np.array([5, 19_999, 0, 7_321])
+    np.testing.assert_array_equal(store.take_vectors(["global", "local"], rows), X[rows])
+
+
+def test_fusion_fitted_on_a_subsample_fuses_every_row_in_batches(big_store):
+    store, X, truth = big_store
+    clustering = StyleClustering(ClusterConfig(method="kmeans", k=CLUSTERS), FuseConfig(max_fit_samples=5_000))
+    Z = clustering._fit_fuser(store)
+    assert Z.shape == (ROWS, clustering.fuser_.n_features_out_) and Z.dtype == np.float32
+    # batched = all rows at once, and the PCA saw only the 5,000 subsampled rows
+    np.testing.assert_allclose(Z, clustering.fuser_.transform(X), rtol=1e-5, atol=1e-5)
+    assert clustering.fuser_.pcas_[0].n_samples_ == 5_000
+
+
+@pytest.mark.parametrize("method", [m for m in available_methods() if method_class(m).fits_subsample])
+def test_subsampled_fit_labels_every_row_as_assign_does(big_store, method):
+    store, _, truth = big_store
+    clustering = StyleClustering(ClusterConfig(method=method, k=None if method == "hdbscan" else CLUSTERS, params=PARAMS[method]),
+                                 FuseConfig(max_fit_samples=5_000)).fit(store)
+    fitted = clustering.method_
+    assert fitted.fits_subsample
+    labels, proba = clustering.labels_, clustering.probabilities_
+    assert labels.shape == proba.shape == (ROWS,)
+    assert np.all(np.isfinite(proba)) and proba.min() >= 0 and proba.max() <= 1 + 1e-9
+    assert labels.min() >= -1 and labels.max() == clustering.n_clusters_ - 1
+    assert adjusted_rand_score(truth, labels) > 0.9
+    # the rows the model was not fitted on are labelled exactly as new images would be
+    rest = np.setdiff1d(np.arange(ROWS), subsample(ROWS, FIT, 0))
+    Z = clustering.embed(store)
+    assigned, assigned_proba = fitted.assign(Z[rest])
+    np.testing.assert_array_equal(labels[rest], assigned)
+    np.testing.assert_allclose(proba[rest], assigned_proba, rtol=1e-5)  # DEC: float32 encoder, other batch boundaries
+    # and assigning the whole store (``stylecluster assign``) gives the fitted labels back for them
+    frame = clustering.predict_store(store)
+    np.testing.assert_array_equal(frame["cluster"].to_numpy()[rest], labels[rest])
+
+
+@pytest.mark.parametrize("method", ["bgmm", "dec"])
+def test_posterior_methods_label_fitted_rows_by_predict(big_store, method):
+    """BGMM and DEC label fitted and assigned rows by the same posterior: labels_ = predict."""
+    store, _, _ = big_store
+    clustering = StyleClustering(ClusterConfig(method=method, k=CLUSTERS, params=PARAMS[method]), FuseConfig(max_fit_samples=5_000)).fit(store)
+    np.testing.assert_array_equal(clustering.labels_, clustering.method_.predict(clustering.embed(store)))
+
+
+def test_kmeans_engines_find_the_same_clusters():
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 4, 3_000)
+    X = (rng.normal(size=(4, 8)) * 6)[truth] + rng.normal(size=(3_000, 8))
+    small = make_clusterer("kmeans", k=4).fit(X)
+    faiss = make_clusterer("kmeans", k=4, engine="faiss").fit(X)
+    assert small.engine_ == "sklearn" and faiss.engine_ == "faiss"  # auto: scikit-learn below 100k points
+    assert adjusted_rand_score(truth, faiss.labels_) == pytest.approx(1.0)
+    assert adjusted_rand_score(small.labels_, faiss.labels_) == pytest.approx(1.0)
+    np.testing.assert_array_equal(faiss.labels_, faiss.predict(X))
+
+
+def test_vectorised_approximate_predict_is_hdbscans():
+    import hdbscan
+
+    from stylecluster.cluster.hdbscan_ import approximate_predict
+
+    rng = np.random.default_rng(3)
+    centers = np.array([[0, 0, 0], [12, 0, 0], [0, 12, 0], [0, 0, 12]], dtype=float)
+    X = centers[rng.integers(0, 4, 1_500)] + rng.normal(size=(1_500, 3))
+    clusterer = hdbscan.HDBSCAN(min_cluster_size=30, min_samples=5, prediction_data=True).fit(X)
+    new = np.vstack([centers[rng.integers(0, 4, 500)] + 1.5 * rng.normal(size=(500, 3)), rng.uniform(-40, 40, size=(50, 3))])
+    expected_labels, expected_strengths = hdbscan.approximate_predict(clusterer, new)
+    labels, strengths = approximate_predict(clusterer, new)
+    assert clusterer.labels_.max() >= 3 and (expected_labels == -1).sum() > 0  # clusters and outliers both tested
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_allclose(strengths, expected_strengths, rtol=1e-12)
