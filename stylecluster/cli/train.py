@@ -100,9 +100,9 @@ def _add_train_style_head(sub) -> None:
     p.add_argument("--group-column", default="artist", help="images of one group are pulled together (default: artist — never style)")
     p.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION", help="keep this share of the artists out of fitting and score the head on them")
     p.add_argument("--score-column", metavar="COLUMN", help="with --holdout: labels the held-out clusters are scored against (e.g. style)")
-    p.add_argument("--n-components", type=_directions, default=128, metavar="N|all",
-                   help="the first N discriminant directions (default 128), or all: every direction, whitened within artists (WCCN)")
-    p.add_argument("--pca-components", type=int, default=128, help="PCA dimensions per part before the discriminant (default 128)")
+    p.add_argument("--n-components", type=_directions, default=256, metavar="N|all",
+                   help="the first N discriminant directions (default 256), or all: every direction, whitened within artists (WCCN)")
+    p.add_argument("--pca-components", type=int, default=256, help="PCA dimensions per part before the discriminant (default 256)")
     p.add_argument("--shrinkage", type=float, default=0.1, help="within-artist covariance shrinkage, 0-1 (default 0.1)")
     p.add_argument("--weighting", choices=("none", "posterior"), default="none", help="scale each direction by its measured artist signal: posterior = λ/(1+λ) (default none)")
     p.add_argument("--seed", type=int, default=0)
