@@ -26,6 +26,15 @@ def stratified_labels(labels_csv: Path, column: str, per_label: int | None, seed
     return labels.sample(frac=1, random_state=seed).groupby(column).head(per_label).sort_index()
 
 
+def wikiart_sample(images: int) -> list[Path] | None:
+    """``images`` wikiart-styles files, the styles equally represented (None: no shared data)."""
+    if not (WIKIART / "labels.csv").is_file():
+        print(f"shared data not found at {WIKIART}")
+        return None
+    labels = stratified_labels(WIKIART / "labels.csv", "style", -(-images // 11))[:images]
+    return [WIKIART / p for p in labels["path"]]
+
+
 def machine() -> dict:
     return {
         "date": time.strftime("%Y-%m-%d"),

@@ -46,7 +46,7 @@ from stylecluster.data.splits import artist_key
 from stylecluster.evaluate import evaluate_labels
 from stylecluster.features.embedder import embed_images
 from stylecluster.features.global_ import GlobalBranch
-from stylecluster.features.style_head import ArtistDiscriminantHead
+from stylecluster.features.style_head import ArtistDiscriminantHead, within_artist_covariance
 from stylecluster.store import load_store
 
 DATASETS = ("wikiart-styles", "wikiart-more", "aic-cc0")
@@ -233,13 +233,8 @@ def neighbour_variant(n_neighbours: int = 10, n_components: int = 64, shrinkage:
 
         fuser = ArtistDiscriminantHead(pca_components=128)._input_space(train_X, parts)
         A = fuser.transform(train_X).astype(np.float64)
-        artists, inverse, counts = np.unique(train_groups, return_inverse=True, return_counts=True)
-        means = np.zeros((len(artists), A.shape[1]))
-        np.add.at(means, inverse, A)
-        means /= counts[:, None]
-        centred = A - means[inverse]
-        within = centred.T @ centred / len(A)
-        within = (1 - shrinkage) * within + shrinkage * np.trace(within) / len(within) * np.eye(len(within))
+        means, within = within_artist_covariance(A, train_groups, shrinkage)
+        counts = np.unique(train_groups, return_counts=True)[1]
         _, neighbours = NearestNeighbors(n_neighbors=n_neighbours + 1).fit(means).kneighbors(means)
         diffs = (means[:, None, :] - means[neighbours[:, 1:]]).reshape(-1, A.shape[1])
         weights = np.repeat(counts, n_neighbours).astype(np.float64)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import WIKIART, print_table, stratified_labels, write_json
+from common import WIKIART, print_table, wikiart_sample, write_json
 
 from stylecluster import Config
 from stylecluster.features.embedder import LocalEngine, build_branches, embed_images
@@ -66,13 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-local", action="store_true", help="the global branch alone")
     args = parser.parse_args(argv)
-    if not (WIKIART / "labels.csv").is_file():
-        print(f"shared data not found at {WIKIART}", file=sys.stderr)
+    paths = wikiart_sample(args.images)
+    if paths is None:
         return 2
     import ray
 
-    labels = stratified_labels(WIKIART / "labels.csv", "style", -(-args.images // 11))[: args.images]
-    paths = [WIKIART / p for p in labels["path"]]
     config = Config()
     config.local.enabled = not args.no_local
     config.embed.batch_size = args.batch_size

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import WIKIART, print_table, stratified_labels, write_json
+from common import WIKIART, print_table, wikiart_sample, write_json
 
 from stylecluster import Config
 from stylecluster.data.dataset import ImageDataset, WorkItem, collate_items
@@ -108,11 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbones", default=None,
                         help="comma-separated global backbones timed in the same run (ratios between them are what a busy machine can measure)")
     args = parser.parse_args(argv)
-    if not (WIKIART / "labels.csv").is_file():
-        print(f"shared data not found at {WIKIART}", file=sys.stderr)
+    paths = wikiart_sample(args.images)
+    if paths is None:
         return 2
-    labels = stratified_labels(WIKIART / "labels.csv", "style", -(-args.images // 11))[: args.images]
-    paths = [WIKIART / p for p in labels["path"]]
     print(f"torch threads: {torch.get_num_threads()}")
     backbones = args.backbones.split(",") if args.backbones else [None]
     embed_rows = [embed_speed(paths, WIKIART, bs, args.workers, local=not args.no_local, backbone=b) for b in backbones for bs in args.batch_sizes]

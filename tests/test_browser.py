@@ -93,9 +93,23 @@ def _wait_for_map(driver) -> None:
     ))
 
 
+def _hover_first_point(driver) -> int:
+    """Moves a real mouse onto the first point of the map's first trace; returns that point's row."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    plot = driver.find_element(By.ID, "sc-map")
+    x, y, index = driver.execute_script(
+        "var gd = document.getElementById('sc-map'), fl = gd._fullLayout, t = gd._fullData[0];"
+        "return [fl.xaxis.l2p(t.x[0]) + fl._size.l, fl.yaxis.l2p(t.y[0]) + fl._size.t, t.customdata[0]];"
+    )
+    size = plot.size
+    ActionChains(driver).move_to_element_with_offset(plot, int(x - size["width"] / 2), int(y - size["height"] / 2)).perform()
+    return index
+
+
 def _check_map(driver, n: int, screenshot) -> None:
     """The plot holds n points, paints them, shows a hovered painting, and every thumbnail decodes."""
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     _wait_for_map(driver)
@@ -114,13 +128,7 @@ def _check_map(driver, n: int, screenshot) -> None:
         assert painted > 20 * count, f"trace colour {colour} barely visible ({painted} px)"
 
     # A real mouse hover on the first point of the first trace fills the panel.
-    plot = driver.find_element(By.ID, "sc-map")
-    x, y, index = driver.execute_script(
-        "var gd = document.getElementById('sc-map'), fl = gd._fullLayout, t = gd._fullData[0];"
-        "return [fl.xaxis.l2p(t.x[0]) + fl._size.l, fl.yaxis.l2p(t.y[0]) + fl._size.t, t.customdata[0]];"
-    )
-    size = plot.size
-    ActionChains(driver).move_to_element_with_offset(plot, int(x - size["width"] / 2), int(y - size["height"] / 2)).perform()
+    index = _hover_first_point(driver)
     expected = driver.execute_script("return window.styleMap.record(arguments[0]).name;", index)
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -379,7 +387,6 @@ def test_images_mode_draws_the_thumbnails_with_webgl(browser, explorer, tmp_path
 def test_large_map_loads_text_and_thumbnails_on_hover_only(browser, explorer, tmp_path):
     """Above the embed limit the page carries no thumbnail and no text: hovering a point loads its
     text chunk and its thumbnail file, and nothing else; a search loads the remaining text."""
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -395,13 +402,7 @@ def test_large_map_loads_text_and_thumbnails_on_hover_only(browser, explorer, tm
     assert browser.execute_script("return window.styleMap.nPoints;") == N_IMAGES
     assert loaded("/thumbs/") == [] and loaded("/text/") == []
     assert browser.execute_script("return window.styleMap.record(0);") is None  # text not there yet
-    plot = browser.find_element(By.ID, "sc-map")
-    x, y, index = browser.execute_script(
-        "var gd = document.getElementById('sc-map'), fl = gd._fullLayout, t = gd._fullData[0];"
-        "return [fl.xaxis.l2p(t.x[0]) + fl._size.l, fl.yaxis.l2p(t.y[0]) + fl._size.t, t.customdata[0]];"
-    )
-    size = plot.size
-    ActionChains(browser).move_to_element_with_offset(plot, int(x - size["width"] / 2), int(y - size["height"] / 2)).perform()
+    index = _hover_first_point(browser)
     sha = explorer.points["sha256"].iloc[index]
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "sc-name").text == explorer.points["path"].iloc[index])
     WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.getElementById('sc-thumb').naturalWidth") > 0)
@@ -430,13 +431,7 @@ def test_large_report_map_reads_its_points_from_the_map_folder(browser, explorer
     _open(browser, report.index)
     _wait_for_map(browser)
     assert browser.execute_script("return window.styleMap.nPoints;") == N_IMAGES
-    plot = browser.find_element(By.ID, "sc-map")
-    x, y, index = browser.execute_script(
-        "var gd = document.getElementById('sc-map'), fl = gd._fullLayout, t = gd._fullData[0];"
-        "return [fl.xaxis.l2p(t.x[0]) + fl._size.l, fl.yaxis.l2p(t.y[0]) + fl._size.t, t.customdata[0]];"
-    )
-    size = plot.size
-    ActionChains(browser).move_to_element_with_offset(plot, int(x - size["width"] / 2), int(y - size["height"] / 2)).perform()
+    index = _hover_first_point(browser)
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "sc-name").text == explorer.points["path"].iloc[index])
     WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.getElementById('sc-thumb').naturalWidth") > 0)
     assert browser.find_element(By.ID, "sc-thumb").get_attribute("src").endswith(f"/report/thumbs/{explorer.points['sha256'].iloc[index]}.jpg")

@@ -83,17 +83,23 @@ def discriminant_ratios(projected: np.ndarray, groups: np.ndarray) -> np.ndarray
     return np.maximum(between, 0.0) / np.maximum(within, 1e-12)
 
 
-def within_artist_whitening(X: np.ndarray, groups: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
-    """Within-class covariance normalisation (Hatch, Kajarekar & Stolcke 2006): the affine map
-    ``X @ W + b`` (centred on the mean image) whose output has identity within-artist covariance,
-    the covariance shrunk by ``shrinkage`` towards a scaled identity. Every direction is kept."""
+def within_artist_covariance(X: np.ndarray, groups: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+    """The artists' mean vectors (in ``np.unique(groups)`` order) and the covariance of the images
+    around their artist's mean, shrunk by ``shrinkage`` towards a scaled identity."""
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     means = np.zeros((len(counts), X.shape[1]))
     np.add.at(means, inverse, X)
     means /= counts[:, None]
     centred = X - means[inverse]
     within = centred.T @ centred / len(X)
-    within = (1 - shrinkage) * within + shrinkage * np.trace(within) / len(within) * np.eye(len(within))
+    return means, (1 - shrinkage) * within + shrinkage * np.trace(within) / len(within) * np.eye(len(within))
+
+
+def within_artist_whitening(X: np.ndarray, groups: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Within-class covariance normalisation (Hatch, Kajarekar & Stolcke 2006): the affine map
+    ``X @ W + b`` (centred on the mean image) whose output has identity within-artist covariance,
+    the covariance shrunk by ``shrinkage`` towards a scaled identity. Every direction is kept."""
+    _, within = within_artist_covariance(X, groups, shrinkage)
     values, vectors = np.linalg.eigh(within)
     weight = vectors / np.sqrt(values)
     return weight, -X.mean(axis=0) @ weight
