@@ -62,10 +62,12 @@ class PatchCodes(LocalBranch):
         return {**super().provenance(), "aggregate": "codes"}
 
 
-def code_stores(work: Path, mode: str, n_patches: int, workers: int) -> pd.DataFrame:
-    """(dataset, path, codes[n, n_patches, latent]) for every image of the shared sets."""
+def code_stores(work: Path, mode: str, n_patches: int, workers: int, model: str | None = None) -> pd.DataFrame:
+    """(dataset, path, codes[n, n_patches, latent]) for every image of the shared sets, encoded by
+    ``model`` (an InfoVAE checkpoint; None: the packaged encoder). The patches drawn depend only
+    on the image and the patch settings, so two encoders' stores hold codes of the same patches."""
     config = Config()
-    config.local = replace(config.local, n_patches=n_patches, patch_scale=mode, style_head=None)
+    config.local = replace(config.local, n_patches=n_patches, patch_scale=mode, style_head=None, model=model)
     config.embed.workers = workers
     frames = []
     for name in DATASETS:
@@ -136,10 +138,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="local_branch.json", help="JSON file name under benchmarks/out/")
     parser.add_argument("--build-only", action="store_true", help="embed the patch-code stores and stop")
+    parser.add_argument("--local-model", help="InfoVAE checkpoint to encode the patches with (default: the packaged encoder; give each encoder its own --work)")
     args = parser.parse_args()
     if args.build_only:
         for mode in args.modes.split(","):
-            code_stores(args.work, mode, args.patches, args.workers)
+            code_stores(args.work, mode, args.patches, args.workers, args.local_model)
         return
     weights = [float(w) for w in args.weights.split(",")]
 
@@ -148,7 +151,7 @@ def main() -> None:
     rows, global_spaces = [], {}
     for mode in args.modes.split(","):
         started = time.perf_counter()
-        codes_table = code_stores(args.work, mode, args.patches, args.workers)
+        codes_table = code_stores(args.work, mode, args.patches, args.workers, args.local_model)
         embed_seconds = time.perf_counter() - started
         codes = np.stack(pool[["dataset", "path"]].merge(codes_table, on=["dataset", "path"], how="left")["codes"].to_numpy())
         for protocol, seed, train, test, truth in splits(pool, args.seeds):

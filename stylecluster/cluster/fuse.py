@@ -35,6 +35,7 @@ from sklearn.decomposition import PCA
 
 from ..features.branch import METRIC_PARTS
 from ..errors import InputError
+from .reduce import subsample
 
 #: Rows fused at a time: at a million rows of the default 192 stored dimensions (fused to 128)
 #: fusion then holds one 65,536-row batch in float64 (~100 MB) besides the float32 result.
@@ -174,6 +175,23 @@ def store_rows(store, columns: list[str], rows: np.ndarray) -> np.ndarray:
     if hasattr(store, "take_vectors"):
         return store.take_vectors(columns, rows)
     return np.hstack([store.vectors(column)[rows] for column in columns]).astype(np.float32, copy=False)
+
+
+def fit_store_fuser(store, columns: list[str], blocks: list[Block], max_fit_samples: int | None, seed: int, **params) -> Fuser:
+    """A ``Fuser`` fitted on a seeded subsample of at most ``max_fit_samples`` of the store's images
+    (``fuse.max_fit_samples``; the whole store when it is smaller or None)."""
+    rows = subsample(store_shape(store, columns)[0], max_fit_samples, seed)
+    return Fuser(blocks, random_state=seed, **params).fit(store_rows(store, columns, rows))
+
+
+def fuse_store(fuser: Fuser, store, columns: list[str]) -> np.ndarray:
+    """Every image of the store through a fitted ``fuser``, read and fused a batch at a time (float32)."""
+    Z = np.empty((store_shape(store, columns)[0], fuser.n_features_out_), dtype=np.float32)
+    start = 0
+    for batch in store_batches(store, columns):
+        Z[start : start + len(batch)] = fuser.transform(batch)
+        start += len(batch)
+    return Z
 
 
 def blocks_for_store(store, local_weight: float = 1.0, global_weight: float = 1.0) -> tuple[np.ndarray, list[Block]]:

@@ -18,8 +18,7 @@ from ..config import ClusterConfig, FuseConfig
 from ..errors import ConfigError, InputError, NotFittedError
 from ..io import printable, save_atomic
 from .base import OneCluster, distinct_points, make_clusterer, method_class
-from .fuse import Fuser, store_batches, store_layout, store_rows, store_shape
-from .reduce import subsample
+from .fuse import fit_store_fuser, fuse_store, store_layout, store_shape
 from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
 
 log = logging.getLogger("stylecluster")
@@ -82,21 +81,10 @@ class StyleClustering:
         """Fit the fuser on (a seeded subsample of at most ``fuse.max_fit_samples`` of) the store's
         images and return the fused coordinates of all of them, fused a batch at a time."""
         columns, blocks = store_layout(store, local_weight=self.fuse.local_weight)
-        rows = subsample(store_shape(store, columns)[0], self.fuse.max_fit_samples, self.cluster.seed)
-        X = store_rows(store, columns, rows)
-        self.n_features_in_ = X.shape[1]
-        self.fuser_ = Fuser(blocks, pca_components=self.fuse.pca_components, whiten=self.fuse.whiten, random_state=self.cluster.seed)
-        self.fuser_.fit(X)
-        del X
-        return self._transform_store(store, columns)
-
-    def _transform_store(self, store, columns: list[str]) -> np.ndarray:
-        Z = np.empty((store_shape(store, columns)[0], self.fuser_.n_features_out_), dtype=np.float32)
-        start = 0
-        for batch in store_batches(store, columns):
-            Z[start : start + len(batch)] = self.fuser_.transform(batch)
-            start += len(batch)
-        return Z
+        self.n_features_in_ = store_shape(store, columns)[1]
+        self.fuser_ = fit_store_fuser(store, columns, blocks, self.fuse.max_fit_samples, self.cluster.seed,
+                                      pca_components=self.fuse.pca_components, whiten=self.fuse.whiten)
+        return fuse_store(self.fuser_, store, columns)
 
     def embed(self, store) -> np.ndarray:
         """The fused coordinates of a store's images in this clustering's space (float32; the
@@ -112,7 +100,7 @@ class StyleClustering:
         if expected is not None and width != expected:
             raise InputError(f"{printable(getattr(store, 'path', 'the store'))}: its vectors have {width} features, "
                              f"this clustering was fitted on {expected}")
-        return self._transform_store(store, columns)
+        return fuse_store(self.fuser_, store, columns)
 
     def check_store(self, store) -> None:
         """ValueError naming what differs when ``store`` was embedded with other branches,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cluster.fuse import Fuser, blocks_for_store
+from ..cluster.fuse import fit_store_fuser, fuse_store, store_layout
 from ..config import FuseConfig
 from ..evaluate import read_labels
 from ..io import printable
@@ -29,13 +29,13 @@ class FusionOnly:
         self.seed = seed
 
     def fit(self, store) -> "FusionOnly":
-        X, blocks = blocks_for_store(store, local_weight=self.fuse.local_weight)
-        self.fuser_ = Fuser(blocks, pca_components=self.fuse.pca_components, whiten=self.fuse.whiten, random_state=self.seed).fit(X)
+        columns, blocks = store_layout(store, local_weight=self.fuse.local_weight)
+        self.fuser_ = fit_store_fuser(store, columns, blocks, self.fuse.max_fit_samples, self.seed,
+                                      pca_components=self.fuse.pca_components, whiten=self.fuse.whiten)
         return self
 
     def embed(self, store) -> np.ndarray:
-        X, _ = blocks_for_store(store, local_weight=self.fuse.local_weight)
-        return self.fuser_.transform(X)
+        return fuse_store(self.fuser_, store, store_layout(store, local_weight=self.fuse.local_weight)[0])
 
 
 def load_fusion(store, clusters_csv: str | Path | None = None, fuse: FuseConfig | None = None):
