@@ -8,7 +8,7 @@
 For each size a seeded Gaussian mixture (``CLUSTERS`` components, so the clusters can be found
 again: the table gives each clustering's ARI against them) is written as a Parquet file of
 ``path`` + ``vector`` and turned into a store shaped like the default ``embed`` output: the global
-branch's 128-d style vector and the local branch's 64-d codes, which fusion (PCA to 64 per block)
+branch's 256-d style vector and the local branch's 64-d codes, which fusion (PCA to 64 per block)
 makes 128 fused dimensions. Then every step runs in its own process, so each has its own peak RSS
 (``os.wait4``); ``seconds`` is the whole process (Python, torch and stylecluster imports: 5-15 s
 on a busy machine), ``step_s`` the step's own work:
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, print_table, write_json  # noqa: E402
 
 CLUSTERS = 20
-GLOBAL_DIM, LOCAL_DIM = 128, 64
+GLOBAL_DIM, LOCAL_DIM = 256, 64
 BATCH = 65_536
 #: name → (registered method, its parameters)
 VARIANTS = {
@@ -61,7 +61,7 @@ VARIANTS = {
 # ---------------------------------------------------------------- steps (each in its own process)
 
 def make_source(work: Path, rows: int, seed: int = 0) -> dict:
-    """``source.parquet`` (path, vector: 192 float32) and ``truth.npy`` (component of each row)."""
+    """``source.parquet`` (path, vector: GLOBAL_DIM + LOCAL_DIM float32) and ``truth.npy`` (component of each row)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -84,7 +84,7 @@ def make_source(work: Path, rows: int, seed: int = 0) -> dict:
 def import_store(source: Path, out: Path) -> dict:
     """The import step: ``stylecluster import`` of the Parquet file (timed, into ``imported.store``
     beside ``out``), then the store the other steps read, written with ``StoreWriter`` in the
-    default embed layout (global 128-d style part, local 64-d codes: 128 fused dimensions) — the
+    default embed layout (global 256-d style part, local 64-d codes: 128 fused dimensions) — the
     importer keeps one vector per image, which fusion would make one 64-d block."""
     import pyarrow.parquet as pq
 
