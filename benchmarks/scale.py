@@ -8,8 +8,10 @@
 For each size a seeded Gaussian mixture (``CLUSTERS`` components, so the clusters can be found
 again: the table gives each clustering's ARI against them) is written as a Parquet file of
 ``path`` + ``vector`` and turned into a store shaped like the default ``embed`` output: the global
-branch's 256-d style vector and the local branch's 64-d codes, which fusion (PCA to 64 per block)
-makes 128 fused dimensions. Then every step runs in its own process, so each has its own peak RSS
+branch's 256-d style vector and the local branch's 64-d codes; fusion with the default local
+weight (0) reads the global part alone and makes it 64 dimensions, as ``cluster`` does by default
+(the 1M numbers in RESULTS.md were measured with a 128-d global part at local weight 0.5: 128
+fused dimensions). Then every step runs in its own process, so each has its own peak RSS
 (``os.wait4``); ``seconds`` is the whole process (Python, torch and stylecluster imports: 5-15 s
 on a busy machine), ``step_s`` the step's own work:
 
@@ -84,7 +86,7 @@ def make_source(work: Path, rows: int, seed: int = 0) -> dict:
 def import_store(source: Path, out: Path) -> dict:
     """The import step: ``stylecluster import`` of the Parquet file (timed, into ``imported.store``
     beside ``out``), then the store the other steps read, written with ``StoreWriter`` in the
-    default embed layout (global 256-d style part, local 64-d codes: 128 fused dimensions) — the
+    default embed layout (global 256-d style part, local 64-d codes) — the
     importer keeps one vector per image, which fusion would make one 64-d block."""
     import pyarrow.parquet as pq
 

@@ -90,9 +90,13 @@ class EmbedConfig:
 class FuseConfig:
     """Turning the stored branch vectors into one clustering space."""
 
-    # measured (benchmarks/local_branch.py, RESULTS.md): the one weight that adds to global-only in
-    # every mean, on unseen artists' movements and on the AIC periods, with k-means and BGMM
-    local_weight: float = 0.5
+    # 0: the clusters use the global branch alone. Measured (benchmarks/local_branch.py, RESULTS.md)
+    # beside the 256-direction head, 3 seeds: no local weight (0.1, 0.25, 0.5; packaged encoder or
+    # one retrained on all three sets) is at or above global-only in every mean — at 0.5, unseen
+    # artists' movements +0.002 k-means / +0.001 BGMM NMI, but AIC periods -0.018 k-means (+0.030
+    # BGMM). The local vectors are still embedded: reports draw their strokes, and a weight set here
+    # (e.g. 0.5 for high-resolution collections clustered with BGMM) needs no new embedding.
+    local_weight: float = 0.0
     pca_components: int = 64  # 0 = no reduction
     whiten: bool = True
     max_fit_samples: int = 100_000  # PCA fitted on a seeded subsample of this many images (0: all); see cluster/fuse.py
