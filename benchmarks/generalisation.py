@@ -138,6 +138,18 @@ class Split:
     fold: str
     train: np.ndarray  # row indices of the pool the head may see
     test: np.ndarray  # rows clustered and scored (unseen artists, movement labelled)
+    truth: np.ndarray | None = None  # the test rows' labels when not their movement
+
+
+def aic_periods(pool: pd.DataFrame, seeds: int) -> list[Split]:
+    """Every aic-cc0 painting (one museum's photographs, up to 843 px) scored against its period,
+    the head fitted on every image by an artist absent from aic-cc0; ``seeds`` clustering seeds."""
+    aic = pool["dataset"].to_numpy() == "aic-cc0"
+    train = np.flatnonzero(~aic & ~pool["artist"].isin(set(pool.loc[aic, "artist"])).to_numpy())
+    test = np.flatnonzero(aic)
+    periods = pd.read_csv(SHARED / "aic-cc0" / "labels.csv").set_index("path")["period"]
+    truth = periods.reindex(pool["path"].to_numpy()[test]).astype(str).to_numpy()
+    return [Split("aic", seed, "periods", train, test, truth) for seed in range(seeds)]
 
 
 def artist_disjoint(pool: pd.DataFrame, seeds: int, share: float = 0.3) -> list[Split]:
@@ -403,8 +415,10 @@ def run(args: argparse.Namespace) -> list[dict]:
             splits += artist_disjoint(pool, args.seeds)
         if "movement" in args.protocols:
             splits += movement_disjoint(pool, args.seeds)
+        if "aic" in args.protocols:
+            splits += aic_periods(pool, args.seeds)
         for split in splits:
-            movements = pool["movement"].to_numpy()[split.test].astype(str)
+            movements = split.truth if split.truth is not None else pool["movement"].to_numpy()[split.test].astype(str)
             artists = pool["artist"].to_numpy()[split.test]
             train_X, train_artists = X[split.train], pool["artist"].to_numpy()[split.train]
             if views is not None and args.train_views:  # each training image's crop view joins its artist's samples
@@ -457,7 +471,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=OUT / "generalisation_work", help="raw stores, one folder per backbone")
     parser.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
     parser.add_argument("--variants", default="raw,lda64", help="comma-separated: " + ", ".join(VARIANTS))
-    parser.add_argument("--protocols", default="artist,movement")
+    parser.add_argument("--protocols", default="artist,movement", help="artist, movement, aic (the AIC paintings by period)")
     parser.add_argument("--methods", default="bgmm,kmeans")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--crop-views", dest="train_views", action="store_true", help="add one random crop view of every training image to the head's samples")
