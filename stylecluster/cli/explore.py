@@ -45,11 +45,7 @@ def _add_plot(sub) -> None:
     p.add_argument("--out", required=True, metavar="map.html", help="the HTML file to write")
     p.add_argument("--embed-limit", type=int, default=EMBED_LIMIT,
                    help=f"largest collection written as one self-contained file; larger ones get their points, text and thumbnails in <out>_files/, loaded on demand (default {EMBED_LIMIT})")
-    p.add_argument("--seed", type=int, default=0, help="UMAP seed (default 0)")
-    _add_names_option(p)
-    p.add_argument("--workers", type=int, default=2, help="threads making thumbnails (default 2)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    add_config_options(p)
+    _add_layout_options(p, "thumbnails", "replace an existing output file")
     p.set_defaults(func=run_plot)
 
 
@@ -67,16 +63,21 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_layout_options(p: argparse.ArgumentParser, made_by_workers: str, overwrite_help: str) -> None:
+    """The options a map and a report share: UMAP seed, cluster names, worker threads, overwrite, config."""
+    p.add_argument("--seed", type=int, default=0, help="UMAP seed (default 0)")
+    _add_names_option(p)
+    p.add_argument("--workers", type=int, default=2, help=f"threads making {made_by_workers} (default 2)")
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    add_config_options(p)
+
+
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="static HTML explorer: the map, metrics, and one page per cluster")
     _add_explore_inputs(p)
     p.add_argument("--out", required=True, metavar="DIR", help="report folder (open DIR/index.html)")
     p.add_argument("--per-section", type=int, default=12, help="images per section of a cluster page (default 12)")
-    p.add_argument("--seed", type=int, default=0, help="UMAP seed (default 0)")
-    _add_names_option(p)
-    p.add_argument("--workers", type=int, default=2, help="threads making thumbnails and patches (default 2)")
-    p.add_argument("--overwrite", action="store_true", help="replace a report made earlier in DIR")
-    add_config_options(p)
+    _add_layout_options(p, "thumbnails and patches", "replace a report made earlier in DIR")
     p.set_defaults(func=run_report)
 
 

@@ -42,11 +42,18 @@ def run_train_local(args: argparse.Namespace) -> int:
     for out in filter(None, (args.out, args.export)):
         check_writable(out)
     history = train_local(args.images_dirs, args.out, config, device=args.device, resume=not args.no_resume, progress=not args.quiet)
-    for record in history:
-        print(f"epoch {record['epoch']}: loss {record['loss']:.1f} (recon {record['recon']:.1f}, kl {record['kl']:.2f}, mmd {record['mmd']:.4f}), {record['seconds']:.0f} s")
+    print_epochs(history, {"loss": ".1f", "recon": ".1f", "kl": ".2f"})
     if args.export:
         print(f"wrote encoder {export_encoder(args.out, args.export)}")
     return 0
+
+
+def print_epochs(history: list[dict[str, float]], formats: dict[str, str] | None = None) -> None:
+    """One line per epoch of a training loop's history: its terms (format ``.4f`` unless given), seconds."""
+    formats = formats or {}
+    for record in history:
+        terms = ", ".join(f"{k} {v:{formats.get(k, '.4f')}}" for k, v in record.items() if k not in ("epoch", "seconds"))
+        print(f"epoch {record['epoch']}: {terms}, {record['seconds']:.0f} s")
 
 
 def _add_train_global(sub) -> None:
@@ -81,9 +88,7 @@ def run_train_global(args: argparse.Namespace) -> int:
     config = load_train_config(args.config, **overrides(args, flags))
     history = train_global(root, args.out, config, labels_csv=args.labels, device=args.device, workers=args.workers,
                            resume=not args.no_resume, progress=not args.quiet)
-    for record in history:
-        terms = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds"))
-        print(f"epoch {record['epoch']}: {terms}, {record['seconds']:.0f} s")
+    print_epochs(history)
     print(f"wrote {args.out}; embed with: --backbone {config.backbone} --weights {args.out} (global.image_size {config.image_size}, gram_levels [])")
     if args.export:
         print(f"wrote {export_global(args.out, args.export)}")

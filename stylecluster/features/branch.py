@@ -59,3 +59,20 @@ class Branch(ABC):
     def to(self, device: torch.device) -> "Branch":
         """Move any model to ``device``; returns self."""
         return self
+
+
+class HeadedBranch(Branch):
+    """A branch whose raw vector may be projected by a style head (``style_head``, or None): its
+    provenance is the raw vector's plus the head file's identity."""
+
+    style_head: Any = None
+
+    @abstractmethod
+    def _raw_provenance(self) -> dict[str, Any]:
+        """What determines the vector before the head (a head must have been fitted on it)."""
+
+    def provenance(self) -> dict[str, Any]:
+        provenance = self._raw_provenance()
+        if self.style_head is not None:
+            provenance["style_head"] = self.style_head.file_id
+        return provenance

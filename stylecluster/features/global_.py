@@ -34,7 +34,7 @@ from torchvision import transforms
 from ..config import GlobalConfig
 from ..device import autocast
 from .backbones import Backbone, create_backbone
-from .branch import Branch
+from .branch import HeadedBranch
 from .style_head import StyleHead, packaged_global_head, resolve_style_head
 from ..errors import ConfigError, InputError
 
@@ -72,7 +72,7 @@ def _projection(in_channels: int, out_channels: int, seed: int) -> torch.Tensor:
     return q[:, :out_channels].contiguous()  # (C_in, C_out), orthonormal columns
 
 
-class GlobalBranch(Branch):
+class GlobalBranch(HeadedBranch):
     name = "global"
 
     def __init__(self, config: GlobalConfig | None = None, backbone: Backbone | None = None):
@@ -184,12 +184,6 @@ class GlobalBranch(Branch):
             if self.style_head is not None:
                 vectors = self.style_head(vectors)
         return vectors.cpu().numpy().astype(np.float32)
-
-    def provenance(self) -> dict[str, Any]:
-        provenance = self._raw_provenance()
-        if self.style_head is not None:
-            provenance["style_head"] = self.style_head.file_id
-        return provenance
 
     def _raw_provenance(self) -> dict[str, Any]:
         """What determines the pooled + Gram vector (a style head must match it)."""

@@ -25,7 +25,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..config import LocalConfig
 from ..device import autocast
-from .branch import Branch
+from .branch import HeadedBranch
 from ..hashing import file_sha256
 from .infovae import Encoder, load_encoder
 from .style_head import PACKAGED_LOCAL_HEAD, resolve_style_head
@@ -55,7 +55,7 @@ def posterior_mean_network(encoder: Encoder) -> nn.Sequential:
     return nn.Sequential(*layers, copy.deepcopy(encoder.mu)).eval()
 
 
-class LocalBranch(Branch):
+class LocalBranch(HeadedBranch):
     """Brush-stroke vectors from an InfoVAE encoder over DoG patches.
 
     Parameters
@@ -116,12 +116,6 @@ class LocalBranch(Branch):
             if self.style_head is not None:
                 vectors = self.style_head(vectors)
             return vectors.cpu().numpy()
-
-    def provenance(self) -> dict[str, Any]:
-        provenance = self._raw_provenance()
-        if self.style_head is not None:
-            provenance["style_head"] = self.style_head.file_id
-        return provenance
 
     def _raw_provenance(self) -> dict[str, Any]:
         """What determines the aggregated patch codes (a local style head must match it)."""
