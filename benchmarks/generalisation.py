@@ -128,6 +128,19 @@ def load_views(work: Path, backbone: str, pool: pd.DataFrame, workers: int) -> t
     return np.vstack(matrices), np.concatenate(rows)
 
 
+def averaged_with_views(X: np.ndarray, rows: np.ndarray, views: np.ndarray, view_rows: np.ndarray, parts: dict) -> np.ndarray:
+    """Test-time averaging: each part of each image's vector (pool ``rows``) L2-normalised and
+    averaged with the same part of its crop view, where it has one."""
+    position = {row: i for i, row in enumerate(view_rows)}
+    have = np.array([r in position for r in rows])
+    crops = views[[position[r] for r in rows[have]]]
+    out = X.copy()
+    unit = lambda V: V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    for a, b in parts.values():
+        out[have, a:b] = (unit(out[have, a:b]) + unit(crops[:, a:b])) / 2
+    return out
+
+
 # ----------------------------------------------------------------------------- protocols
 
 
@@ -426,14 +439,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 train_X = np.vstack([train_X, views[extra]])
                 train_artists = np.concatenate([train_artists, pool["artist"].to_numpy()[view_rows[extra]]])
             test_X = X[split.test]
-            if views is not None and args.test_views:  # test-time averaging: the full image and its crop view
-                position = {row: i for i, row in enumerate(view_rows)}
-                have = np.array([r in position for r in split.test])
-                crops = views[[position[r] for r in split.test[have]]]
-                test_X = test_X.copy()
-                for a, b in parts.values():
-                    unit = lambda V: V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
-                    test_X[have, a:b] = (unit(test_X[have, a:b]) + unit(crops[:, a:b])) / 2
+            if views is not None and args.test_views:
+                test_X = averaged_with_views(test_X, split.test, views, view_rows, parts)
             for name in args.variants:
                 started = time.perf_counter()
                 vectors, vparts = VARIANTS[name](train_X, train_artists, test_X, parts)
