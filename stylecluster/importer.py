@@ -69,7 +69,7 @@ import pyarrow.parquet as pq
 from .errors import InputError, MissingInputError
 from .hashing import file_sha256
 from .io import check_writable, printable, staged_folder
-from .store import LOCK_FILE, StoreWriter, is_store
+from .store import LOCK_FILE, StoreWriter, is_store, refuse_foreign_folder, store_entries
 
 log = logging.getLogger("stylecluster")
 
@@ -236,13 +236,9 @@ def check_store_output(out: str | Path, overwrite: bool) -> Path:
     """Raise unless a store may be written at ``out``: an existing store is replaced only with
     ``overwrite``; a folder that is not a store is never touched."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{printable(out)}: exists and is not a folder; choose another --out")
-    if out.is_dir() and any(f.name != LOCK_FILE for f in out.iterdir()):
-        if not is_store(out):
-            raise InputError(f"{printable(out)}: folder is not empty and is not a stylecluster store; choose another --out")
-        if not overwrite:
-            raise InputError(f"{printable(out)}: a store exists there; pass --overwrite to replace it, or choose another --out")
+    refuse_foreign_folder(out)
+    if store_entries(out) and not overwrite:
+        raise InputError(f"{printable(out)}: a store exists there; pass --overwrite to replace it, or choose another --out")
     check_writable(out.parent / f".{out.name}.staging", folder=True)
     return out
 

@@ -260,6 +260,19 @@ def _describe_difference(
     return diffs
 
 
+def store_entries(path: Path) -> list[Path]:
+    """What a store folder holds besides its lock file (nothing when it does not exist)."""
+    return [f for f in path.iterdir() if f.name != LOCK_FILE] if path.is_dir() else []
+
+
+def refuse_foreign_folder(path: Path) -> None:
+    """StoreError unless ``path`` is absent, empty or a store: a folder of the user's is never written into."""
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{printable(path)}: exists and is not a folder; choose another --out")
+    if store_entries(path) and not is_store(path):
+        raise StoreError(f"{printable(path)}: folder is not empty and is not a stylecluster store; refusing to write into it")
+
+
 @dataclass
 class StoredRow:
     path: str
@@ -350,13 +363,10 @@ class StoreWriter:
             raise
 
     def _own_entries(self) -> list[Path]:
-        return [f for f in self.path.iterdir() if f.name != LOCK_FILE] if self.path.is_dir() else []
+        return store_entries(self.path)
 
     def _refuse_foreign_folder(self) -> None:
-        if self.path.exists() and not self.path.is_dir():
-            raise StoreError(f"{printable(self.path)}: exists and is not a folder; choose another --out")
-        if self._own_entries() and not is_store(self.path):
-            raise StoreError(f"{printable(self.path)}: folder is not empty and is not a stylecluster store; refusing to write into it")
+        refuse_foreign_folder(self.path)
 
     def _open(self, new_meta: dict[str, Any], overwrite: bool, now: str) -> None:
         self._refuse_foreign_folder()  # again, under the lock: another writer may have made it meanwhile
