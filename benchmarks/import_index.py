@@ -120,7 +120,8 @@ def compare_ivf(fused: np.ndarray, rows: np.ndarray) -> dict:
     """The exact (flat) and IVF indexes :func:`~stylecluster.viz.similar.build_index` makes, on the
     same vectors in the same run: build seconds, search latency, and the IVF's recall@12 against the
     exact neighbours by nprobe."""
-    from stylecluster.viz.similar import build_index, unit_rows
+    from stylecluster.vectors import unit_rows
+    from stylecluster.viz.similar import build_index
 
     vectors = unit_rows(fused)
     began = time.perf_counter()

@@ -15,6 +15,7 @@ from sklearn.cluster import KMeans as _KMeans
 
 from .base import ClusterMethod, capped_k, nearest_centroid, register_method, student_t_assignments
 from ..errors import ConfigError
+from ..vectors import import_faiss
 
 ENGINES = ("auto", "sklearn", "faiss")
 #: "auto" uses faiss from this many points on
@@ -76,7 +77,7 @@ class KMeansClustering(ClusterMethod):
         return self
 
     def _fit_faiss(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
+        faiss = import_faiss()
 
         X = np.ascontiguousarray(X)
         # every point is used (faiss samples 256 per centroid by default)

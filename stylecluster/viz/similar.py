@@ -54,6 +54,7 @@ import pandas as pd
 from ..config import Config
 from ..data.decode import hash_file, load_image
 from ..importer import imported_from
+from ..vectors import import_faiss, unit_rows
 from ..io import OutputError, printable, save_atomic
 from .html import esc, page
 from .provenance import check_branches, config_for_store
@@ -66,21 +67,6 @@ INDEX_FORMAT = "stylecluster.similar-index"
 INDEX_VERSION = 1
 #: Largest collection searched exactly (flat index); larger ones get an IVF index (module docstring).
 FLAT_LIMIT = 500_000
-
-
-def _faiss():
-    """faiss, imported quietly (its loader logs which CPU build it picked at INFO level)."""
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    import faiss
-
-    return faiss
-
-
-def unit_rows(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length, float32 C-contiguous (zero rows stay zero)."""
-    X = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return np.ascontiguousarray(X / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def fusion_sha256(fusion) -> str:
@@ -100,7 +86,7 @@ def fusion_sha256(fusion) -> str:
 
 def build_index(vectors: np.ndarray, flat_limit: int = FLAT_LIMIT):
     """A faiss inner-product index of unit ``vectors``: exact (flat) up to ``flat_limit`` rows, IVF above."""
-    faiss = _faiss()
+    faiss = import_faiss()
     n, dim = vectors.shape
     if n <= flat_limit:
         index = faiss.IndexFlatIP(dim)
@@ -147,7 +133,7 @@ class StyleIndex:
             self.index = self._build_and_save(vectors, flat_limit)
 
     def _load(self):
-        faiss = _faiss()
+        faiss = import_faiss()
         try:
             recorded = json.loads(self.sidecar.read_text())
         except (OSError, ValueError):
@@ -166,7 +152,7 @@ class StyleIndex:
         return index
 
     def _build_and_save(self, vectors: np.ndarray, flat_limit: int):
-        faiss = _faiss()
+        faiss = import_faiss()
         began = time.perf_counter()
         index = build_index(vectors, flat_limit)
         record = {**self.built_from, "seconds": round(time.perf_counter() - began, 3), "faiss": faiss.__version__,

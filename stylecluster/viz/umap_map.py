@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import OutputError, check_writable, printable, save_atomic
+from ..vectors import import_faiss, unit_rows
 from .html import esc, page, script_json
 from .atlas import ATLAS_JS, ATLAS_LIMIT, BUTTON_HTML, build_atlas
 from .map_tools import SELECTION_HTML, TOOLS_HTML, TOOLS_JS
@@ -181,14 +182,11 @@ def place_by_neighbours(fused: np.ndarray, sample: np.ndarray, sample_coords: np
     against 14.6 s for numpy's ``argpartition`` over the same distance blocks, most of that spent
     in the partition (one run, 2 busy cores; 4.6 s vs 35.1 s among 20k).
     """
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs which CPU build it picked at INFO
-    import faiss
-
+    faiss = import_faiss()
     reference = np.ascontiguousarray(fused[sample], dtype=np.float32)
     queries = np.ascontiguousarray(fused, dtype=np.float32)
     if metric == "cosine":
-        reference = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
-        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        reference, queries = unit_rows(reference), unit_rows(queries)
         index = faiss.IndexFlatIP(reference.shape[1])
     else:
         index = faiss.IndexFlatL2(reference.shape[1])
