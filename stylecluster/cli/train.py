@@ -29,6 +29,8 @@ def _add_train_local(sub) -> None:
     p.add_argument("--train-scales", nargs="+", choices=["pixels", "relative"], help="patch-scale modes whose patches form the training set (default: local.patch_scale)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint of the same data")
     p.add_argument("--export", metavar="PATH", help="afterwards also write the encoder alone in fp16 (small; usable as embed --local-model)")
+    p.add_argument("--labels", nargs="+", metavar="LABELS.csv",
+                   help="one CSV per IMAGES_DIR ('path' relative to it, 'artist'): artists for the artist term (--set artist_weight=W) — never style labels")
     add_patch_options(p)
     add_config_options(p, "configs/train_local.yaml: the fields of InfoVAETrainConfig, its patches in section local, e.g. --set lr=0.0005")
     p.set_defaults(func=run_train_local)
@@ -41,7 +43,8 @@ def run_train_local(args: argparse.Namespace) -> int:
     config = load_infovae_train_config(args.config, **overrides(args, LOCAL_FLAGS))
     for out in filter(None, (args.out, args.export)):
         check_writable(out)
-    history = train_local(args.images_dirs, args.out, config, device=args.device, resume=not args.no_resume, progress=not args.quiet)
+    history = train_local(args.images_dirs, args.out, config, device=args.device, resume=not args.no_resume, progress=not args.quiet,
+                          labels=args.labels)
     print_epochs(history, {"loss": ".1f", "recon": ".1f", "kl": ".2f"})
     if args.export:
         print(f"wrote encoder {export_encoder(args.out, args.export)}")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..features.backbones import StyleProjection
 from .global_style import register_recipe
+from .loop import grouped_batches
 from .simclr import SimCLR
 
 
@@ -54,16 +55,7 @@ class CSD(SimCLR):
         return ssl_head, StyleProjection(weight)
 
     def batches(self, groups: np.ndarray, generator: torch.Generator) -> list[torch.Tensor]:
-        k = self.config.images_per_artist
-        order = torch.randperm(len(groups), generator=generator).numpy()
-        by_group: dict[int, list[int]] = {}
-        for i in order:
-            by_group.setdefault(int(groups[i]), []).append(int(i))
-        chunks = [members[j : j + k] for members in by_group.values() for j in range(0, len(members), k)]
-        chunk_order = torch.randperm(len(chunks), generator=generator).tolist()
-        flat = [i for c in chunk_order for i in chunks[c]]
-        size = min(self.config.batch_size, len(flat))
-        return [torch.tensor(flat[i : i + size]) for i in range(0, len(flat) - size + 1, size)]
+        return grouped_batches(groups, self.config.images_per_artist, self.config.batch_size, generator)
 
     def loss(self, net, features, groups):
         style = net.style_head(features.float())

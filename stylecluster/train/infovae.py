@@ -6,6 +6,12 @@ the same kind of patch the branch later draws from. Patches are extracted once, 
 processes, and cached next to the checkpoint (``<out>.patches.npz``, keyed by the image files
 and patch parameters) so that a resumed run does not extract them again.
 
+With artist labels (``train-local --labels``) and ``artist_weight`` > 0 the objective gains a
+supervised contrastive term over artists on the normalised posterior means (Khosla et al. 2020,
+eq. 2; the CSD recipe's loss), and batches draw ``patches_per_artist`` patches of an artist
+together: codes of one hand are pulled together, while the reconstruction and MMD prior terms
+keep it an InfoVAE. Patches of images without an artist label are then left out.
+
 Training runs in the shared loop (:mod:`.loop`): a checkpoint after every epoch, exact resume
 (each epoch's shuffling and sampling noise come from generators seeded by (seed, epoch)), and
 mixed precision on CUDA. The checkpoint keeps the InfoVAE layout
@@ -22,11 +28,14 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from ..config import LocalConfig, load_dataclass_yaml
 from ..data.decode import BadImage, load_image
+from ..data.labels import read_labels
+from ..data.splits import artist_key
 from ..data.discovery import discover_images
 from ..device import resolve_device
 from ..io import save_atomic
@@ -34,8 +43,9 @@ from ..features.infovae import (
     InfoVAE, InfoVAEArch, InfoVAELossWeights, arch_from_checkpoint, infovae_loss, load_checkpoint, save_checkpoint,
 )
 from ..features.patches import candidate_patches, patch_params
-from ..errors import InputError
-from .loop import Hooks, fit
+from ..errors import ConfigError, InputError
+from .csd import multilabel_contrastive_loss
+from .loop import Hooks, fit, grouped_batches
 
 
 @dataclass
@@ -52,11 +62,23 @@ class InfoVAETrainConfig:
     # giving both makes one encoder serve both modes
     train_scales: tuple[str, ...] | None = None
     loss: InfoVAELossWeights = InfoVAELossWeights()
+    # the artist term (needs labels): weight of the supervised contrastive loss over artists,
+    # its temperature, and how many patches of one artist a batch draws together (0 = off)
+    artist_weight: float = 0.0
+    artist_temperature: float = 0.1
+    patches_per_artist: int = 8
     arch: InfoVAEArch = InfoVAEArch()
     local: LocalConfig = field(default_factory=LocalConfig)  # the patches: the embed config's local section
 
     def patch_configs(self) -> list[LocalConfig]:
         return [replace(self.local, patch_scale=s) for s in (self.train_scales or [self.local.patch_scale])]
+
+    def __post_init__(self) -> None:
+        for name, value, ok in (("artist_weight", self.artist_weight, self.artist_weight >= 0),
+                                ("artist_temperature", self.artist_temperature, self.artist_temperature > 0),
+                                ("patches_per_artist", self.patches_per_artist, self.patches_per_artist >= 2)):
+            if not ok:
+                raise ConfigError(f"train-local: {name} must be {'at least 2' if name == 'patches_per_artist' else 'positive' if name == 'artist_temperature' else '0 or more'}, got {value!r}")
 
 
 def load_infovae_train_config(path: str | Path | None = None, **overrides) -> InfoVAETrainConfig:
@@ -78,23 +100,27 @@ def _image_candidates(task: tuple[Path, LocalConfig, int]) -> tuple[np.ndarray |
 
 def collect_patches(
     paths: Sequence[Path], configs: Sequence[LocalConfig], workers: int = 2, max_pixels: int = 200_000_000, progress: bool = True
-) -> tuple[np.ndarray, list[str]]:
-    """Candidate DoG patches of every image under every config, (N, s, s) uint8, and skipped files."""
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Candidate DoG patches of every image under every config, (N, s, s) uint8; for each patch the
+    index in ``paths`` of its image, (N,); and the skipped files."""
     tasks = [(p, c, max_pixels) for c in configs for p in paths]
-    chunks, skipped = [], []
+    chunks, owners, skipped = [], [], []
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 0 else None
     try:
         results = pool.imap(_image_candidates, tasks, chunksize=8) if pool else map(_image_candidates, tasks)
-        for patches, error in tqdm(results, total=len(tasks), desc="patches", unit="img", disable=not progress):
+        for task, (patches, error) in enumerate(tqdm(results, total=len(tasks), desc="patches", unit="img", disable=not progress)):
             if error:
                 skipped.append(error)
             else:
                 chunks.append(patches)
+                owners.append(np.full(len(patches), task % len(paths), dtype=np.int64))
     finally:
         if pool:
             pool.terminate()
-    size = configs[0].patch_size
-    return (np.concatenate(chunks) if chunks else np.zeros((0, size, size), np.uint8)), skipped
+    if not chunks:
+        size = configs[0].patch_size
+        return np.zeros((0, size, size), np.uint8), np.zeros(0, np.int64), skipped
+    return np.concatenate(chunks), np.concatenate(owners), skipped
 
 
 def data_fingerprint(paths: Iterable[Path], configs: Sequence[LocalConfig]) -> str:
@@ -109,19 +135,20 @@ def data_fingerprint(paths: Iterable[Path], configs: Sequence[LocalConfig]) -> s
 
 def cached_patches(
     paths: Sequence[Path], configs: Sequence[LocalConfig], cache: Path | None, workers: int = 2, progress: bool = True
-) -> tuple[np.ndarray, str]:
-    """:func:`collect_patches`, reusing ``cache`` when it was made from the same data."""
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """:func:`collect_patches` (patches and their images' indices), reusing ``cache`` when it was
+    made from the same data."""
     fingerprint = data_fingerprint(paths, configs)
     if cache is not None and cache.is_file():
         with np.load(cache) as stored:
-            if str(stored["fingerprint"]) == fingerprint:
-                return stored["patches"], fingerprint
-    patches, skipped = collect_patches(paths, configs, workers=workers, progress=progress)
+            if str(stored["fingerprint"]) == fingerprint and "owners" in stored:
+                return stored["patches"], stored["owners"], fingerprint
+    patches, owners, skipped = collect_patches(paths, configs, workers=workers, progress=progress)
     for line in skipped:
         tqdm.write(f"skipped {line}")
     if cache is not None:
-        save_atomic(cache, lambda tmp: np.savez(tmp, patches=patches, fingerprint=np.array(fingerprint)))
-    return patches, fingerprint
+        save_atomic(cache, lambda tmp: np.savez(tmp, patches=patches, owners=owners, fingerprint=np.array(fingerprint)))
+    return patches, owners, fingerprint
 
 
 # ----------------------------------------------------------------------------- training
@@ -164,13 +191,23 @@ def fit_infovae(
     resume: bool = True,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
+    groups: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
     """Train (or continue training) an InfoVAE on uint8 patches (N, s, s); returns the loss history.
 
-    ``metadata`` is stored in the checkpoint; its ``data`` entry identifies the training set, and a
-    checkpoint made from another training set is not resumed (ValueError).
+    ``groups`` (N,) are the patches' artists as integers, needed when ``config.artist_weight`` > 0
+    (the artist term, module docstring); negative entries mark patches without an artist, which
+    are then left out. ``metadata`` is stored in the checkpoint; its ``data`` entry identifies the
+    training set, and a checkpoint made from another training set is not resumed (ValueError).
     """
     device = resolve_device(device) if isinstance(device, str) else device
+    if config.artist_weight > 0:
+        if groups is None or len(groups) != len(patches):
+            raise InputError("the artist term (artist_weight > 0) needs an artist for every patch: give --labels with an artist column")
+        labelled = np.asarray(groups) >= 0
+        patches, groups = patches[labelled], torch.as_tensor(np.asarray(groups)[labelled])
+        if len(torch.unique(groups)) < 2:
+            raise InputError(f"the artist term needs patches of at least 2 artists, got {len(torch.unique(groups))}")
     if len(patches) < 2:
         raise InputError(f"need at least 2 training patches, got {len(patches)}")
     torch.manual_seed(config.seed)
@@ -181,15 +218,41 @@ def fit_infovae(
     hooks = InfoVAEHooks(model, config, len(data), device)
 
     def batches(generator: torch.Generator) -> list[torch.Tensor]:
+        if config.artist_weight > 0:
+            return grouped_batches(groups, config.patches_per_artist, config.batch_size, generator)
         order = torch.randperm(len(data), generator=generator)
         return [order[i * config.batch_size : (i + 1) * config.batch_size] for i in range(n_batches)]
 
     def loss_fn(index: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         x = data[index].to(device, non_blocking=True).float().div_(255.0)
-        return infovae_loss(model(x, generator=hooks.noise), x, config.loss, generator=hooks.noise)
+        out = model(x, generator=hooks.noise)
+        terms = infovae_loss(out, x, config.loss, generator=hooks.noise)
+        if config.artist_weight > 0:
+            codes = torch.nn.functional.normalize(out["mu"].float(), dim=1)
+            terms["artist"] = multilabel_contrastive_loss(codes, groups[index].to(device), config.artist_temperature)
+            terms["loss"] = terms["loss"] + config.artist_weight * terms["artist"]
+        return terms
 
     return fit(model, optimizer, loss_fn, batches, config.epochs, config.seed, out, device, hooks,
                resume=resume, progress=progress, metadata=metadata)
+
+
+def patch_artists(paths: Sequence[Path], folders: Sequence[Path], labels: Sequence[str | Path]) -> np.ndarray:
+    """Each image's artist as an integer (-1: no artist), from one labels CSV per folder (its
+    ``path`` column relative to that folder); names are matched across folders by
+    :func:`~stylecluster.data.splits.artist_key`."""
+    if len(labels) != len(folders):
+        raise InputError(f"give one labels file per images folder: {len(folders)} folder(s), {len(labels)} labels file(s)")
+    names: dict[Path, str] = {}
+    for folder, csv in zip(folders, labels):
+        table = read_labels(csv, "artist")
+        for path, artist in zip(table["path"], table["artist"]):
+            key = artist_key(artist)
+            if key:
+                names[(Path(folder) / path).resolve()] = key
+    keys = [names.get(Path(p).resolve(), "") for p in paths]
+    codes, _ = pd.factorize(pd.Series([key or None for key in keys], dtype=object))
+    return codes.astype(np.int64)
 
 
 def train_local(
@@ -200,12 +263,14 @@ def train_local(
     resume: bool = True,
     cache: bool = True,
     progress: bool = True,
+    labels: Sequence[str | Path] | None = None,
 ) -> list[dict[str, float]]:
     """Train the local-branch encoder on every image below ``images_dir`` (one folder or several).
 
     The training set is the candidate patches of every image under each of
-    ``config.patch_configs()``. Returns the per-epoch loss history; the checkpoint at ``out`` is
-    updated after every epoch.
+    ``config.patch_configs()``. ``labels`` (one CSV with ``path`` and ``artist`` columns per
+    folder) give the artist term its artists (``config.artist_weight``). Returns the per-epoch
+    loss history; the checkpoint at ``out`` is updated after every epoch.
     """
     folders = [images_dir] if isinstance(images_dir, (str, Path)) else list(images_dir)
     paths = [p for folder in folders for p in discover_images(folder)]
@@ -214,12 +279,14 @@ def train_local(
     configs = config.patch_configs()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    patches, fingerprint = cached_patches(
+    patches, owners, fingerprint = cached_patches(
         paths, configs, out.with_name(out.name + ".patches.npz") if cache else None, workers=config.workers, progress=progress
     )
+    groups = patch_artists(paths, folders, labels)[owners] if labels else None
     metadata = {
         "data": fingerprint,
         "patch": {**patch_params(config.local), "patch_scale": [c.patch_scale for c in configs]},
         "images": {"folders": [str(f) for f in folders], "count": len(paths)},
+        "artists": None if groups is None else int(len(np.unique(groups[groups >= 0]))),
     }
-    return fit_infovae(patches, out, config, device=device, resume=resume, progress=progress, metadata=metadata)
+    return fit_infovae(patches, out, config, device=device, resume=resume, progress=progress, metadata=metadata, groups=groups)

@@ -42,6 +42,21 @@ class Schedule:
     seed: int = 0
 
 
+def grouped_batches(groups, per_group: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """An epoch's batches with the members of a group drawn together: each group's rows, shuffled,
+    cut into runs of ``per_group``; the runs shuffled and packed into batches of ``batch_size``
+    (the ragged last one dropped). Every row is used once per epoch and most rows have positives
+    of their own group in the batch, as a supervised contrastive loss needs (Khosla et al. 2020)."""
+    order = torch.randperm(len(groups), generator=generator).tolist()
+    by_group: dict[int, list[int]] = {}
+    for i in order:
+        by_group.setdefault(int(groups[i]), []).append(i)
+    runs = [members[j : j + per_group] for members in by_group.values() for j in range(0, len(members), per_group)]
+    flat = [i for r in torch.randperm(len(runs), generator=generator).tolist() for i in runs[r]]
+    size = min(batch_size, len(flat))
+    return [torch.tensor(flat[i : i + size]) for i in range(0, len(flat) - size + 1, size)]
+
+
 def learning_rate(step: int, steps_per_epoch: int, schedule: Schedule) -> float:
     """Linear warm-up, then cosine decay to zero over the remaining steps."""
     total = max(1, schedule.epochs * steps_per_epoch)
