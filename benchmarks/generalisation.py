@@ -358,6 +358,44 @@ def blend_variant(raw_weight: float, **params) -> Variant:
     return run
 
 
+def signed_power(X: np.ndarray, alpha: float) -> np.ndarray:
+    """sign(x)·|x|^alpha, elementwise: power normalisation of pooled and second-order features
+    (Perronnin, Sánchez & Mensink 2010, "Improving the Fisher kernel", §3.2; Lin & Maji 2017)."""
+    return np.sign(X) * np.abs(X) ** alpha
+
+
+def gram_matrix_power(X: np.ndarray, parts: dict, alpha: float) -> np.ndarray:
+    """Each ``gram*`` part (an upper triangle) raised to the matrix power ``alpha`` through its
+    eigendecomposition (matrix power normalisation of covariance pooling: Li et al. 2017,
+    "Is second-order information helpful for large-scale visual recognition?", MPN-COV);
+    the other parts get the elementwise signed power."""
+    out = signed_power(X, alpha).astype(np.float32)
+    for name, (start, stop) in parts.items():
+        if not name.startswith("gram"):
+            continue
+        c = int((np.sqrt(8 * (stop - start) + 1) - 1) / 2)
+        rows, cols = np.triu_indices(c)
+        for begin in range(0, len(X), 2048):
+            block = X[begin : begin + 2048, start:stop].astype(np.float64)
+            G = np.zeros((len(block), c, c))
+            G[:, rows, cols] = block
+            G[:, cols, rows] = block
+            values, vectors = np.linalg.eigh(G)
+            powered = (vectors * np.maximum(values, 0.0)[:, None, :] ** alpha) @ vectors.transpose(0, 2, 1)
+            out[begin : begin + 2048, start:stop] = powered[:, rows, cols]
+    return out
+
+
+def power_variant(inner: Variant, alpha: float = 0.5, matrix: bool = False) -> Variant:
+    """``inner`` on power-normalised raw vectors (elementwise, or matrix power for the Gram parts)."""
+
+    def run(train_X, train_groups, test_X, parts):
+        transform = (lambda X: gram_matrix_power(X, parts, alpha)) if matrix else (lambda X: signed_power(X, alpha).astype(np.float32))
+        return inner(transform(train_X), train_groups, transform(test_X), parts)
+
+    return run
+
+
 VARIANTS: dict[str, Variant] = {
     "raw": raw_variant,
     "lda64": head_variant(),
@@ -387,6 +425,11 @@ VARIANTS: dict[str, Variant] = {
     "lda-all-p256": head_variant(n_components=10_000, pca_components=256),  # every discriminant direction (artists - 1)
     "blend0.5": blend_variant(0.5),
     "blend0.3": blend_variant(0.3),
+    "raw-sqrt": power_variant(raw_variant),
+    "lda256-sqrt": power_variant(head_variant(n_components=256, pca_components=256)),
+    "raw-msqrt": power_variant(raw_variant, matrix=True),
+    "lda256-msqrt": power_variant(head_variant(n_components=256, pca_components=256), matrix=True),
+    "lda256-pow0.3": power_variant(head_variant(n_components=256, pca_components=256), alpha=0.3),
 }
 
 
