@@ -82,7 +82,9 @@ def load_pool(work: Path, backbone: str, build: bool, workers: int) -> tuple[pd.
         root = SHARED / name
         store_path = work / backbone / f"{name}.store"
         if build:
-            embed_images(discover_images(root), root, store_path, raw_config(backbone, workers), quiet=True)
+            base, branch = EXTRA_BRANCHES.get(backbone, (backbone, None))
+            config = raw_config(base, workers)
+            embed_images(discover_images(root), root, store_path, config, quiet=True, branches=[branch(config.global_)] if branch else None)
         store = load_store(store_path)
         labels = pd.read_csv(root / "labels.csv").dropna(subset=["artist"])
         frame = pd.DataFrame({"path": store.paths, "row": np.arange(len(store))}).merge(labels, on="path")
@@ -92,6 +94,38 @@ def load_pool(work: Path, backbone: str, build: bool, workers: int) -> tuple[pd.
         matrices.append(vectors)
         parts = parts or store.parts("global")
     return pd.concat(tables, ignore_index=True), np.vstack(matrices), parts
+
+
+class ChannelMeans(GlobalBranch):
+    """Only the per-channel means of each Gram level's feature map (all channels, no projection):
+    the first-order half of AdaIN's style statistics (Huang & Belongie 2017, eq. 8), which the
+    uncentred Gram matrix holds only multiplied by itself (E[f fᵀ] = Σ + μμᵀ), out of reach of a
+    linear head (benchmark only; joined to the raw vector as ``efficientnet_lite0+means``)."""
+
+    def _probe_dimensions(self) -> None:
+        size = self.data_config["input_size"][1:]
+        with torch.inference_mode():
+            _, maps = self._forward(torch.zeros(1, 3, *size))
+        self._parts, start = {}, 0
+        for level, fmap in zip(self._levels, maps):
+            self._parts[f"mean{level}"] = (start, start + fmap.shape[1])
+            start += fmap.shape[1]
+        self._dim = start
+
+    def _resolve_style_head(self):
+        return None
+
+    def encode(self, batch: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            _, maps = self._forward(self.model_input(batch))
+            return torch.cat([fmap.float().mean(dim=(2, 3)) for fmap in maps], dim=1).cpu().numpy()
+
+    def provenance(self) -> dict:
+        return {**super().provenance(), "statistics": "channel means per Gram level"}
+
+
+#: pseudo-backbones: another branch over a registered backbone's stores (``A+B`` joins them)
+EXTRA_BRANCHES: dict[str, tuple[str, type]] = {"means": ("efficientnet_lite0", ChannelMeans)}
 
 
 class CropView(GlobalBranch):
