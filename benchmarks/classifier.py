@@ -1,19 +1,29 @@
 """Supervised reference: CNN-only, ViT-only and fusion classifiers on artists they never saw,
 beside the unsupervised clusters of the same test artists.
 
-Protocol (issue 6): wikiart-styles (11 styles), split 7:1:2 *by artist* (seed 0). The CPU
-settings of configs/classifier.yaml: frozen backbones (EfficientNet-Lite0 ImageNet weights stand
-in for ResNet-50; the hybrid ViT's Lite0 stem for a pretrained ViT — no other weights are
-offline), outputs cached once per view (clean + augmented views of the training images), heads
-trained on the cache. Test accuracy / macro-F1 per model; training CPU-minutes from
-``time.process_time``. The unsupervised pipeline (default global + local store vectors, fusion
-and clustering through ``StyleClustering``) is fitted on the test artists' images alone and
-scored with purity / NMI / Hungarian accuracy — on the ImageNet vector, and with a style head
-fitted on the classifier's training artists (so no test artist is seen by either side).
+Protocol (issue 6; broader data, issue 11): wikiart-styles + wikiart-more, 13 movements, 11,568
+images of 460 artists (names matched across the sets with ``artist_key``), split 7:1:2 *by
+artist* (seed 0): 8,391 / 1,164 / 2,013 images, 322 / 46 / 92 artists. The movement ("style")
+labels train the classifiers: they are the supervised reference. The CPU settings of
+configs/classifier.yaml: frozen backbones (EfficientNet-Lite0 ImageNet weights stand in for
+ResNet-50; the hybrid ViT's Lite0 stem for a pretrained ViT — no other weights are offline),
+outputs cached once per view (clean + augmented views of the training images), heads trained on
+the cache. Test accuracy / macro-F1 per model; training CPU-minutes from ``time.process_time``.
+
+The unsupervised side reads the raw global stores (Lite0 pooled + Gram, 224 px, no head) that
+benchmarks/generalisation.py builds. The default pipeline — the global vector alone, since
+``fuse.local_weight`` is 0 by default, fused and clustered through ``StyleClustering`` with BGMM
+(k inferred) and k-means (k = 13) — is fitted on the test artists' images alone and scored with
+purity / NMI / Hungarian accuracy: on the raw vector, and through a style head of the shipped
+recipe (``ArtistDiscriminantHead()``: 256 directions on a per-part PCA of 256) fitted on the
+training artists only — the wikiart train split and every aic-cc0 image by an artist outside the
+val and test splits — with artist names as its only labels. No test artist is seen by either
+side. The linear probe (logistic regression on the fused raw vector) is fitted on the train split.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/classifier.py [--threads 2] [--epochs 10] [--models cnn fusion vit]
+        [--stores benchmarks/out/generalisation_work/efficientnet_lite0] [--work benchmarks/out/classifier]
 
-Work files (feature cache, checkpoints) in benchmarks/out/classifier/; the table is printed and
+Work files (feature cache, about 2 GB, and checkpoints) in ``--work``; the table is printed and
 written to benchmarks/out/classifier.json. Reruns reuse the cache and resume the checkpoints.
 """
 from __future__ import annotations
