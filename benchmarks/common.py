@@ -10,12 +10,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 WIKIART = SHARED / "wikiart-styles"
 OUT = ROOT / "benchmarks" / "out"
+ARTIST_LABELLED = ("wikiart-styles", "wikiart-more", "aic-cc0")  # the shared sets with artist names
+GENERALISATION_WORK = OUT / "generalisation_work"  # generalisation.py's raw stores, one folder per backbone
 
 
 def stratified_labels(labels_csv: Path, column: str, per_label: int | None, seed: int = 0) -> pd.DataFrame:
@@ -24,6 +27,41 @@ def stratified_labels(labels_csv: Path, column: str, per_label: int | None, seed
     if not per_label:
         return labels
     return labels.sample(frac=1, random_state=seed).groupby(column).head(per_label).sort_index()
+
+
+def artist_labelled(datasets: tuple[str, ...], column: str | None) -> pd.DataFrame:
+    """Every image with an artist in the shared ``datasets``: its dataset, path (in the set's
+    folder), ``artist`` as :func:`~stylecluster.data.splits.artist_key` (one spelling across
+    sets) and the label ``column`` (rows without one dropped; None: no label)."""
+    from stylecluster.data.labels import read_labels
+    from stylecluster.data.splits import artist_key
+
+    tables = []
+    for name in datasets:
+        labels = read_labels(SHARED / name / "labels.csv", column, keep=["artist"]).dropna(subset=["artist"])
+        tables.append(labels.assign(dataset=name, artist=labels["artist"].map(artist_key)))
+    return pd.concat(tables, ignore_index=True)
+
+
+def stored_vectors(folder: Path, table: pd.DataFrame) -> tuple[np.ndarray, dict, np.ndarray]:
+    """The global vectors of ``table``'s images (columns dataset, path) from the stores
+    ``folder/<dataset>.store``: (vectors, their parts, the table rows they belong to — rows whose
+    image a store lacks are left out)."""
+    from stylecluster.store import load_store
+
+    matrices, found, parts = [], [], None
+    for name, rows in table.groupby("dataset", sort=False).groups.items():
+        store = load_store(folder / f"{name}.store")
+        position = {p: i for i, p in enumerate(store.paths)}
+        have = [r for r in rows if table.at[r, "path"] in position]
+        matrices.append(store.vectors("global")[[position[table.at[r, "path"]] for r in have]])
+        found.extend(table.index.get_indexer(have))
+        if parts is not None and store.parts("global") != parts:
+            raise ValueError(f"{folder}: {name}.store's global vector differs from the other stores'")
+        parts = store.parts("global")
+    found = np.asarray(found, dtype=int)
+    order = np.argsort(found, kind="stable")
+    return np.vstack(matrices)[order], parts, found[order]
 
 
 def wikiart_sample(images: int) -> list[Path] | None:
