@@ -36,7 +36,10 @@ from generalisation import DATASETS, artist_disjoint, head_variant, load_pool
 from stylecluster.cluster import make_clusterer
 from stylecluster.cluster.fuse import Fuser, part_blocks
 from stylecluster.config import Config
-from stylecluster.data.decode import load_image
+from stylecluster.data.dataset import image_seed
+from stylecluster.data.decode import BadImage, load_image
+from stylecluster.hashing import file_sha256
+from stylecluster.io import save_atomic
 from stylecluster.data.discovery import discover_images
 from stylecluster.evaluate import evaluate_labels
 from stylecluster.features.embedder import embed_images
@@ -78,6 +81,51 @@ def code_stores(work: Path, mode: str, n_patches: int, workers: int, model: str 
         codes = store.vectors("local").reshape(len(store), n_patches, -1)
         frames.append(pd.DataFrame({"dataset": name, "path": store.paths, "codes": list(codes)}))
     return pd.concat(frames, ignore_index=True)
+
+
+def _drawn(task: tuple[Path, object]) -> np.ndarray | None:
+    path, config = task
+    try:
+        image = load_image(path)
+    except BadImage:
+        return None
+    return extract_patches(image, config, image_seed(file_sha256(path), 0)).dog.astype(np.uint8)
+
+
+def drawn_patches(work: Path, mode: str, n_patches: int, workers: int) -> pd.DataFrame:
+    """(dataset, path, patches[n_patches, s, s] uint8) for every image of the shared sets: the DoG
+    patches ``embed`` draws (same per-image seed), kept once so that several encoders can be
+    trained on and compared over exactly the same patches (``--from-patches``)."""
+    import multiprocessing
+
+    config = replace(Config().local, n_patches=n_patches, patch_scale=mode)
+    frames = []
+    for name in DATASETS:
+        root = SHARED / name
+        cache = work / f"drawn-{mode}-{n_patches}" / f"{name}.npz"
+        if not cache.is_file():
+            paths = discover_images(root)
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                drawn = pool.map(_drawn, [(p, config) for p in paths], chunksize=16)
+            keep = [i for i, d in enumerate(drawn) if d is not None]
+            relative = np.array([paths[i].relative_to(root).as_posix() for i in keep])
+            stacked = np.stack([drawn[i] for i in keep])
+            save_atomic(cache, lambda tmp: np.savez(tmp, paths=relative, patches=stacked))
+        with np.load(cache) as stored:
+            frames.append(pd.DataFrame({"dataset": name, "path": stored["paths"], "patches": list(stored["patches"])}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def encode_patches(patches: np.ndarray, model: str | None, batch: int = 1024) -> np.ndarray:
+    """The InfoVAE μ of (images, n, s, s) uint8 patches → (images, n, latent), as the branch computes it."""
+    branch = LocalBranch(replace(Config().local, model=model, style_head=None))
+    flat = patches.reshape(-1, 1, *patches.shape[2:])
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(flat), batch):
+            x = torch.from_numpy(flat[start : start + batch]).float().div_(255).contiguous(memory_format=torch.channels_last)
+            out.append(branch._posterior_mean(x).float().numpy())
+    return np.concatenate(out).reshape(len(patches), patches.shape[1], -1)
 
 
 def aggregate(codes: np.ndarray, n: int, how: str) -> np.ndarray:
@@ -138,6 +186,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="local_branch.json", help="JSON file name under benchmarks/out/")
     parser.add_argument("--build-only", action="store_true", help="embed the patch-code stores and stop")
+    parser.add_argument("--from-patches", action="store_true", help="encode the kept drawn patches (drawn_patches) with --local-model instead of embedding code stores: encoders compared on the same patches")
     parser.add_argument("--local-model", help="InfoVAE checkpoint to encode the patches with (default: the packaged encoder; give each encoder its own --work)")
     args = parser.parse_args()
     if args.build_only:
@@ -151,7 +200,11 @@ def main() -> None:
     rows, global_spaces = [], {}
     for mode in args.modes.split(","):
         started = time.perf_counter()
-        codes_table = code_stores(args.work, mode, args.patches, args.workers, args.local_model)
+        if args.from_patches:
+            codes_table = drawn_patches(args.work, mode, args.patches, args.workers)
+            codes_table["codes"] = list(encode_patches(np.stack(codes_table.pop("patches").to_numpy()), args.local_model))
+        else:
+            codes_table = code_stores(args.work, mode, args.patches, args.workers, args.local_model)
         embed_seconds = time.perf_counter() - started
         codes = np.stack(pool[["dataset", "path"]].merge(codes_table, on=["dataset", "path"], how="left")["codes"].to_numpy())
         for protocol, seed, train, test, truth in splits(pool, args.seeds):
