@@ -18,7 +18,12 @@ local style heads and fusion weights are then compared from the stored codes:
 Scores: k-means (k = number of labels) and BGMM (k inferred) NMI, mean ± sd over seeds, for
 local only, global only, and fused at each ``--weights`` value (the product's ``Fuser``).
 
+With ``--from-patches`` the drawn patches themselves are kept once (uint8, the same per-image
+seed as ``embed``) and encoded by ``--local-model``: several encoders (``local_artist_term.py``)
+are then compared on exactly the same patches, in minutes instead of an embedding each.
+
     python benchmarks/local_branch.py --global-work benchmarks/out/generalisation_work
+    python benchmarks/local_branch.py --from-patches --local-model ENCODER.pt --patches 32 ...
 """
 from __future__ import annotations
 
