@@ -430,6 +430,23 @@ def power_variant(inner: Variant, alpha: float = 0.5, matrix: bool = False) -> V
     return run
 
 
+def neighbour_mean(Z: np.ndarray, k: int) -> np.ndarray:
+    """Each row replaced by the mean of itself and its ``k`` nearest rows (cosine) of the same
+    collection: average query expansion (Chum et al. 2007, §3) used as a transductive denoiser."""
+    unit = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    nearest = np.argpartition(-similarity, k, axis=1)[:, : k + 1]  # includes the row itself
+    return Z[nearest].mean(axis=1)
+
+
+def smoothed_variant(inner: Variant, k: int) -> Variant:
+    def run(train_X, train_groups, test_X, parts):
+        vectors, vparts = inner(train_X, train_groups, test_X, parts)
+        return neighbour_mean(vectors, k), vparts
+
+    return run
+
+
 VARIANTS: dict[str, Variant] = {
     "raw": raw_variant,
     "lda64": head_variant(),
@@ -463,6 +480,9 @@ VARIANTS: dict[str, Variant] = {
     "lda256-sqrt": power_variant(head_variant(n_components=256, pca_components=256)),
     "raw-msqrt": power_variant(raw_variant, matrix=True),
     "lda256-msqrt": power_variant(head_variant(n_components=256, pca_components=256), matrix=True),
+    "lda256-knn5": smoothed_variant(head_variant(n_components=256, pca_components=256), 5),
+    "lda256-knn10": smoothed_variant(head_variant(n_components=256, pca_components=256), 10),
+    "raw-knn10": smoothed_variant(raw_variant, 10),
     "lda256-pow0.3": power_variant(head_variant(n_components=256, pca_components=256), alpha=0.3),
 }
 
