@@ -62,8 +62,9 @@ class InfoVAETrainConfig:
     # giving both makes one encoder serve both modes
     train_scales: tuple[str, ...] | None = None
     loss: InfoVAELossWeights = InfoVAELossWeights()
-    # the artist term (needs labels): weight of the supervised contrastive loss over artists,
-    # its temperature, and how many patches of one artist a batch draws together (0 = off)
+    # the artist term (needs labels): weight of the supervised contrastive loss over artists
+    # (0 = off: the plain InfoVAE), its temperature, and how many patches of one artist a batch
+    # draws together
     artist_weight: float = 0.0
     artist_temperature: float = 0.1
     patches_per_artist: int = 8
@@ -74,11 +75,12 @@ class InfoVAETrainConfig:
         return [replace(self.local, patch_scale=s) for s in (self.train_scales or [self.local.patch_scale])]
 
     def __post_init__(self) -> None:
-        for name, value, ok in (("artist_weight", self.artist_weight, self.artist_weight >= 0),
-                                ("artist_temperature", self.artist_temperature, self.artist_temperature > 0),
-                                ("patches_per_artist", self.patches_per_artist, self.patches_per_artist >= 2)):
-            if not ok:
-                raise ConfigError(f"train-local: {name} must be {'at least 2' if name == 'patches_per_artist' else 'positive' if name == 'artist_temperature' else '0 or more'}, got {value!r}")
+        if self.artist_weight < 0:
+            raise ConfigError(f"train-local: artist_weight must be 0 or more, got {self.artist_weight!r}")
+        if self.artist_temperature <= 0:
+            raise ConfigError(f"train-local: artist_temperature must be positive, got {self.artist_temperature!r}")
+        if self.patches_per_artist < 2:
+            raise ConfigError(f"train-local: patches_per_artist must be at least 2, got {self.patches_per_artist!r}")
 
 
 def load_infovae_train_config(path: str | Path | None = None, **overrides) -> InfoVAETrainConfig:
@@ -283,6 +285,8 @@ def train_local(
         paths, configs, out.with_name(out.name + ".patches.npz") if cache else None, workers=config.workers, progress=progress
     )
     groups = patch_artists(paths, folders, labels)[owners] if labels else None
+    if groups is not None:  # other artists make other training data: such a checkpoint is not resumed
+        fingerprint += ":artists-" + hashlib.sha256(groups.tobytes()).hexdigest()[:16]
     metadata = {
         "data": fingerprint,
         "patch": {**patch_params(config.local), "patch_scale": [c.patch_scale for c in configs]},
