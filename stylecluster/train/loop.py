@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -47,10 +48,11 @@ def grouped_batches(groups, per_group: int, batch_size: int, generator: torch.Ge
     cut into runs of ``per_group``; the runs shuffled and packed into batches of ``batch_size``
     (the ragged last one dropped). Every row is used once per epoch and most rows have positives
     of their own group in the batch, as a supervised contrastive loss needs (Khosla et al. 2020)."""
-    order = torch.randperm(len(groups), generator=generator).tolist()
+    labels = np.asarray(groups).tolist()  # a tensor read element by element costs ~1 µs each (66k patches: 0.08 s)
+    order = torch.randperm(len(labels), generator=generator).tolist()
     by_group: dict[int, list[int]] = {}
     for i in order:
-        by_group.setdefault(int(groups[i]), []).append(i)
+        by_group.setdefault(int(labels[i]), []).append(i)
     runs = [members[j : j + per_group] for members in by_group.values() for j in range(0, len(members), per_group)]
     flat = [i for r in torch.randperm(len(runs), generator=generator).tolist() for i in runs[r]]
     size = min(batch_size, len(flat))
