@@ -343,7 +343,7 @@ class StoreWriter:
             "updated": now,
             **(extra_metadata or {}),
         }
-        self._refuse_foreign_folder()  # before anything is created in it
+        refuse_foreign_folder(self.path)  # before anything is created in it
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -362,15 +362,9 @@ class StoreWriter:
             self._lock.release()
             raise
 
-    def _own_entries(self) -> list[Path]:
-        return store_entries(self.path)
-
-    def _refuse_foreign_folder(self) -> None:
-        refuse_foreign_folder(self.path)
-
     def _open(self, new_meta: dict[str, Any], overwrite: bool, now: str) -> None:
-        self._refuse_foreign_folder()  # again, under the lock: another writer may have made it meanwhile
-        if self._own_entries():
+        refuse_foreign_folder(self.path)  # again, under the lock: another writer may have made it meanwhile
+        if store_entries(self.path):
             old_meta = _read_meta(self.path)
             fingerprint = ("format_version", "branches", "dims", "parts", "embed")
             diffs = _describe_difference({k: old_meta.get(k) for k in fingerprint}, {k: new_meta[k] for k in fingerprint})

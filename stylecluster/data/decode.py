@@ -54,7 +54,7 @@ MAX_WORKING_PIXELS = 24_000_000
 MAX_DECODE_BYTES = 320 * 2**20
 #: Source pixels converted and reduced at a time.
 STRIP_PIXELS = 4_000_000
-#: Files up to this size are read into memory once to be hashed and decoded (load_hashed_image).
+#: Files up to this size are read into memory once to be hashed and decoded (read_hashed).
 WHOLE_READ_BYTES = 64 * 2**20
 # PIL's storage per pixel for the modes that use less than 4 bytes.
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}

@@ -226,10 +226,9 @@ def _embed_into(writer: StoreWriter, report: EmbedReport, paths, root: Path, eng
                 writer.add(relative_name(item.path, root), other["sha256"], row.width, row.height, row.vectors, duplicate_of=row.path)
                 report.duplicates += 1
                 continue
-            failure = other
-            skip(item.path, failure["error"], failure["kind"])
+            skip(item.path, other["error"], other["kind"])
             for rel, _ in pending_duplicates.pop(item.sha256, []):
-                report.skipped.append((rel, failure["error"], failure["kind"]))
+                report.skipped.append((rel, other["error"], other["kind"]))
         for index, sha, width, height, vectors in rows:
             item = items[index]
             rel = relative_name(item.path, root)
