@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import save_atomic
-from ._common import add_config_options, add_verbosity_options, images_folder, overrides
+from ._common import LazyChoices, add_config_options, add_verbosity_options, images_folder, overrides
 
 
 def _report_skipped(skipped: list[str]) -> None:
@@ -19,14 +19,18 @@ def _report_skipped(skipped: list[str]) -> None:
         print(f"stylecluster: skipped {line}", file=sys.stderr)
 
 
-def _add_train(sub) -> None:
+def _classifier_names() -> list[str]:
     from ..classify.models import available_classifiers
 
+    return available_classifiers()
+
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train-classifier", help="train a supervised style classifier (cnn, vit or the CNN+Transformer fusion)")
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="the folder the labels' paths are relative to")
     p.add_argument("--labels", required=True, metavar="LABELS.csv", help="CSV with 'path', 'artist' (the 7:1:2 split is made by artist) and the label column")
     p.add_argument("--label-column", default="style", help="the column to learn (default: style)")
-    p.add_argument("--model", choices=available_classifiers(), help="classifier kind (default: the config's, else fusion)")
+    p.add_argument("--model", choices=LazyChoices(_classifier_names), metavar="KIND", help="classifier kind: %(choices)s (default: the config's, else fusion)")
     p.add_argument("--out", required=True, metavar="clf.pt", help="checkpoint, rewritten after every epoch (rerun to resume); the split is written beside it as clf.split.csv")
     p.add_argument("--cnn", help="CNN backbone: a registered name or timm CNN (default efficientnet_lite0; resnet50 with --cnn-weights FILE)")
     p.add_argument("--cnn-weights", help="CNN weights: a file, 'random', or 'hub' (online only)")

@@ -6,10 +6,9 @@ import json
 import logging
 from pathlib import Path
 
-from ..cluster.persist import model_path_for
 from ..errors import InputError
 from ..io import save_atomic
-from ._common import add_config_options, check_output, config_for
+from ._common import LazyChoices, add_config_options, check_output, config_for
 
 log = logging.getLogger("stylecluster")
 
@@ -34,10 +33,14 @@ def _k_value(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"--k takes a whole number or 'auto', got {text!r}") from None
 
 
-def _add_method_options(p: argparse.ArgumentParser) -> None:
+def _method_names() -> list[str]:
     from ..cluster import available_methods
 
-    p.add_argument("--method", choices=available_methods(), help="clustering method (default: bgmm; cluster.method)")
+    return available_methods()
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=LazyChoices(_method_names), metavar="METHOD", help="clustering method: %(choices)s (default: bgmm; cluster.method)")
     p.add_argument("--k", type=_k_value, help="number of clusters (kmeans, dec, agglomerative) or its upper bound (bgmm); "
                    "'auto' selects it (BIC for bgmm, silhouette or stability for the others); hdbscan infers it (cluster.k)")
     p.add_argument("--param", action="append", type=_parse_param, default=[], metavar="NAME=VALUE",
@@ -99,6 +102,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     from ..cluster import StyleClustering
     from ..store import load_store
 
+    from ..cluster.persist import model_path_for
+
     config = _method_config(args, {**METHOD_FLAGS, "seed": "cluster.seed", "local_weight": "fuse.local_weight"})
     out = check_output(args.out, args.overwrite)
     check_output(model_path_for(out), args.overwrite)
@@ -117,6 +122,7 @@ def run_cluster(args: argparse.Namespace) -> int:
 
 def run_assign(args: argparse.Namespace) -> int:
     from ..cluster import StyleClustering
+    from ..cluster.persist import model_path_for
     from ..store import load_store
 
     out = check_output(args.out, args.overwrite)

@@ -37,25 +37,24 @@ def _explorer(args: argparse.Namespace, label_column: str | None = None):
 
 
 def _add_plot(sub) -> None:
-    from ..viz.umap_map import EMBED_LIMIT
-
     p = sub.add_parser("plot", help="interactive style map (UMAP, WebGL) of a store's images as HTML")
     _add_explore_inputs(p)
     p.add_argument("--color-by", default="cluster", metavar="COLUMN", help="'cluster' (default) or a label column of --labels")
     p.add_argument("--out", required=True, metavar="map.html", help="the HTML file to write")
-    p.add_argument("--embed-limit", type=int, default=EMBED_LIMIT,
-                   help=f"largest collection written as one self-contained file; larger ones get their points, text and thumbnails in <out>_files/, loaded on demand (default {EMBED_LIMIT})")
+    # the default is stated, not imported: reading viz.umap_map here would load plotly and UMAP for every --help
+    p.add_argument("--embed-limit", type=int, metavar="N",
+                   help="largest collection written as one self-contained file; larger ones get their points, text and thumbnails in <out>_files/, loaded on demand (default 2500)")
     _add_layout_options(p, "thumbnails", "replace an existing output file")
     p.set_defaults(func=run_plot)
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from ..viz.umap_map import UmapParams, write_map
+    from ..viz.umap_map import EMBED_LIMIT, UmapParams, write_map
 
     out = check_output(args.out, args.overwrite)
     by_label = args.color_by != "cluster"
     explorer = _explorer(args, args.color_by if by_label else None)
-    result = write_map(explorer, out, "label" if by_label else "cluster", args.embed_limit, umap_params=UmapParams(seed=args.seed),
+    result = write_map(explorer, out, "label" if by_label else "cluster", EMBED_LIMIT if args.embed_limit is None else args.embed_limit, umap_params=UmapParams(seed=args.seed),
                        workers=args.workers, names=args.names)
     size = out.stat().st_size / 1e6
     where = "self-contained" if result.self_contained else f"thumbnails in {result.thumbs_dir}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..io import check_writable
-from ._common import add_config_options, add_verbosity_options, check_output, images_folder, overrides
+from ._common import LazyChoices, add_config_options, add_verbosity_options, check_output, images_folder, overrides
 from .embed import PATCH_FLAGS, add_patch_options
 
 
@@ -59,12 +59,16 @@ def print_epochs(history: list[dict[str, float]], formats: dict[str, str] | None
         print(f"epoch {record['epoch']}: {terms}, {record['seconds']:.0f} s")
 
 
-def _add_train_global(sub) -> None:
+def _recipe_names() -> list[str]:
     from ..train.global_style import available_recipes
 
+    return available_recipes()
+
+
+def _add_train_global(sub) -> None:
     p = sub.add_parser("train-global", help="train the global backbone for style (SimCLR, or CSD-style over artist labels)")
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of training images (with --labels: the folder its paths are relative to)")
-    p.add_argument("--method", choices=available_recipes(), help="training recipe (default: the config's, else simclr)")
+    p.add_argument("--method", choices=LazyChoices(_recipe_names), metavar="METHOD", help="training recipe: %(choices)s (default: the config's, else simclr)")
     p.add_argument("--labels", metavar="LABELS.csv", help="train on these rows only ('path' column); csd groups them by the 'artist' column — never by style")
     p.add_argument("--out", required=True, metavar="global.pt", help="checkpoint, rewritten after every epoch; rerun the same command to resume; usable as embed --weights")
     p.add_argument("--backbone", help="a timm ViT name or vit_hybrid_lite0 (default: vit_hybrid_lite0)")
