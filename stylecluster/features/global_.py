@@ -174,16 +174,22 @@ class GlobalBranch(HeadedBranch):
     def encode(self, batch: torch.Tensor) -> np.ndarray:
         with torch.inference_mode(), autocast(self.device):
             pooled, maps = self._forward(self.model_input(batch))
-            out = [pooled.float()]
-            for fmap, proj in zip(maps, self._projections):
-                fmap = fmap.float()
-                if proj is not None:
-                    fmap = torch.einsum("bchw,ck->bkhw", fmap, proj)
-                out.append(gram_upper(fmap))
-            vectors = torch.cat(out, dim=1)
+            vectors = torch.cat([pooled.float(), *self.gram_parts(maps)], dim=1)
             if self.style_head is not None:
                 vectors = self.style_head(vectors)
         return vectors.cpu().numpy().astype(np.float32)
+
+    def gram_parts(self, maps: list[torch.Tensor], levels: list[int] | None = None) -> list[torch.Tensor]:
+        """The ``gram<level>`` parts of feature maps of ``levels`` (default: every level of the
+        branch), each level's channels projected as the branch projects them."""
+        projections = dict(zip(self._levels, self._projections))
+        out = []
+        for level, fmap in zip(self._levels if levels is None else levels, maps):
+            fmap, proj = fmap.float(), projections[level]
+            if proj is not None:
+                fmap = torch.einsum("bchw,ck->bkhw", fmap, proj)
+            out.append(gram_upper(fmap))
+        return out
 
     def _raw_provenance(self) -> dict[str, Any]:
         """What determines the pooled + Gram vector (a style head must match it)."""

@@ -61,6 +61,11 @@ class GlobalTrainConfig:
     style_dim: int = 128  # csd: style projection size
     images_per_artist: int = 4  # csd: images of one artist drawn together (positives in a batch)
     ssl_weight: float = 1.0  # csd: weight of the self-supervised term
+    # cached-activation fine-tuning (train/cached.py) of an EfficientNet: freeze the backbone up
+    # to this block ("blocks.5"), cache its output once per view, train the layers above it
+    cut: str | None = None
+    views_per_image: int = 4  # with a cut: augmented views cached per image
+    cache_dir: str | None = None  # with a cut: the view cache's folder (default: beside --out)
     seed: int = 0
 
     def views(self) -> ViewParams:
@@ -244,6 +249,8 @@ def train_global(
         paths = discover_images(root)
     if not paths:
         raise InputError(f"{root}: no images found")
+    if config.cut is not None:
+        return _train_global_cached(root, paths, labels, config, out, device, workers, resume, progress)
     images, kept, skipped = load_images(paths, config.cache_size, workers, progress)
     for line in skipped:
         tqdm.write(f"skipped {line}")
@@ -251,6 +258,21 @@ def train_global(
         labels = labels.iloc[kept]
     names = [relative_name(paths[i], root) for i in kept]
     return train_on_images(images, group_codes(labels, len(kept)), config, out, device, resume, progress, data_id(names, config))
+
+
+def _train_global_cached(root: Path, paths: list[Path], labels: pd.DataFrame | None, config: GlobalTrainConfig, out: str | Path,
+                         device: str, workers: int, resume: bool, progress: bool) -> list[dict[str, float]]:
+    """``train_global`` with a cut: the frozen part's views cached once (resumable), then the rest trained."""
+    from .cached import build_view_cache, train_cached
+
+    names = [relative_name(p, root) for p in paths]
+    folder = Path(config.cache_dir) if config.cache_dir else Path(f"{out}.views")
+    cache = build_view_cache(paths, names, config, folder, workers, progress, resolve_device(device))
+    skipped = {row for row, _ in cache.skipped}
+    for _, line in cache.skipped:
+        tqdm.write(f"skipped {line}")
+    rows = np.array([i for i in range(len(paths)) if i not in skipped], dtype=np.int64)
+    return train_cached(cache, group_codes(labels, len(paths))[rows], config, out, rows, resolve_device(device), resume, progress)
 
 
 def export_global(checkpoint: str | Path, out: str | Path, fp16: bool = True) -> Path:
