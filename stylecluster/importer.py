@@ -17,8 +17,11 @@ or integer type) with a text file of n paths, one per line; it writes a normal e
   shows no brush-stroke patches, which would need the local branch;
 * ``images_root`` is optional: with it, maps and reports show thumbnails of the images.
 
-Rows that cannot be used — an empty path, a missing vector, a vector of the wrong length, NaN or
-infinite values (after conversion to float32), a path already imported — are left out with one
+Rows that cannot be used — an empty path, a path that breaks the rule of
+:mod:`stylecluster.data.image_paths` (control characters or bytes that are not UTF-8, absolute,
+``..``; with ``images_root``, not a regular file under it), a missing or empty vector, a vector of
+the wrong length, NaN or infinite values (after conversion to float32), a path already imported —
+are left out with one
 warning line each naming the row (counted from 0, as ``pandas``/``numpy`` index it) and the
 problem (at most :data:`LISTED_BAD_ROWS` lines; all of them are in ``STORE/_skipped.csv``). The
 dimension is the Parquet column's fixed size, the ``.npy``'s width, or else the most common
@@ -45,9 +48,11 @@ average of ~10 (other jobs running), each import in its own process, peak RSS it
     ``.npy`` 1M x 192       22.9     446 MB         9.5 s
     =====================  =======  ============  =====================
 
-The store is built in a hidden folder beside ``out`` that replaces it only when complete
+The store is built in a hidden folder beside ``out`` and put in place only when complete
 (:func:`stylecluster.io.staged_folder`): a failed import leaves no half store, and an existing
-store is replaced only with ``overwrite`` (and not while another process writes it).
+store is replaced only with ``overwrite`` (and not while another process writes it) — its own
+files only (:func:`stylecluster.store.install_store`: whatever else the folder holds stays). An
+``out`` that holds the import's own input is refused.
 """
 from __future__ import annotations
 
@@ -68,8 +73,10 @@ import pyarrow.parquet as pq
 
 from .errors import InputError, MissingInputError
 from .hashing import file_sha256
-from .io import check_writable, printable, staged_folder
-from .store import LOCK_FILE, StoreWriter, is_store, refuse_foreign_folder, store_entries
+from .data.decode import BadImage
+from .data.image_paths import image_file, path_problem
+from .io import check_not_input, check_writable, printable, staged_folder
+from .store import LOCK_FILE, StoreWriter, install_store, is_store, refuse_foreign_folder, store_entries
 
 log = logging.getLogger("stylecluster")
 
@@ -159,7 +166,14 @@ class _ParquetSource(_Source):
 
     def batches(self, batch_rows: int, dim_of) -> Iterator[_Batch]:
         start = 0
-        for batch in self.parquet.iter_batches(batch_size=batch_rows, columns=["path", "vector"], use_threads=False):
+        batches = self.parquet.iter_batches(batch_size=batch_rows, columns=["path", "vector"], use_threads=False)
+        while True:
+            try:  # a damaged data page surfaces only when its batch is read
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(f"{printable(self.file)}: cannot read rows from {start:,} on ({printable(exc)})") from None
             vector = batch.column("vector")
             lengths = pc.list_value_length(vector).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
             dim = dim_of(lengths)
@@ -186,6 +200,8 @@ class _NpySource(_Source):
         if self.matrix.ndim != 2 or not (np.issubdtype(self.matrix.dtype, np.floating) or np.issubdtype(self.matrix.dtype, np.integer)):
             raise InputError(f"{printable(file)}: holds a {self.matrix.dtype} array of shape {self.matrix.shape}, expected (rows, dimensions) numbers")
         self.rows, self.fixed_dim = int(self.matrix.shape[0]), int(self.matrix.shape[1])
+        if self.fixed_dim == 0:
+            raise InputError(f"{printable(file)}: its rows have 0 values (shape {self.matrix.shape}); nothing to import")
         with open(paths_file, encoding="utf-8", errors="surrogateescape", newline="") as f:
             lines = sum(1 for _ in f)
         if lines != self.rows:
@@ -246,8 +262,9 @@ def check_store_output(out: str | Path, overwrite: bool) -> Path:
 class _RowChecker:
     """Which rows of a batch are stored; names each bad row once."""
 
-    def __init__(self, source: _Source, name: str):
+    def __init__(self, source: _Source, name: str, images_root: Path | None = None):
         self.name = name
+        self.images_root = images_root
         self.dim = source.fixed_dim or 0
         self.seen: dict[str, int] = {}  # path -> row it was stored from
         self.skipped: list[tuple[int, str, str]] = []
@@ -264,18 +281,30 @@ class _RowChecker:
         if len(self.skipped) <= LISTED_BAD_ROWS:
             log.warning("%s row %d (%s): %s; left out", self.name, row, printable(repr(path)) if path else "no path", problem)
 
+    def _path_problem(self, path: str) -> str | None:
+        problem = path_problem(path)
+        if problem is None and self.images_root is not None:
+            try:
+                image_file(self.images_root, path)
+            except BadImage as exc:
+                problem = str(exc)
+        return problem
+
     def keep(self, batch: _Batch) -> tuple[list[int], np.ndarray]:
         """(positions in the batch of the rows to store, their vectors)."""
-        finite = np.isfinite(batch.vectors).all(axis=1) if len(batch.vectors) else np.zeros(0, bool)
+        finite = np.isfinite(batch.vectors).all(axis=1) if batch.vectors.size else np.zeros(len(batch.vectors), bool)
         kept, kept_vectors, v = [], [], 0
         for i, (path, length) in enumerate(zip(batch.paths, batch.lengths.tolist())):
-            row, good_length = batch.start + i, length == self.dim
+            row, good_length = batch.start + i, length == self.dim and self.dim > 0
             ok_vector = good_length and bool(finite[v])
-            v += good_length
-            if not path:
-                self._bad(row, path, "empty path")
+            v += length == self.dim  # the batch's vectors are the rows of the batch's dimension
+            problem = self._path_problem(path) if path else "empty path"
+            if problem is not None:
+                self._bad(row, path, problem)
             elif length < 0:
                 self._bad(row, path, "no vector")
+            elif length == 0:
+                self._bad(row, path, "vector has no values")
             elif not good_length:
                 self._bad(row, path, f"vector has {length} values, expected {self.dim}")
             elif not ok_vector:
@@ -320,6 +349,7 @@ def import_vectors(
     """
     began = time.perf_counter()
     out = check_store_output(out, overwrite)
+    check_not_input(out, [source, paths], folder=True)
     if images_root is not None and not Path(images_root).is_dir():
         raise InputError(f"{printable(images_root)}: not a folder")
     reader = open_source(source, paths)
@@ -373,10 +403,10 @@ def _import(reader: _Source, source, out: Path, images_root, batch_rows: int, ch
     from tqdm.auto import tqdm
 
     record = {**reader.provenance(), "imported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    root = str(Path(images_root).resolve()) if images_root is not None else None
-    checker = _RowChecker(reader, printable(Path(source).name))
+    root = Path(images_root).resolve() if images_root is not None else None
+    checker = _RowChecker(reader, printable(Path(source).name), root)
     stored = 0
-    with staged_folder(out) as folder, tqdm(total=reader.rows, unit="rows", disable=quiet, desc="import") as progress:
+    with staged_folder(out, install=install_store) as folder, tqdm(total=reader.rows, unit="rows", disable=quiet, desc="import") as progress:
         chunks = None  # opened at the first usable row, when the dimension is known
         try:
             for batch in reader.batches(max(1, int(batch_rows)), checker.dim_of):
@@ -385,7 +415,7 @@ def _import(reader: _Source, source, out: Path, images_root, batch_rows: int, ch
                 if kept and chunks is None:
                     dim = checker.dim
                     chunks = _ChunkedWriter(StoreWriter(folder, branches={}, dims={"global": dim}, parts={"global": {IMPORTED_PART: (0, dim)}},
-                                                        images_root=root, chunk_size=chunk_rows, extra_metadata={"imported": {**record, "dim": dim}}))
+                                                        images_root=None if root is None else str(root), chunk_size=chunk_rows, extra_metadata={"imported": {**record, "dim": dim}}))
                 if kept:
                     chunks.add(_table([batch.paths[i] for i in kept], vectors))
                     stored += len(kept)

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from .errors import StyleclusterError
+from .errors import InputError, StyleclusterError
 
 _COUNTER = itertools.count()
 
@@ -79,30 +79,105 @@ def save_atomic(path: str | Path, content: bytes | str | Callable[[Path], object
 
 
 @contextmanager
-def staged_folder(out: str | Path):
+def staged_folder(out: str | Path, install: Callable[[Path, Path], None] | None = None):
     """Yield a new hidden folder beside ``out``; when the block succeeds it replaces ``out``
     (renamed, so the old folder stays whole until the new one is complete); when it fails it is
     removed and ``out`` is left as it was. The folder-sized :func:`save_atomic` of reports and
-    imported stores."""
+    imported stores.
+
+    ``install(staging, out)``: put the finished folder in place another way (an imported store
+    replaces only the store's own files of ``out``, :func:`stylecluster.store.install_store`).
+    Staging folders that a killed run (``kill -9``) left beside ``out`` are removed first, once
+    their process is gone. Only this helper's own steps count as failures to write ``out``: an
+    error of the block (an input that cannot be read) propagates as it is.
+    """
     out = Path(out)
+    remove_stale_staging(out)
     staging = out.parent / f".{out.name}.{os.getpid()}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(out, exc) from None
+    try:
         yield staging
-        if out.exists():
-            old = out.parent / f".{out.name}.{os.getpid()}.replaced"
-            os.replace(out, old)
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        (install or _swap_folder)(staging, out)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if exc.filename is None or not _is_beside(Path(exc.filename), out):
+            raise
         raise OutputError(out, exc) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _is_beside(file: Path, out: Path) -> bool:
+    """Whether an OSError's file is ``out``, in it, or in one of its hidden staging folders: a
+    failure to write the output rather than to read an input."""
+    folder = Path(os.path.abspath(out))
+    return any(p == folder or (p.parent == folder.parent and p.name.startswith(f".{folder.name}."))
+               for p in (Path(os.path.abspath(file)), *Path(os.path.abspath(file)).parents))
+
+
+def _swap_folder(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.{os.getpid()}.replaced"
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
+
+
+def remove_stale_staging(out: str | Path) -> list[Path]:
+    """Remove the hidden ``.OUT.<pid>.staging`` / ``.replaced`` folders beside ``out`` whose
+    process no longer runs (a run killed with ``kill -9`` cannot clean up after itself); a
+    folder whose process is alive (another run at work) is left alone. Returns what was removed."""
+    out = Path(out)
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)\.(staging|replaced)")
+    removed = []
+    try:
+        entries = list(out.parent.iterdir()) if out.parent.is_dir() else []
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def check_not_input(out: str | Path, inputs, folder: bool = False) -> Path:
+    """Raise :class:`~stylecluster.errors.InputError` when writing ``out`` would destroy what the
+    command reads: ``out`` is one of ``inputs``, lies inside an input folder (a store), or — for
+    an output folder (``folder``), which a run replaces — holds an input. Paths are compared
+    after resolving links; ``None`` inputs are ignored."""
+    target = Path(os.path.realpath(out))
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(os.path.realpath(given))
+        if target == source:
+            raise InputError(f"{printable(out)}: is also an input of this command ({printable(given)}); choose another output")
+        if source in target.parents and source.is_dir():
+            raise InputError(f"{printable(out)}: lies inside {printable(given)}, which this command reads; choose an output outside it")
+        if folder and target in source.parents:
+            raise InputError(f"{printable(out)}: holds {printable(given)}, which this command reads, and would be replaced; choose another output")
+    return Path(out)
 
 
 def check_writable(path: str | Path, folder: bool = False) -> Path:
@@ -135,6 +210,12 @@ def check_writable(path: str | Path, folder: bool = False) -> Path:
 # C0 and C1 control characters, line/paragraph separators, and lone surrogates (the bytes of a
 # file name that is not valid UTF-8, which would make printing it fail).
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds what :func:`printable` escapes: control characters, line separators
+    or the lone surrogates of bytes that are not UTF-8."""
+    return _UNPRINTABLE.search(text) is not None
 
 
 def printable(text: object) -> str:

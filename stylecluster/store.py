@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,6 +274,36 @@ def refuse_foreign_folder(path: Path) -> None:
         raise StoreError(f"{printable(path)}: folder is not empty and is not a stylecluster store; refusing to write into it")
 
 
+def own_files(path: Path) -> list[Path]:
+    """The files a store's ``--overwrite`` replaces: its chunks, provenance and skipped list —
+    never anything else a user keeps in the folder (nor the set-aside chunks and the
+    visualisation cache, which stay for inspection and reuse)."""
+    return [*_chunk_files(path), path / META_FILE, path / SKIPPED_FILE]
+
+
+def install_store(staging: Path, out: Path) -> None:
+    """Put the complete store built in ``staging`` at ``out`` (the ``install`` of
+    :func:`stylecluster.io.staged_folder` for imports).
+
+    A new ``out`` is the staging folder renamed. An existing store keeps everything that is not
+    its own (:func:`own_files`): the old chunks and skipped list are removed, the new ones moved
+    in, and the provenance replaced last, so an interruption leaves a store (the old provenance
+    over the new chunks) that the next ``--overwrite`` replaces — replacing the whole folder, as
+    reports are, deleted a user's images and the import's own input kept in it.
+    """
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    for f in own_files(out):
+        if f.name != META_FILE:
+            f.unlink(missing_ok=True)
+    for f in staging.iterdir():
+        if f.name not in (META_FILE, LOCK_FILE):
+            os.replace(f, out / f.name)
+    os.replace(staging / META_FILE, out / META_FILE)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 @dataclass
 class StoredRow:
     path: str
@@ -383,7 +414,7 @@ class StoreWriter:
         self._next_chunk = max((_chunk_number(f) for f in _chunk_files(self.path)), default=-1) + 1
 
     def _delete_own_files(self) -> None:
-        for f in [*_chunk_files(self.path), self.path / META_FILE, self.path / SKIPPED_FILE]:
+        for f in own_files(self.path):
             f.unlink(missing_ok=True)
 
     def _write_meta(self) -> None:
@@ -493,7 +524,10 @@ class StoreWriter:
         self._saved = merged
 
     def write_skipped(self, skipped: Iterable[tuple[str, str]]) -> None:
-        frame = pd.DataFrame(list(skipped), columns=["path", "reason"])
+        """``_skipped.csv``: (path, reason) rows, control characters and bytes that are not UTF-8
+        escaped as in log lines (:func:`~stylecluster.io.printable`; such a path made the CSV
+        writer raise)."""
+        frame = pd.DataFrame([(printable(path), printable(reason)) for path, reason in skipped], columns=["path", "reason"])
         save_atomic(self.path / SKIPPED_FILE, lambda tmp: frame.to_csv(tmp, index=False))
 
     def close(self) -> None:

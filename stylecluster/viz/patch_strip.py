@@ -18,7 +18,8 @@ from PIL import Image
 
 from ..config import Config
 from ..data.dataset import image_seed
-from ..data.decode import BadImage, load_image
+from ..data.decode import BadImage
+from ..data.image_paths import load_stored_image
 from ..features.patches import Patches, extract_patches
 from ..io import printable
 
@@ -60,7 +61,7 @@ def write_patch_strips(
         if images_root is None:
             return sha, None
         try:
-            image = load_image(images_root / by_sha[sha], max_pixels=config.ingest.max_pixels, min_side=1)
+            image = load_stored_image(images_root, by_sha[sha], max_pixels=config.ingest.max_pixels)
         except BadImage as exc:
             failed.append(f"{by_sha[sha]} ({exc})")
             return sha, None

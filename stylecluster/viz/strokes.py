@@ -19,7 +19,8 @@ import torch
 
 from ..config import Config
 from ..data.dataset import image_seed
-from ..data.decode import BadImage, load_image
+from ..data.decode import BadImage
+from ..data.image_paths import load_stored_image
 from ..io import save_atomic
 from .patch_strip import strip_image
 
@@ -50,7 +51,7 @@ def write_typical_strokes(
         patches = []
         for path, sha in zip(chosen["path"], chosen["sha256"]):
             try:
-                image = load_image(images_root / path, max_pixels=config.ingest.max_pixels, min_side=1)
+                image = load_stored_image(images_root, path, max_pixels=config.ingest.max_pixels)
             except BadImage:
                 continue  # the report's patch strips already name unreadable images
             patches.append(branch.preprocess(image, image_seed(sha, config.embed.seed)))

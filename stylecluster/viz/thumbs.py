@@ -14,7 +14,8 @@ from typing import Iterable
 
 from PIL import Image
 
-from ..data.decode import BadImage, load_image
+from ..data.decode import BadImage
+from ..data.image_paths import load_stored_image
 from ..io import printable, save_atomic
 
 log = logging.getLogger("stylecluster")
@@ -52,7 +53,7 @@ def ensure_thumbnails(
             failed.append(by_sha[sha])
             return
         try:
-            image = load_image(images_root / by_sha[sha], min_side=1)
+            image = load_stored_image(images_root, by_sha[sha])
         except BadImage as exc:
             failed.append(f"{by_sha[sha]} ({exc})")
             return
