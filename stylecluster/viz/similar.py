@@ -21,11 +21,14 @@ faiss over the L2-normalised fused vectors, inner product (= cosine of unit vect
 
 The index is built once per store and fusion and saved in the store's visualisation cache
 (``STORE/_viz/``, :mod:`.cache`) as ``similar-<fusion>.faiss`` — faiss's own binary format
-(``faiss.write_index``), never a pickle — with a JSON sidecar recording what it was built from:
+(``faiss.serialize_index``), never a pickle — with a JSON sidecar recording what it was built from:
 the number of rows and the sha256 of the normalised vectors (which changes with any change of the
-store, the clustering's rows or the fusion) and the fusion's hash (its blocks, PCA and scales).
-A sidecar that does not match the current vectors means the index is stale: it is rebuilt, never
-used. Both files are written atomically, the sidecar last and removed first, so an interrupted
+store, the clustering's rows or the fusion), the fusion's hash (its blocks, PCA and scales) and
+the sha256 of the index file itself. A sidecar that does not match the current vectors, an index
+file that is not the one the sidecar hashed (copied from another store with the same paths, or
+damaged: 60 flipped bytes gave similarities of 3e26), or an index in which a few stored vectors
+(:attr:`StyleIndex.PROBES`) do not come back as their own nearest neighbour, with every id in
+range, is rebuilt, never used. Both files are written atomically, the sidecar last and removed first, so an interrupted
 write leaves an index without a sidecar, which is rebuilt. Hashing 1M x 64 vectors takes 0.24 s;
 a flat index of 1M rows is built in 0.25 s and read back in 0.28 s, so saving pays for the IVF
 index only — one code path keeps both.
@@ -127,29 +130,53 @@ class StyleIndex:
             "fusion_sha256": fusion,
             "store": str(getattr(explorer.store, "path", "")),
         }
-        self.index = self._load()
+        self.index = self._load(vectors)
         self.reused = self.index is not None
         if self.index is None:
             self.index = self._build_and_save(vectors, flat_limit)
 
-    def _load(self):
+    def _load(self, vectors: np.ndarray):
         faiss = import_faiss()
         try:
             recorded = json.loads(self.sidecar.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         keys = ("format", "format_version", "kind", "rows", "dim", "vectors_sha256", "fusion_sha256")
         if not isinstance(recorded, dict) or any(recorded.get(k) != self.built_from[k] for k in keys):
             log.info("%s: built from other vectors than the explorer's; rebuilding it", printable(self.file))
             return None
         try:
-            index = faiss.read_index(str(self.file))
-        except RuntimeError as exc:  # missing or damaged: faiss raises RuntimeError for both
+            data = self.file.read_bytes()
+        except OSError:
+            return None
+        # The sidecar speaks for the index only if it names these very bytes: an index copied from
+        # another store beside a matching sidecar, or a damaged one, is rebuilt, never searched.
+        if recorded.get("index_sha256") != hashlib.sha256(data).hexdigest():
+            log.warning("%s: the saved index is not the one its sidecar describes (changed or copied); rebuilding it", printable(self.file))
+            return None
+        try:
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except RuntimeError as exc:  # faiss raises RuntimeError for a damaged file
             log.warning("%s: cannot read the saved index (%s); rebuilding it", printable(self.file), printable(str(exc).splitlines()[0]))
             return None
-        if index.ntotal != self.built_from["rows"] or index.d != self.built_from["dim"]:
+        if index.ntotal != self.built_from["rows"] or index.d != self.built_from["dim"] or not self._finds_itself(index, vectors):
+            log.warning("%s: the saved index does not find stored images as their own neighbours; rebuilding it", printable(self.file))
             return None
         return index
+
+    #: Stored vectors that must come back as their own nearest neighbour before a saved index is used.
+    PROBES = 8
+
+    def _finds_itself(self, index, vectors: np.ndarray) -> bool:
+        """A few stored rows (seeded) searched in ``index``: every id in range, each probe among its
+        own top hits at similarity ~1 (a duplicate image may tie with it)."""
+        n = len(vectors)
+        rows = np.random.default_rng(0).choice(n, size=min(n, self.PROBES), replace=False)
+        k = min(n, self.PROBES)
+        similarity, ids = index.search(vectors[rows], k)
+        if ((ids < -1) | (ids >= n)).any() or not np.isfinite(similarity[ids >= 0]).all():
+            return False
+        return all(row in found[sim >= 1 - 1e-4] for row, found, sim in zip(rows, ids, similarity))
 
     def _build_and_save(self, vectors: np.ndarray, flat_limit: int):
         faiss = import_faiss()
@@ -159,17 +186,21 @@ class StyleIndex:
                   "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         try:
             self.sidecar.unlink(missing_ok=True)
-            save_atomic(self.file, lambda tmp: faiss.write_index(index, str(tmp)))
-            save_atomic(self.sidecar, json.dumps(record, indent=2))
+            data = faiss.serialize_index(index).tobytes()
+            save_atomic(self.file, data)
+            save_atomic(self.sidecar, json.dumps({**record, "index_sha256": hashlib.sha256(data).hexdigest()}, indent=2))
         except (OutputError, OSError, RuntimeError) as exc:  # a full or read-only cache: search works, the index is built again next time
             log.warning("%s: could not save the search index (%s)", printable(self.file), printable(exc))
         return index
 
     def query(self, vector: np.ndarray, k: int = 12) -> pd.DataFrame:
         """The ``k`` nearest images: their ``points`` rows plus ``rank`` and ``similarity`` (cosine)."""
-        k = max(1, min(int(k), len(self.explorer.points)))
+        if int(k) < 1:
+            raise InputError(f"--k must be at least 1, got {k}")
+        k = min(int(k), len(self.explorer.points))
         similarity, index = self.index.search(unit_rows(np.asarray(vector).reshape(1, -1)), k)
-        found = index[0] >= 0  # an IVF index returns -1 when its probed lists hold fewer than k
+        # an IVF index returns -1 when its probed lists hold fewer than k
+        found = (index[0] >= 0) & (index[0] < len(self.explorer.points))
         rows, similarity = index[0][found], similarity[0][found]
         neighbours = self.explorer.points.iloc[rows].reset_index(drop=True)
         return neighbours.assign(rank=np.arange(1, len(rows) + 1), similarity=np.round(similarity.astype(np.float64), 6))
