@@ -36,6 +36,13 @@ class Timed:
     def __init__(self, engine):
         self.engine, self.arrivals = engine, []
 
+    def __enter__(self):
+        self.engine.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.engine.__exit__(*exc_info)
+
     def run(self, items, known_sha256, quiet):
         for rows, others in self.engine.run(items, known_sha256, quiet):
             self.arrivals.append((time.perf_counter(), len(rows) + len(others)))

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import check_writable
-from ._common import add_config_options, config_for, images_folder
+from ..io import check_not_input, check_writable
+from ._common import add_config_options, config_for, images_folder, inputs_of
 
 PATCH_FLAGS = {"patch_scale": "local.patch_scale", "relative_size": "local.relative_size"}
 EMBED_FLAGS = {
@@ -64,6 +64,7 @@ def run_embed(args: argparse.Namespace) -> int:
         args.settings.insert(0, ("local.enabled", False))
     config = config_for(args, EMBED_FLAGS)
     root = images_folder(args.images_dir)
+    check_not_input(args.out, inputs_of(args, "list"))
     paths = read_path_list(args.list, root) if args.list else discover_images(root, config.ingest.follow_symlinks)
     if not paths:
         raise InputError(f"{args.list or root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -71,7 +72,7 @@ def run_embed(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from ..features.ray_engine import RayEngine
 
-        engine = RayEngine(config, address=args.address, actors=args.actors)
+        engine = RayEngine(config, address=args.address, actors=args.actors, quiet=args.quiet)
     elif args.address or args.actors:
         raise InputError("--address and --actors go with --engine ray")
     report = embed_images(paths, root, Path(args.out), config, overwrite=args.overwrite, quiet=args.quiet, engine=engine)

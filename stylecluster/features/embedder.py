@@ -111,6 +111,13 @@ def embed_images(
     device = resolve_device(config.embed.device)
     branches = list(branches) if branches is not None else build_branches(config, device)
     report = EmbedReport(store=Path(out), found=len(paths))
+    engine = engine or LocalEngine(config, device, branches)
+    with engine:  # a Ray engine joins its cluster here, before the store is made
+        _embed_with(engine, report, paths, root, out, config, overwrite, quiet, branches)
+    return report
+
+
+def _embed_with(engine, report: EmbedReport, paths, root: Path, out: Path, config: Config, overwrite: bool, quiet: bool, branches) -> None:
     writer = StoreWriter(
         out,
         branches={b.name: b.provenance() for b in branches},
@@ -124,7 +131,7 @@ def embed_images(
         checkpoint_seconds=config.embed.checkpoint_seconds,
     )
     try:
-        _embed_into(writer, report, paths, root, engine or LocalEngine(config, device, branches), quiet)
+        _embed_into(writer, report, paths, root, engine, quiet)
     finally:
         # Reached on Ctrl-C too: everything encoded so far is kept.
         try:
@@ -133,13 +140,13 @@ def embed_images(
             writer.close()
     report.set_aside = writer.set_aside_chunks
     report.stored_total = len(stored_paths(out))
-    return report
 
 
 class LocalEngine:
     """Decoding (and hashing) in DataLoader workers, the branches in this process.
 
-    Every engine (this one, and Ray Data's in features/ray_engine.py) has ``run(items,
+    Every engine (this one, and Ray Data's in features/ray_engine.py) is a context manager that
+    ``embed_images`` enters before it makes the store (Ray joins its cluster there) and has ``run(items,
     known_sha256, quiet)``, which yields ``(rows, others)``: ``rows`` a list of ``(index, sha256,
     width, height, {branch: vector})`` for the items encoded, ``others`` a list of ``{"index",
     "error", "kind"}`` for bad files and ``{"index", "sha256", "known": True}`` for files whose
@@ -148,6 +155,12 @@ class LocalEngine:
 
     def __init__(self, config: Config, device: torch.device, branches: Sequence[Branch]):
         self.config, self.device, self.branches = config, device, list(branches)
+
+    def __enter__(self) -> "LocalEngine":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
 
     def run(self, items: Sequence[WorkItem], known_sha256: frozenset[str], quiet: bool):
         config = self.config
