@@ -85,6 +85,15 @@ class EmbedConfig:
     checkpoint_seconds: float = 30.0
     seed: int = 0
 
+    def __post_init__(self):
+        # checked here, not where they are used: --batch-size 0 made DataLoader raise a traceback
+        for key, least in (("batch_size", 1), ("workers", 0), ("chunk_size", 1), ("checkpoint_rows", 1)):
+            value = getattr(self, key)
+            if isinstance(value, int) and value < least:
+                raise ConfigError(f"embed.{key}: must be at least {least}, got {value}")
+        if isinstance(self.checkpoint_seconds, (int, float)) and not self.checkpoint_seconds > 0:
+            raise ConfigError(f"embed.checkpoint_seconds: must be above 0, got {self.checkpoint_seconds}")
+
 
 @dataclass
 class FuseConfig:

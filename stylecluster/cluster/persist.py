@@ -45,6 +45,15 @@ STATE_FILE = "state.json"
 MODEL_SUFFIX = ".model.npz"
 #: What earlier versions wrote there: a pickle, which is never loaded.
 OLD_MODEL_SUFFIX = ".model.joblib"
+#: What every refusal of a model file advises.
+RERUN = "re-run `stylecluster cluster` to write it again"
+#: Largest model file, its arrays unpacked: a few MB of zeros deflate to GBs (a zip bomb), and
+#: numpy allocates what an array's header says. Real models are far smaller (BGMM on 64
+#: dimensions, HDBSCAN's fitted coordinates: tens of MB).
+MAX_MODEL_BYTES = 4 << 30
+#: Above this many bytes an entry may not unpack to more than MAX_RATIO times its packed size
+#: (measured float data deflates by ~1.1x; only constant arrays pack smaller).
+RATIO_FROM_BYTES, MAX_RATIO = 64 << 20, 200
 
 
 class ModelFileError(InputError):
@@ -177,6 +186,25 @@ def save_model(obj: Any, path: str | Path) -> Path:
     return save_atomic(path, write)
 
 
+def _read_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
+    """One ``.npy`` entry, its header checked against the entry's size before numpy allocates
+    the array it describes (a 1 KB entry may claim a shape of 10^12 values)."""
+    name = printable(info.filename)
+    if info.file_size > RATIO_FROM_BYTES and info.file_size > MAX_RATIO * max(1, info.compress_size):
+        raise ModelFileError(f"{printable(path)}: array {name} unpacks {info.file_size // max(1, info.compress_size)}-fold (a zip bomb?); {RERUN}")
+    with archive.open(info) as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        if dtype.hasobject:
+            raise ModelFileError(f"{printable(path)}: array {name} holds Python objects, which are never loaded; {RERUN}")
+        promised = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if promised != info.file_size - f.tell():
+            raise ModelFileError(f"{printable(path)}: array {name} claims shape {shape} ({promised:,} bytes) but holds {info.file_size - f.tell():,}; {RERUN}")
+    with archive.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
 def load_model(path: str | Path, expected: type | None = None) -> Any:
     """Read a model file written by :func:`save_model`; nothing in it is executed.
 
@@ -184,7 +212,7 @@ def load_model(path: str | Path, expected: type | None = None) -> Any:
     model, a foreign or damaged file, or one of another format version.
     """
     path = Path(path)
-    rerun = "re-run `stylecluster cluster` to write it again"
+    rerun = RERUN
     if path.name.endswith(OLD_MODEL_SUFFIX) or path.suffix in (".joblib", ".pkl", ".pickle"):
         raise ModelFileError(
             f"{printable(path)}: a model pickled by an earlier stylecluster; pickles are never loaded (they can run code) — {rerun} as {MODEL_SUFFIX}"
@@ -197,10 +225,11 @@ def load_model(path: str | Path, expected: type | None = None) -> Any:
             if document.get("format_version") != FORMAT_VERSION:
                 raise ModelFileError(f"{printable(path)}: model format {document.get('format_version')!r}, this stylecluster reads {FORMAT_VERSION}; {rerun}")
             arrays = {}
-            for name in archive.namelist():
-                if name.endswith(".npy"):
-                    with archive.open(name) as f:
-                        arrays[name[: -len(".npy")]] = np.lib.format.read_array(f, allow_pickle=False)
+            entries = [info for info in archive.infolist() if info.filename.endswith(".npy")]
+            if sum(info.file_size for info in entries) > MAX_MODEL_BYTES:
+                raise ModelFileError(f"{printable(path)}: its arrays unpack to more than {MAX_MODEL_BYTES >> 30} GB; not a model this tool wrote; {rerun}")
+            for info in entries:
+                arrays[info.filename[: -len(".npy")]] = _read_array(archive, info, path)
         obj = _Decoder(arrays)(document["root"])
     except ModelFileError:
         raise

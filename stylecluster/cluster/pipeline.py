@@ -19,6 +19,7 @@ from ..errors import ConfigError, InputError, NotFittedError
 from ..io import printable, save_atomic
 from .base import OneCluster, distinct_points, make_clusterer, method_class
 from .fuse import fit_store_fuser, fuse_store, store_layout, store_shape
+from .persist import RERUN, ModelFileError
 from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
 
 log = logging.getLogger("stylecluster")
@@ -120,7 +121,10 @@ class StyleClustering:
     def predict_store(self, store) -> pd.DataFrame:
         """Assign a store's images (new or not) to this clustering: columns path, cluster, probability."""
         self._check_fitted()
-        labels, probabilities = self.method_.assign(self.embed(store))
+        Z = self.embed(store)
+        if len(Z):
+            self._probe(lambda: self.method_.assign(Z[:1]), printable(getattr(self, "_loaded_from", "the clustering's model")))
+        labels, probabilities = self.method_.assign(Z)
         return pd.DataFrame({"path": list(store.paths), "cluster": labels, "probability": np.round(np.asarray(probabilities, dtype=np.float64), 6)})
 
     def to_frame(self) -> pd.DataFrame:
@@ -164,10 +168,36 @@ class StyleClustering:
 
     @staticmethod
     def load(path: str | Path) -> "StyleClustering":
-        """Read a clustering saved by :meth:`save`; an old pickled model is refused with one line."""
+        """Read a clustering saved by :meth:`save`; an old pickled model is refused with one line,
+        and so is one whose arrays do not fit together (a row of zeros is fused as a probe)."""
         from .persist import load_model
 
-        return load_model(path, expected=StyleClustering)
+        model = load_model(path, expected=StyleClustering)
+        model._loaded_from = str(path)
+        model._check_fitted()
+        width = getattr(model, "n_features_in_", None)
+        if width is None:  # model files saved before it existed
+            width = max((int(b.stop) for b in getattr(model.fuser_, "blocks", [])), default=0)
+        model._probe(lambda: model.fuser_.transform(np.zeros((1, int(width)), np.float32)), printable(path))
+        if not len(model.paths_) == len(model.labels_) == len(model.probabilities_):
+            raise ModelFileError(f"{printable(path)}: its paths, labels and probabilities differ in length; {RERUN}")
+        return model
+
+    def _saved_state(self) -> dict[str, Any]:
+        """What a model file holds: the attributes, less where this one was loaded from."""
+        return {k: v for k, v in vars(self).items() if k != "_loaded_from"}
+
+    def _probe(self, step, where: str) -> None:
+        """Run ``step`` on a one-row probe; a model whose arrays have the wrong shape or type
+        (a damaged or hand-edited file) fails here with one line instead of a numpy traceback."""
+        try:
+            out = step()
+        except (ValueError, IndexError, TypeError, AttributeError, KeyError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            raise ModelFileError(f"{where}: its arrays do not fit together ({printable(exc)}); {RERUN}") from None
+        if isinstance(out, tuple):
+            out = out[0]
+        if out is not None and not np.isfinite(np.asarray(out, dtype=np.float64)).all():
+            raise ModelFileError(f"{where}: it maps a probe to non-finite values; {RERUN}")
 
     def summary(self) -> dict[str, Any]:
         self._check_fitted()

@@ -61,6 +61,8 @@ def read_name_overrides(path: str | Path) -> dict[int, str]:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{printable(path)}: not JSON ({printable(exc)})") from None
+    except RecursionError:  # json nests by recursion: 100k levels of [[[...]]] exhaust the stack
+        raise InputError(f"{printable(path)}: nested too deeply to be a names file (an object of cluster → name)") from None
     if not isinstance(raw, dict):
         raise InputError(f'{printable(path)}: must be a JSON object of cluster → name, e.g. {{"3": "Venetian colour"}}')
     names = {}
@@ -102,6 +104,20 @@ def cluster_names(explorer, names: str | Path | dict[int, str] | None = None) ->
     """:func:`name_table` of an explorer; ``names`` is an overrides JSON file or a dict."""
     overrides = read_name_overrides(names) if isinstance(names, (str, Path)) else names
     return name_table(explorer.points, explorer.has_labels, overrides)
+
+
+#: First characters that make a spreadsheet run a cell as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each text cell that a spreadsheet would run as a formula given a leading
+    apostrophe — the rule the map's own CSV export applies in the browser (viz/map_tools.py):
+    names come from labels and the user's names file, which are data, not formulas."""
+    def cell(value):
+        return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+    return table.assign(**{c: table[c].map(cell) for c in table.columns if pd.api.types.is_string_dtype(table[c]) or table[c].dtype == object})
 
 
 def label_of(table: pd.DataFrame) -> dict[int, str]:

@@ -47,7 +47,7 @@ from .data import NO_LABEL
 from .html import bar_chart, esc, page, table
 from .members import ClusterMembers, cluster_members
 from .montage import write_montage
-from .names import cluster_names, label_of
+from .names import cluster_names, label_of, spreadsheet_safe
 from .patch_strip import PatchStrip, write_patch_strips
 from .strokes import write_typical_strokes
 from .provenance import config_for_store
@@ -275,7 +275,7 @@ def _write_report(explorer, out: Path, per_section: int, config: Config | None, 
                   table: pd.DataFrame) -> ReportResult:
     points, label_column = explorer.points, explorer.label_column
     names = dict(zip(table["cluster"].astype(int), table["name"]))
-    save_atomic(out / "CLUSTERS.names.csv", lambda tmp: table.to_csv(tmp, index=False))
+    save_atomic(out / "CLUSTERS.names.csv", lambda tmp: spreadsheet_safe(table).to_csv(tmp, index=False))
     (out / MARKER).write_text("made by stylecluster report; replaced by `stylecluster report --overwrite`\n")
 
     thumbs = ensure_thumbnails(explorer.images_root, zip(points["path"], points["sha256"]), cache, workers)
