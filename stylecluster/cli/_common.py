@@ -9,7 +9,7 @@ import yaml
 
 from ..config import Config, load_config
 from ..errors import InputError
-from ..io import check_writable, printable
+from ..io import check_not_input, check_writable, printable
 
 
 class LazyChoices:
@@ -70,11 +70,19 @@ def images_folder(path: str | Path) -> Path:
     return root
 
 
-def check_output(path: str | Path, overwrite: bool) -> Path:
-    """An output file, checked before any work: refused when it exists (without --overwrite) or
-    cannot be written (a read-only folder, a file where a folder should be)."""
+def check_output(path: str | Path, overwrite: bool, inputs=(), folder: bool = False) -> Path:
+    """An output file (or ``folder``), checked before any work: refused when it exists (without
+    --overwrite), cannot be written (a read-only folder, a file where a folder should be), or
+    would destroy one of the command's ``inputs`` (:func:`~stylecluster.io.check_not_input`:
+    the same path, a path inside a store it reads, or for a folder, one holding an input)."""
     path = Path(path)
+    check_not_input(path, inputs, folder=folder)
     if path.exists() and not overwrite:
         raise InputError(f"{printable(path)} exists; pass --overwrite to replace it or choose another --out")
-    check_writable(path)
+    check_writable(path, folder=folder)
     return path
+
+
+def inputs_of(args: argparse.Namespace, *names: str) -> list[str]:
+    """What a command reads, from its arguments: the named ones that were given, and --config."""
+    return [value for value in (getattr(args, name, None) for name in (*names, "config")) if value]

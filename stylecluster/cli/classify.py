@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import save_atomic
-from ._common import LazyChoices, add_config_options, add_verbosity_options, images_folder, overrides
+from ..io import check_not_input, save_atomic
+from ._common import LazyChoices, add_config_options, add_verbosity_options, images_folder, inputs_of, overrides
 
 
 def _report_skipped(skipped: list[str]) -> None:
@@ -53,6 +53,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..classify.train import split_path, train_classifier
 
     images_folder(args.images_dir)
+    check_not_input(args.out, inputs_of(args, "labels", "cnn_weights", "vit_weights"))
     flags = {name: name for name in ("model", "cnn", "cnn_weights", "vit", "vit_weights", "freeze", "image_size", "epochs", "batch_size", "seed")}
     config = load_classifier_config(args.config, **overrides(args, flags))
     result, skipped = train_classifier(args.images_dir, args.labels, args.out, config, args.label_column, args.device,
@@ -88,6 +89,8 @@ def run_classify(args: argparse.Namespace) -> int:
     from ..classify.train import load_classifier
 
     root = images_folder(args.images_dir)
+    for name in ("predictions.csv", "scores.json"):
+        check_not_input(Path(args.out) / name, inputs_of(args, "model", "labels"))
     trained = load_classifier(args.model, args.device)
     column = args.label_column or trained.metadata.get("label_column", "style")
     labels = None
@@ -131,6 +134,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from ..classify.predict import explain_image
     from ..classify.train import load_classifier
 
+    check_not_input(args.out, inputs_of(args, "model", "image"))
     trained = load_classifier(args.model, args.device)
     try:
         picture, result = explain_image(trained, args.image, args.target)

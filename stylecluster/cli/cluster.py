@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import save_atomic
-from ._common import LazyChoices, add_config_options, check_output, config_for
+from ._common import LazyChoices, add_config_options, check_output, config_for, inputs_of
 
 log = logging.getLogger("stylecluster")
 
@@ -105,8 +105,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     from ..cluster.persist import model_path_for
 
     config = _method_config(args, {**METHOD_FLAGS, "seed": "cluster.seed", "local_weight": "fuse.local_weight"})
-    out = check_output(args.out, args.overwrite)
-    check_output(model_path_for(out), args.overwrite)
+    out = check_output(args.out, args.overwrite, inputs_of(args, "store"))
+    check_output(model_path_for(out), args.overwrite, inputs_of(args, "store"))
     store = load_store(args.store)
     if len(store) == 0:
         raise InputError(f"{args.store}: the store is empty")
@@ -125,9 +125,10 @@ def run_assign(args: argparse.Namespace) -> int:
     from ..cluster.persist import model_path_for
     from ..store import load_store
 
-    out = check_output(args.out, args.overwrite)
     model = Path(args.model)
-    clustering = StyleClustering.load(model_path_for(model) if model.suffix == ".csv" else model)
+    model = model_path_for(model) if model.suffix == ".csv" else model
+    out = check_output(args.out, args.overwrite, [*inputs_of(args, "model", "store"), model])
+    clustering = StyleClustering.load(model)
     frame = clustering.predict_store(load_store(args.store))
     save_atomic(out, lambda tmp: frame.to_csv(tmp, index=False))
     print(f"assigned {len(frame)} images to {clustering.n_clusters_} clusters ({clustering.cluster.method}); wrote {out}")
@@ -140,7 +141,7 @@ def run_stability(args: argparse.Namespace) -> int:
 
     config = _method_config(args)
     if args.json:
-        check_output(Path(args.json), args.overwrite)
+        check_output(Path(args.json), args.overwrite, inputs_of(args, "store"))
     result = stability(load_store(args.store), config.cluster, config.fuse, runs=args.runs, mode=args.mode)
     print(f"{result.method}, {len(result.ari)} runs ({result.mode}): mean ARI {result.mean_ari:.3f} ± {result.std_ari:.3f}; "
           f"clusters per run: {', '.join(map(str, result.n_clusters))}")
@@ -157,7 +158,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_clusters, format_table
 
     if args.json:
-        check_output(Path(args.json), args.overwrite)
+        check_output(Path(args.json), args.overwrite, inputs_of(args, "clusters", "labels"))
     clusters = pd.read_csv(args.clusters)
     for column in ("path", "cluster"):
         if column not in clusters.columns:

@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import printable
-from ._common import add_config_options, check_output, config_for
+from ..io import check_not_input, printable
+from ._common import add_config_options, check_output, config_for, inputs_of
 
 
 def add_parsers(sub) -> None:
@@ -25,6 +25,13 @@ def _add_explore_inputs(p: argparse.ArgumentParser, clusters_required: bool = Tr
 def _add_names_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", metavar="NAMES.json",
                    help='cluster names overriding those made from the data, e.g. {"3": "Venetian colour"}')
+
+
+def _explore_inputs(args: argparse.Namespace) -> list:
+    """What plot, report and similar read: the store, the clusters and their model, labels, names."""
+    from ..cluster.persist import model_path_for
+
+    return [*inputs_of(args, "store", "clusters", "labels", "names"), args.clusters and model_path_for(args.clusters)]
 
 
 def _explorer(args: argparse.Namespace, label_column: str | None = None):
@@ -51,7 +58,7 @@ def _add_plot(sub) -> None:
 def run_plot(args: argparse.Namespace) -> int:
     from ..viz.umap_map import EMBED_LIMIT, UmapParams, write_map
 
-    out = check_output(args.out, args.overwrite)
+    out = check_output(args.out, args.overwrite, _explore_inputs(args))
     by_label = args.color_by != "cluster"
     explorer = _explorer(args, args.color_by if by_label else None)
     result = write_map(explorer, out, "label" if by_label else "cluster", EMBED_LIMIT if args.embed_limit is None else args.embed_limit, umap_params=UmapParams(seed=args.seed),
@@ -84,6 +91,7 @@ def run_report(args: argparse.Namespace) -> int:
     from ..viz.report import check_folder, write_report
     from ..viz.umap_map import UmapParams
 
+    check_not_input(args.out, _explore_inputs(args), folder=True)
     check_folder(Path(args.out), args.overwrite)
     explorer = _explorer(args)
     result = write_report(explorer, Path(args.out), args.per_section, config_for(args), umap_params=UmapParams(seed=args.seed),
@@ -108,7 +116,7 @@ def run_similar(args: argparse.Namespace) -> int:
     from ..viz.similar import find_similar, write_similar
 
     if args.out:
-        check_output(Path(args.out), args.overwrite)
+        check_output(Path(args.out), args.overwrite, [*_explore_inputs(args), args.image if Path(args.image).exists() else None])
     config = config_for(args)
     if args.device:
         config.embed.device = args.device
