@@ -322,10 +322,101 @@ def memory(work: Path) -> list[dict]:
     return out
 
 
+def _write_parquet(path: Path, paths: list[str], vectors) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"path": pa.array(paths, pa.string()), "vector": pa.array([list(map(float, v)) for v in vectors])}), path)
+    return path
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def audit(work: Path, images: Path) -> list[dict]:
+    """Issue 21: the outside audit's cases on the newest surfaces (import, similar, Ray, outputs
+    that are inputs, bounds), each through the command line in a new process."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = []
+    rng = np.random.default_rng(0)
+    names = sorted(f.name for f in images.glob("*.png"))[:60]
+
+    store = work / "s.store"
+    run("import", _write_parquet(work / "v.parquet", names, rng.normal(size=(60, 8))), "--out", store, "--images-root", images, "-q")
+    inside = shutil.copyfile(work / "v.parquet", store / "vectors.parquet")
+    shutil.copytree(images, store / "images", ignore=lambda d, files: [f for f in files if f not in names[:5]])
+    before = _tree(store)
+    r = run("import", inside, "--out", store, "--images-root", store / "images", "--overwrite")
+    out.append({"case": "9.1 import STORE/vectors.parquet --out STORE --images-root STORE/images --overwrite",
+                "expected": "refused, one line; nothing deleted", "observed": f"exit {r.returncode}, {one_line(r)}; files kept: {_tree(store) == before}",
+                "ok": r.returncode == 2 and _tree(store) == before})
+    user_files = {k: v for k, v in before.items() if k.startswith("images") or k == "vectors.parquet"}
+    r = run("import", _write_parquet(work / "w.parquet", names[:10], rng.normal(size=(10, 4))), "--out", store, "--overwrite", "-q")
+    after = _tree(store)
+    kept = all(after.get(k) == v for k, v in user_files.items())
+    out.append({"case": "9.1 import OTHER.parquet --out STORE --overwrite, user files in STORE", "expected": "store replaced, user files kept",
+                "observed": f"exit {r.returncode}, {rows(store)} rows, {len(user_files)} user files kept: {kept}", "ok": r.returncode == 0 and kept and rows(store) == 10})
+
+    secret = work / "secret.png"
+    shutil.copyfile(images / names[0], secret)
+    os.mkfifo(images / "fifo.png")
+    hostile = ["../secret.png", str(secret), "a\x00b.png", "fifo.png", names[1]]
+    escaped = work / "e.store"
+    r = run("import", _write_parquet(work / "e.parquet", hostile, rng.normal(size=(5, 8))), "--out", escaped, "--images-root", images, "-q")
+    kept_paths = rows(escaped) if r.returncode == 0 else None
+    out.append({"case": "9.2 import paths '..', absolute, NUL, a FIFO (+1 good)", "expected": "4 skipped one line each, listed in _skipped.csv",
+                "observed": f"exit {r.returncode}, {kept_paths} row kept, {len(r.stderr.strip().splitlines())} warning lines",
+                "ok": r.returncode == 0 and kept_paths == 1 and len(r.stderr.strip().splitlines()) == 4})
+    (images / "fifo.png").unlink()
+
+    csv = work / "c.csv"
+    run("cluster", store, "--method", "kmeans", "--k", "2", "--out", csv, "-q")
+    chunk = next(store.glob("part-*.parquet"))
+    before = _tree(store)
+    r = run("cluster", store, "--out", chunk, "--overwrite", "-q")
+    out.append({"case": "9.6 cluster STORE --out STORE/part-000000.parquet --overwrite", "expected": "refused, store intact",
+                "observed": f"exit {r.returncode}, {one_line(r)}", "ok": r.returncode == 2 and _tree(store) == before})
+    model = work / "c.model.npz"
+    data = model.read_bytes()
+    r = run("assign", model, store, "--out", model, "--overwrite", "-q")
+    out.append({"case": "9.6 assign M.npz STORE --out M.npz --overwrite", "expected": "refused, model intact",
+                "observed": f"exit {r.returncode}, {one_line(r)}", "ok": r.returncode == 2 and model.read_bytes() == data})
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        out.append({"case": "9.4 embed --engine ray --address 127.0.0.1:1", "expected": "", "observed": "skipped: no ray", "ok": None})
+    else:
+        for address in ("127.0.0.1:1", "not a host::"):
+            start = time.perf_counter()
+            r = run("embed", images, "--out", work / "r.store", "--engine", "ray", "--address", address, "-q", timeout=300)
+            seconds = time.perf_counter() - start
+            out.append({"case": f"9.4 embed --engine ray --address {address!r}", "expected": "one line within 30 s, no store",
+                        "observed": f"exit {r.returncode} after {seconds:.1f} s, {one_line(r)}; store made: {(work / 'r.store').exists()}",
+                        "ok": r.returncode == 2 and seconds < 30 and not (work / "r.store").exists()})
+
+    for argv in (["--version"], ["--help"]):
+        start = time.perf_counter()
+        r = subprocess.run(["/usr/bin/time", "-f", "%M", *CLI, *argv], capture_output=True, text=True, env=ENV)
+        seconds, mb = time.perf_counter() - start, int(r.stderr.strip().splitlines()[-1]) / 1024
+        out.append({"case": f"9.7 stylecluster {argv[0]}", "expected": "< 1 s, < 150 MB (before: 11.0 s, 1,002 MB)",
+                    "observed": f"{seconds:.2f} s, {mb:.0f} MB", "ok": seconds < 1 and mb < 150})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=400, help="images of the embedding cases (default 400)")
+    parser.add_argument("--only", choices=["audit"], help="only issue 21's audit cases (no embedding; a minute)")
     args = parser.parse_args()
+    if args.only == "audit":
+        with tempfile.TemporaryDirectory() as tmp:
+            make_images(Path(tmp) / "images", 60)
+            results = audit(Path(tmp) / "audit", Path(tmp) / "images")
+        print_table(results, ["case", "expected", "observed", "ok"])
+        print(f"wrote {write_json('faults-audit.json', {'results': results})}")
+        return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -344,7 +435,7 @@ def main() -> None:
         for case in (lambda: pickles(work / "p", base, images), lambda: [concurrent(work, images, names)],
                      lambda: damaged_chunks(work, images, base, args.images), lambda: [kill_9(work, more, 2 * args.images)],
                      lambda: [checkpoint_cost(embed_ms)], lambda: outputs(work, base), lambda: degenerate(work), lambda: [hostile_name(work)],
-                     lambda: memory(work)):
+                     lambda: memory(work), lambda: audit(work / "audit", images)):
             found = case()
             results += found
             print_table(found, ["case", "ok"])

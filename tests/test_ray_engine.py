@@ -113,3 +113,56 @@ def test_the_local_engine_never_imports_ray(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("address, says", [("not a host::", "expected HOST:PORT"), ("127.0.0.1:1", "no Ray cluster answers")])
+def test_an_unusable_address_is_one_line_and_makes_no_store(folder, tmp_path, capsys, address, says):
+    assert main(["embed", str(folder), "--out", str(tmp_path / "s.store"), "--engine", "ray", "--address", address, "--no-local"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "s.store").exists()
+
+
+def test_address_check_by_hand():
+    from stylecluster.features.ray_engine import check_address
+
+    check_address(None)
+    check_address("auto")
+    for bad in ("", "host", "host:", "host:0", "host:65536", "ho st:80", "[::1:80", "a/b:80"):
+        with pytest.raises(Exception, match="expected HOST:PORT"):
+            check_address(bad, timeout=0.1)
+
+
+@pytest.mark.slow
+def test_interrupting_a_ray_run_exits_cleanly_every_time(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) at a random moment of a
+    Ray run, 20 times: each run prints the interrupted line, exits 130 and keeps what it stored."""
+    import os
+    import random
+    import signal
+    import time
+
+    images = tmp_path / "images"
+    for i in range(600):
+        make_image(images / f"{i:04d}.png", size=(200, 160), noise_seed=i)
+    codes = []
+    for run in range(20):
+        out = tmp_path / f"s{run}.store"
+        process = subprocess.Popen([sys.executable, "-m", "stylecluster", "embed", str(images), "--out", str(out), "--engine", "ray"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background shell ignores SIGINT
+        for line in process.stdout:
+            if b"embedding on Ray" in line:
+                break
+        time.sleep(random.Random(run).uniform(0.5, 6.0))
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            rest, _ = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            codes.append("hang")
+            continue
+        codes.append(process.returncode)
+        if process.returncode == 130:
+            assert b"interrupted" in rest and len(load_store(out)) >= 0
+    assert codes == [130] * 20, codes
