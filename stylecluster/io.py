@@ -83,13 +83,13 @@ def staged_folder(out: str | Path, install: Callable[[Path, Path], None] | None 
     """Yield a new hidden folder beside ``out``; when the block succeeds it replaces ``out``
     (renamed, so the old folder stays whole until the new one is complete); when it fails it is
     removed and ``out`` is left as it was. The folder-sized :func:`save_atomic` of reports and
-    imported stores.
+    imported stores; an OSError is an :class:`OutputError` naming ``out`` unless it names a file
+    elsewhere (an input).
 
     ``install(staging, out)``: put the finished folder in place another way (an imported store
     replaces only the store's own files of ``out``, :func:`stylecluster.store.install_store`).
     Staging folders that a killed run (``kill -9``) left beside ``out`` are removed first, once
-    their process is gone. Only this helper's own steps count as failures to write ``out``: an
-    error of the block (an input that cannot be read) propagates as it is.
+    their process is gone.
     """
     out = Path(out)
     remove_stale_staging(out)
@@ -104,8 +104,8 @@ def staged_folder(out: str | Path, install: Callable[[Path, Path], None] | None 
         (install or _swap_folder)(staging, out)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if exc.filename is None or not _is_beside(Path(exc.filename), out):
-            raise
+        if exc.filename is not None and not _is_beside(Path(exc.filename), out):
+            raise  # an input named by the error, not the output (a write's ENOSPC names no file)
         raise OutputError(out, exc) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
