@@ -18,9 +18,9 @@ from typing import Sequence
 from .._version import __version__
 from ..errors import StyleclusterError
 from ..io import printable
-from . import classify, cluster, embed, explore, importer, train
+from . import classify, cluster, embed, explore, iiif, importer, train
 
-GROUPS = (embed, importer, cluster, train, explore, classify)
+GROUPS = (embed, importer, iiif, cluster, train, explore, classify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from ..config import FuseConfig
 from ..evaluate import read_labels
 from ..io import printable
 from ..errors import InputError
-from .works import work_facts
+from .works import no_facts, work_facts
 
 log = logging.getLogger("stylecluster")
 
@@ -81,8 +81,8 @@ class Explorer:
     """Images of a store that have a cluster, in store order.
 
     ``points`` columns: ``row`` (index into the store), ``path``, ``sha256``, ``cluster``,
-    ``probability``, ``year`` (NaN if unknown), ``title`` and ``artist`` ("" if unknown; see
-    :mod:`~stylecluster.viz.works`) and, with labels, ``label`` (``NO_LABEL`` where the table has none).
+    ``probability``, ``year`` (NaN if unknown), ``title``, ``artist``, ``date`` and ``link`` ("" if
+    unknown; see :mod:`~stylecluster.viz.works`) and, with labels, ``label`` (``NO_LABEL`` where the table has none).
     Without a clustering (``has_clusters`` false) every cluster is -1 and probability NaN.
     ``fused`` holds their fused coordinates, row for row.
     """
@@ -143,7 +143,7 @@ def load_explorer(
         facts, year_column = work_facts(labels_csv, points["path"])
     else:
         label_column = year_column = None
-        facts = pd.DataFrame({"year": np.nan, "title": "", "artist": ""}, index=points.index)
+        facts = no_facts(points.index)
     points = points.join(facts)
     fusion = load_fusion(store, clusters_csv, fuse)
     fused = fusion.embed(store)[points["row"].to_numpy()]

@@ -61,7 +61,7 @@ function card(r) {
   box.style.cssText = 'font-size:12px;overflow-wrap:anywhere';
   if (r.src) { var img = document.createElement('img'); img.src = r.src; img.alt = ''; img.style.cssText = 'width:112px;height:112px;object-fit:contain;background:#eee;display:block'; box.appendChild(img); }
   var name = document.createElement('div'); name.textContent = r.title || r.name; box.appendChild(name);
-  var who = document.createElement('div'); who.className = 'muted'; who.textContent = [r.artist, r.year].filter(function (v) { return v !== null && v !== ''; }).join(', '); box.appendChild(who);
+  var who = document.createElement('div'); who.className = 'muted'; who.textContent = [r.artist, r.date || r.year].filter(function (v) { return v !== null && v !== ''; }).join(', '); box.appendChild(who);
   return box;
 }
 function showSelection(rows) {

@@ -6,7 +6,7 @@ needs to be drawn is a little-endian typed array, base64-encoded (what ``atob`` 
 group) as ``uint16``, cluster as ``int32``, probability as ``float32``, the thumbnail's cell in
 the atlas as ``int32`` — 22 bytes a point, 29 as base64 (29 MB at 1M points).
 
-The text of each point (file name, title, artist, year, label, thumbnail URL) is cut into
+The text of each point (file name, title, artist, year, date, record link, label, thumbnail URL) is cut into
 chunks of :data:`CHUNK` rows. Small maps carry every chunk inline; large ones write each chunk
 to its own script file beside the page, loaded only when a point of it is hovered or a search
 or a selection needs it (a page opened from disk may load scripts from files beside it, but may
@@ -63,6 +63,9 @@ def text_chunks(points: pd.DataFrame, thumb_src: list[str] | None = None) -> lis
         "artist": points["artist"].tolist(),
         "year": [None if np.isnan(y) else int(y) for y in points["year"]],
     }
+    for optional in ("date", "link"):  # only when some work has one: a map without them stays as small
+        if optional in points and points[optional].astype(bool).any():
+            columns[optional] = points[optional].tolist()
     if "label" in points:
         columns["label"] = points["label"].tolist()
     if thumb_src is not None:
@@ -107,6 +110,7 @@ function record(i) {
   if (!c) { return null; }
   var t = arrays.thumb[i];
   return {name: c.name[j], title: c.title[j], artist: c.artist[j], year: c.year[j], label: c.label ? c.label[j] : null,
+          date: c.date ? c.date[j] : '', link: c.link ? c.link[j] || null : null,
           src: c.src ? c.src[j] || null : (t >= 0 && data.thumbs ? data.thumbs[t] : null),
           cluster: arrays.cluster[i], prob: arrays.prob[i]};
 }

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..config import Config
@@ -52,6 +53,7 @@ from .patch_strip import PatchStrip, write_patch_strips
 from .strokes import write_typical_strokes
 from .provenance import config_for_store
 from .thumbs import ensure_thumbnails
+from .works import record_link, when
 from .umap_map import EMBED_LIMIT, Sidecar, UmapParams, copy_thumbnails, map_fragment, thumbnail_order, umap_coordinates
 from ..errors import InputError
 
@@ -94,6 +96,7 @@ def _card(row, label_column: str | None, thumbs: dict, strips: dict[str, PatchSt
     if hasattr(row, "relative_distance"):
         facts.append(f"distance {row.relative_distance:.2f}× the median")
     label = f"<div>{esc(label_column)}: {esc(row.label)}</div>" if label_column else ""
+    work = _work_lines(row)
     strip = strips.get(row.sha256)
     if strip is not None:
         where = "; ".join(f"({x}, {y}) {w}×{h}px" for x, y, w, h in strip.boxes.tolist())
@@ -102,8 +105,18 @@ def _card(row, label_column: str | None, thumbs: dict, strips: dict[str, PatchSt
         patches = ""
     return (
         f'<div class="card">{image}<div class="name">{name}</div>'
-        f'<div>{label}<div class="muted">{" · ".join(facts)}</div></div>{patches}</div>'
+        f'<div>{work}{label}<div class="muted">{" · ".join(facts)}</div></div>{patches}</div>'
     )
+
+
+def _work_lines(row) -> str:
+    """Title, artist and date, and a link to the work's record, for what the labels give."""
+    title, artist, link = (getattr(row, name, "") for name in ("title", "artist", "link"))
+    who = ", ".join(v for v in (artist, when(getattr(row, "year", np.nan), getattr(row, "date", ""))) if v)
+    lines = [f"<div>{esc(title)}</div>" if title else "", f'<div class="muted">{esc(who)}</div>' if who else ""]
+    if record_link(link):
+        lines.append(f'<div><a href="{esc(record_link(link))}" rel="noopener noreferrer" target="_blank">record</a></div>')
+    return "".join(lines)
 
 
 def _composition(members: ClusterMembers, points: pd.DataFrame) -> str:

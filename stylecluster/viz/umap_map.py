@@ -315,6 +315,7 @@ _PANEL = """
     <div id="sc-name" style="font-weight:600;overflow-wrap:anywhere"></div>
     <div id="sc-title"></div><div id="sc-artist" class="muted"></div>
     <div id="sc-label"></div><div id="sc-cluster"></div><div id="sc-prob" class="muted"></div>
+    <a id="sc-record" style="display:none" rel="noopener noreferrer" target="_blank">the work's record</a>
     <a id="sc-link" style="display:none">open cluster page</a>
   </aside>
   <div style="flex:1;min-width:0"><div id="sc-map" class="plotly-graph-div" style="height:720px;width:100%"></div></div>
@@ -359,7 +360,9 @@ function fillPanel(i, r) {
   set('sc-name', r.name);
   set('sc-label', r.label !== null ? data.labelColumn + ': ' + r.label : '');
   set('sc-title', r.title);
-  set('sc-artist', [r.artist, r.year].filter(function (v) { return v !== null && v !== ''; }).join(', '));
+  set('sc-artist', [r.artist, r.date || r.year].filter(function (v) { return v !== null && v !== ''; }).join(', '));
+  var record = document.getElementById('sc-record');  // links are http(s) only (viz/works.py); checked again here
+  if (r.link && /^https?:[/][/]/i.test(r.link)) { record.href = r.link; record.style.display = 'block'; } else { record.removeAttribute('href'); record.style.display = 'none'; }
   var cname = data.clusterName && data.clusterName[r.cluster];
   set('sc-cluster', r.cluster < 0 ? 'outlier (no cluster)' : cname || 'cluster ' + r.cluster);
   set('sc-prob', 'probability ' + r.prob.toFixed(3));
