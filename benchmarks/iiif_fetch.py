@@ -24,7 +24,7 @@ from pathlib import Path
 from common import ROOT, print_table, write_json
 
 sys.path.insert(0, str(ROOT / "tests"))
-from iiif_site import Site, collection3, jpeg, manifest3  # noqa: E402
+from iiif_site import Site, collection3, jpeg, manifest  # noqa: E402
 
 
 def build(site: Site, canvases: int, size: int, latency: float) -> str:
@@ -35,7 +35,7 @@ def build(site: Site, canvases: int, size: int, latency: float) -> str:
         site.add(f"{service}/info.json", {"@context": "http://iiif.io/api/image/3/context.json", "id": site.url(service), "type": "ImageService3",
                                           "protocol": "http://iiif.io/api/image", "profile": "level2", "width": 4096, "height": 3072}, delay=latency)
         site.add(f"{service}/full/!{size},{size}/0/default.jpg", bodies[i % len(bodies)], content_type="image/jpeg", delay=latency)
-        url = manifest3(site, f"/m/{i}.json", f"work {i}", [{"image": site.url(f"{service}/full/max/0/default.jpg"), "service": (site.url(service), "ImageService3", "level2")}],
+        url = manifest(site, f"/m/{i}.json", f"work {i}", [{"image": site.url(f"{service}/full/max/0/default.jpg"), "service": (site.url(service), "ImageService3", "level2")}],
                         metadata=[("Artist", f"artist {i % 37}"), ("Date", f"c. {1500 + i % 400}")])
         site.routes[f"/m/{i}.json"].delay = latency
         members.append((url, "Manifest"))

@@ -135,38 +135,35 @@ class Site:
         return self.url(service)
 
 
-def manifest3(site: Site, path: str, label: str, canvases: list[dict], metadata=(), **extra) -> str:
-    """A 3.0 manifest; each canvas dict has ``image`` (the body URL) and optionally ``service`` (id, type, profile)."""
-    manifest_id = site.url(path)
-    items = []
-    for i, canvas in enumerate(canvases, 1):
-        canvas_id = f"{manifest_id}/canvas/{i}"
-        body = {"id": canvas["image"], "type": "Image", "format": "image/jpeg"}
-        if canvas.get("service"):
-            body["service"] = [dict(zip(("id", "type", "profile"), canvas["service"]))]
-        items.append({"id": canvas_id, "type": "Canvas", "label": {"none": [canvas.get("label", f"p. {i}")]},
-                      "width": canvas.get("width", 4000), "height": canvas.get("height", 3000),
-                      "items": [{"id": f"{canvas_id}/page", "type": "AnnotationPage", "items": [
-                          {"id": f"{canvas_id}/page/a", "type": "Annotation", "motivation": "painting", "body": body, "target": canvas_id}]}]})
-    document = {"@context": CONTEXT3, "id": manifest_id, "type": "Manifest", "label": {"en": [label]},
-                "metadata": [{"label": {"en": [k]}, "value": {"none": [v]}} for k, v in metadata], "items": items, **extra}
-    return site.add(path, document)
+def _canvas3(canvas_id: str, canvas: dict, number: int) -> dict:
+    body = {"id": canvas["image"], "type": "Image", "format": "image/jpeg"}
+    if canvas.get("service"):
+        body["service"] = [dict(zip(("id", "type", "profile"), canvas["service"]))]
+    annotation = {"id": f"{canvas_id}/page/a", "type": "Annotation", "motivation": "painting", "body": body, "target": canvas_id}
+    return {"id": canvas_id, "type": "Canvas", "label": {"none": [canvas.get("label", f"p. {number}")]}, "width": canvas.get("width", 4000),
+            "height": canvas.get("height", 3000), "items": [{"id": f"{canvas_id}/page", "type": "AnnotationPage", "items": [annotation]}]}
 
 
-def manifest2(site: Site, path: str, label: str, canvases: list[dict], metadata=(), **extra) -> str:
-    """A 2.1 manifest; each canvas dict has ``image`` and optionally ``service`` (id, profile URI)."""
+def _canvas2(canvas_id: str, canvas: dict, number: int) -> dict:
+    resource = {"@id": canvas["image"], "@type": "dctypes:Image", "format": "image/jpeg"}
+    if canvas.get("service"):
+        resource["service"] = {"@context": "http://iiif.io/api/image/2/context.json", "@id": canvas["service"][0], "profile": canvas["service"][1]}
+    return {"@id": canvas_id, "@type": "sc:Canvas", "label": canvas.get("label", f"p. {number}"), "width": 4000, "height": 3000,
+            "images": [{"@type": "oa:Annotation", "motivation": "sc:painting", "resource": resource, "on": canvas_id}]}
+
+
+def manifest(site: Site, path: str, label: str, canvases: list[dict], metadata=(), version: int = 3, **extra) -> str:
+    """A manifest of Presentation ``version`` 3 or 2 (2.1) at ``path``; each canvas dict has ``image``
+    (the body URL) and optionally ``service``: (id, type, profile) in 3.0, (id, profile URI) in 2.1."""
     manifest_id = site.url(path)
-    items = []
-    for i, canvas in enumerate(canvases, 1):
-        canvas_id = f"{manifest_id}/canvas/{i}"
-        resource = {"@id": canvas["image"], "@type": "dctypes:Image", "format": "image/jpeg"}
-        if canvas.get("service"):
-            resource["service"] = {"@context": "http://iiif.io/api/image/2/context.json", "@id": canvas["service"][0], "profile": canvas["service"][1]}
-        items.append({"@id": canvas_id, "@type": "sc:Canvas", "label": canvas.get("label", f"p. {i}"), "width": 4000, "height": 3000,
-                      "images": [{"@type": "oa:Annotation", "motivation": "sc:painting", "resource": resource, "on": canvas_id}]})
-    document = {"@context": CONTEXT2, "@id": manifest_id, "@type": "sc:Manifest", "label": label,
-                "metadata": [{"label": k, "value": v} for k, v in metadata], "sequences": [{"@type": "sc:Sequence", "canvases": items}], **extra}
-    return site.add(path, document)
+    items = [(_canvas3 if version == 3 else _canvas2)(f"{manifest_id}/canvas/{i}", canvas, i) for i, canvas in enumerate(canvases, 1)]
+    if version == 3:
+        document = {"@context": CONTEXT3, "id": manifest_id, "type": "Manifest", "label": {"en": [label]},
+                    "metadata": [{"label": {"en": [k]}, "value": {"none": [v]}} for k, v in metadata], "items": items}
+    else:
+        document = {"@context": CONTEXT2, "@id": manifest_id, "@type": "sc:Manifest", "label": label,
+                    "metadata": [{"label": k, "value": v} for k, v in metadata], "sequences": [{"@type": "sc:Sequence", "canvases": items}]}
+    return site.add(path, {**document, **extra})
 
 
 def collection3(site: Site, path: str, members: list[tuple[str, str]]) -> str:
@@ -184,5 +181,5 @@ def flat_collection(site: Site, n: int, delay: float = 0.0, size: tuple[int, int
     members = []
     for i in range(n):
         image = site.add(f"/flat/{i}.jpg", jpeg(*size, seed=i), content_type="image/jpeg", delay=delay)
-        members.append((manifest3(site, f"/flat/m{i}.json", f"work {i}", [{"image": image}], metadata=[("Artist", f"artist {i % 5}"), ("Date", str(1600 + i % 200))]), "Manifest"))
+        members.append((manifest(site, f"/flat/m{i}.json", f"work {i}", [{"image": image}], metadata=[("Artist", f"artist {i % 5}"), ("Date", str(1600 + i % 200))]), "Manifest"))
     return collection3(site, "/flat/collection.json", members)

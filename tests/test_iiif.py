@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from iiif_site import CONTEXT3, Site, collection2, collection3, flat_collection, jpeg, manifest2, manifest3
+from test_browser import browser  # noqa: F401  (the headless Chromium fixture)
+from iiif_site import CONTEXT3, Site, collection2, collection3, flat_collection, jpeg, manifest
 from stylecluster.cli import main
 from stylecluster.data.fetch import JOURNAL, FetchOptions, fetch_iiif
 from stylecluster.data.http import USER_AGENT, ClientSettings
@@ -54,13 +55,13 @@ def museum():
         level0 = site.level0_service("watch", seed=2)
         slow = site.add("/plain/slow.jpg", jpeg(64, 48, seed=3), content_type="image/jpeg", delay=0.3)
         throttled = site.add("/plain/throttled.jpg", jpeg(64, 48, seed=4), content_type="image/jpeg", throttle=1)
-        venus = manifest3(site, "/m/venus.json", "Venus at her Mirror", [{"image": f"{level2}/full/max/0/default.jpg", "service": (level2, "ImageService3", "level2")}],
+        venus = manifest(site, "/m/venus.json", "Venus at her Mirror", [{"image": f"{level2}/full/max/0/default.jpg", "service": (level2, "ImageService3", "level2")}],
                           metadata=[("Artist", "Peter Paul Rubens"), ("Date", "c. 1615")],
                           requiredStatement={"label": {"en": ["Attribution"]}, "value": {"en": ["Test Museum"]}},
                           rights="http://creativecommons.org/publicdomain/zero/1.0/", homepage=[{"id": u("/record/venus.html"), "type": "Text", "label": {"en": ["record"]}}])
-        watch = manifest3(site, "/m/watch.json", "The Night Watch", [{"image": f"{level0}/full/max/0/default.jpg", "service": (level0, "ImageService3", "level0")}],
+        watch = manifest(site, "/m/watch.json", "The Night Watch", [{"image": f"{level0}/full/max/0/default.jpg", "service": (level0, "ImageService3", "level0")}],
                           navDate="1642-01-01T00:00:00Z")
-        plain = manifest3(site, "/m/plain.json", "Sketchbook", [{"image": slow, "label": "slow page"}, {"image": throttled, "label": "busy page"}])
+        plain = manifest(site, "/m/plain.json", "Sketchbook", [{"image": slow, "label": "slow page"}, {"image": throttled, "label": "busy page"}])
         bad_images = [
             site.add("/bad/page.jpg", b"<html>not an image</html>", content_type="text/html"),
             site.add("/bad/cut.jpg", jpeg(200, 150, seed=5)[:1500], content_type="image/jpeg"),
@@ -69,17 +70,17 @@ def museum():
             site.add("/bad/away.jpg", b"", status=302, location="file:///etc/passwd"),
             u("/bad/gone.jpg"),
         ]
-        bad = manifest3(site, "/m/bad.json", "Bad", [{"image": image} for image in bad_images])
+        bad = manifest(site, "/m/bad.json", "Bad", [{"image": image} for image in bad_images])
         c3 = collection3(site, "/c3.json", [(venus, "Manifest"), (watch, "Manifest"), (plain, "Manifest"), (u("/m/missing.json"), "Manifest"),
                                             (site.add("/m/notiiif.json", {"hello": "world"}), "Manifest"), (bad, "Manifest")])
         level2b = site.level2_service("bathers", SIZE, version=2, seed=7)
         level0b = site.level0_service("haystack", version=2, seed=8)
-        bathers = manifest2(site, "/m2/bathers.json", "The Large Bathers",
+        bathers = manifest(site, "/m2/bathers.json", "The Large Bathers",
                             [{"image": f"{level2b}/full/full/0/default.jpg", "service": (level2b, "http://iiif.io/api/image/2/level2.json")}],
                             metadata=[("Artist", '<a href="https://example.invalid/renoir">Pierre-Auguste Renoir</a>'), ("Date made", "1885–87")],
                             attribution="Test Museum (2.1)", license="https://creativecommons.org/licenses/by/4.0/",
-                            related={"@id": u("/record/bathers.html"), "format": "text/html"})
-        haystack = manifest2(site, "/m2/haystack.json", "Haystacks", [{"image": f"{level0b}/full/full/0/default.jpg", "service": (level0b, "http://iiif.io/api/image/2/level0.json")}])
+                            related={"@id": u("/record/bathers.html"), "format": "text/html"}, version=2)
+        haystack = manifest(site, "/m2/haystack.json", "Haystacks", [{"image": f"{level0b}/full/full/0/default.jpg", "service": (level0b, "http://iiif.io/api/image/2/level0.json")}], version=2)
         c2 = collection2(site, "/c2.json", [bathers, haystack])
         site.top = collection3(site, "/top.json", [(c3, "Collection"), (c2, "Collection")])
         site.bad_images = bad_images
@@ -173,7 +174,7 @@ def test_sources_and_folders_that_are_refused(museum, tmp_path):
 def test_fetch_from_a_local_manifest_file_on_the_command_line(tmp_path, capsys):
     with Site() as site:
         image = site.add("/a.jpg", jpeg(80, 60), content_type="image/jpeg")
-        manifest3(site, "/m.json", "Local", [{"image": image}], metadata=[("Creator", "Anonymous"), ("Date", "between 1620 and 1630")])
+        manifest(site, "/m.json", "Local", [{"image": image}], metadata=[("Creator", "Anonymous"), ("Date", "between 1620 and 1630")])
         source = tmp_path / "manifest.json"
         source.write_bytes(site.routes["/m.json"].body)
         assert main(["fetch", str(source), "--out", str(tmp_path / "out"), "-q"]) == 0
@@ -243,7 +244,7 @@ def _fetched_collection(site: Site, folder: Path) -> Path:
         image = site.add(f"/w/{i}.jpg", jpeg(96, 72, seed=i), content_type="image/jpeg")
         homepage = "javascript:alert(1)" if i == 5 else site.url(f"/record/{i}.html")
         site.add(f"/record/{i}.html", f"<html><title>record {i}</title><body>record {i}</body></html>".encode(), content_type="text/html")
-        members.append((manifest3(site, f"/w/m{i}.json", f"Work <{i}>", [{"image": image}], metadata=[("Artist", "Vermeer" if i < 3 else "Hals"), ("Date", f"c. {1650 + i}")],
+        members.append((manifest(site, f"/w/m{i}.json", f"Work <{i}>", [{"image": image}], metadata=[("Artist", "Vermeer" if i < 3 else "Hals"), ("Date", f"c. {1650 + i}")],
                                   homepage=[{"id": homepage, "type": "Text", "label": {"en": ["record"]}}]), "Manifest"))
     fetch_iiif(collection3(site, "/w/collection.json", members), folder, _options(), quiet=True)
     return folder
@@ -296,19 +297,56 @@ def test_export_iiif_is_a_valid_collection_with_one_manifest_per_cluster(tmp_pat
     assert main(["export-iiif", str(clusters), "--labels", str(fetched / "labels.csv"), "--out", str(clusters)]) == 2  # never over an input
 
 
-def test_report_and_map_show_title_artist_date_and_a_safe_link(tmp_path):
+@pytest.fixture(scope="module")
+def fetched_report(tmp_path_factory):
+    """A report and a map of a fetched collection; the site stays up for the records' links."""
     from stylecluster.store import load_store
     from stylecluster.viz import load_explorer, write_map, write_report
 
+    folder = tmp_path_factory.mktemp("fetched-report")
     with Site() as site:
-        fetched = _fetched_collection(site, tmp_path / "fetched")
-        store, clusters = _store_and_clusters(fetched, tmp_path)
+        fetched = _fetched_collection(site, folder / "fetched")
+        store, clusters = _store_and_clusters(fetched, folder)
         explorer = load_explorer(load_store(store), clusters, fetched / "labels.csv")
-        assert explorer.label_column == "artist"
-        result = write_report(explorer, tmp_path / "report", per_section=6, workers=1)
-        pages = "".join(p.read_text(encoding="utf-8") for p in result.pages.values())
-        assert "Work &lt;0&gt;" in pages and "Vermeer, c. 1650" in pages and "Work <0>" not in pages
-        link = f'<a href="{site.url("/record/0.html")}" rel="noopener noreferrer" target="_blank">record</a>'
-        assert link in pages and "javascript:" not in pages
-        map_html = write_map(explorer, tmp_path / "map.html").html.read_text(encoding="utf-8")
-        assert site.url("/record/1.html") in map_html and "javascript:alert" not in map_html
+        report = write_report(explorer, folder / "report", per_section=6, workers=1)
+        yield site, explorer, report, write_map(explorer, folder / "map.html").html
+
+
+def test_report_and_map_show_title_artist_date_and_a_safe_link(fetched_report):
+    site, explorer, report, map_path = fetched_report
+    assert explorer.label_column == "artist"
+    pages = "".join(p.read_text(encoding="utf-8") for p in report.pages.values())
+    assert "Work &lt;0&gt;" in pages and "Vermeer, c. 1650" in pages and "Work <0>" not in pages
+    link = f'<a href="{site.url("/record/0.html")}" rel="noopener noreferrer" target="_blank">record</a>'
+    assert link in pages and "javascript:" not in pages
+    map_html = map_path.read_text(encoding="utf-8")
+    assert site.url("/record/1.html") in map_html and "javascript:alert" not in map_html
+
+
+def test_browser_follows_a_works_record_link_from_the_report_and_the_map(fetched_report, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    site, explorer, report, map_path = fetched_report
+    page = next(p for p in report.pages.values() if site.url("/record/0.html") in p.read_text(encoding="utf-8"))
+    browser.get(page.resolve().as_uri())
+    home = browser.current_window_handle
+    link = browser.find_element(By.XPATH, f'//a[@href="{site.url("/record/0.html")}"]')
+    assert link.get_attribute("rel") == "noopener noreferrer"
+    hits = site.hits["/record/0.html"]
+    link.click()
+    WebDriverWait(browser, 20).until(lambda d: len(d.window_handles) == 2)
+    browser.switch_to.window(next(h for h in browser.window_handles if h != home))
+    WebDriverWait(browser, 20).until(lambda d: d.title == "record 0")
+    assert site.hits["/record/0.html"] == hits + 1 and browser.execute_script("return window.opener") is None
+    browser.close()
+    browser.switch_to.window(home)
+
+    browser.get(map_path.resolve().as_uri())
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return !!(window.styleMap && window.styleMap.ready)"))
+    titles = explorer.points["title"].tolist()  # point i of the map is row i of the explorer
+    for title, expected in (("Work <0>", site.url("/record/0.html")), ("Work <5>", None)):  # work 5's homepage is javascript:
+        browser.execute_script("return window.styleMap.show(arguments[0]);", titles.index(title))
+        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "sc-title").text == title)
+        record = browser.find_element(By.ID, "sc-record")
+        assert record.get_attribute("href") == expected and record.is_displayed() == (expected is not None)
