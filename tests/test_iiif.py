@@ -285,7 +285,9 @@ def test_export_iiif_is_a_valid_collection_with_one_manifest_per_cluster(tmp_pat
     Collection(**data)
     for manifest in data["items"]:
         Manifest(**{"@context": CONTEXT3, **manifest})
+    assert data["id"] == "https://example.invalid/clusters/clusters.json"
     first, second = data["items"]
+    assert (first["id"], second["id"]) == ("https://example.invalid/clusters/clusters/cluster-0", "https://example.invalid/clusters/clusters/cluster-1")
     assert first["label"] == {"none": ["0 · Vermeer 100 % · 1650–1652"]} and second["label"] == {"none": ["1 · Haarlem portraits"]}
     by_cluster = [[c["id"] for c in m["items"]] for m in data["items"]]
     assert by_cluster == [labels.loc[labels["artist"] == a, "canvas"].tolist() for a in ("Vermeer", "Hals")]
@@ -295,6 +297,10 @@ def test_export_iiif_is_a_valid_collection_with_one_manifest_per_cluster(tmp_pat
     assert canvas["partOf"] == [{"id": labels.loc[0, "manifest"], "type": "Manifest"}] and canvas["homepage"][0]["id"] == labels.loc[0, "homepage"]
     assert "homepage" not in second["items"][-1]  # javascript: is no link
     assert main(["export-iiif", str(clusters), "--labels", str(fetched / "labels.csv"), "--out", str(clusters)]) == 2  # never over an input
+    assert main(["export-iiif", str(clusters), "--labels", str(fetched / "labels.csv"), "--out", str(tmp_path / "local.json")]) == 0
+    local = json.loads((tmp_path / "local.json").read_text(encoding="utf-8"))
+    Collection(**local)  # ids under the folder's file: URL by default
+    assert local["id"] == (tmp_path / "local.json").resolve().as_uri()
 
 
 @pytest.fixture(scope="module")

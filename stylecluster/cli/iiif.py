@@ -48,7 +48,7 @@ def _add_export(sub) -> None:
     p.add_argument("--out", required=True, metavar="clusters.json", help="the Collection to write")
     p.add_argument("--names", metavar="NAMES.json", help='cluster names overriding those made from the data, e.g. {"3": "Venetian colour"}')
     p.add_argument("--label-column", help="label column the clusters are named from, as in `report` (default: the first column of LABELS.csv, artist)")
-    p.add_argument("--base-url", metavar="URL", help="http(s) address where clusters.json will be published, for the ids of its manifests (default: the file's own file: URL)")
+    p.add_argument("--base-url", metavar="URL", help="http(s) address of the folder where clusters.json will be published: the ids of the collection and its manifests (default: the file: URL of the folder it is written to)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_verbosity_options(p)
     p.set_defaults(func=run_export)

@@ -9,14 +9,17 @@ viewer zooms into the museum's own pixels; ``partOf`` points at the museum's man
 ``homepage`` at the work's record. It needs the columns ``stylecluster fetch`` writes in
 labels.csv (:data:`~stylecluster.data.fetch.LABEL_COLUMNS`).
 
-The Manifests are embedded in the Collection, so one file holds the result; their ids are made
-under ``base_url`` (where the file will be published; by default the file's own ``file:`` URL).
+The Manifests are embedded in the Collection, so one file holds the result. Ids are made under
+``base_url``, the address of the folder where the file will be published (by default the
+``file:`` URL of the folder it is written to): the Collection is ``<base_url>clusters.json``, its
+Manifests ``<base_url>clusters/cluster-3``.
 """
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -115,24 +118,26 @@ def _points(clusters_csv: str | Path, labels_csv: str | Path, label_column: str 
     return points, label_column
 
 
-def cluster_collection(clusters_csv: str | Path, labels_csv: str | Path, base_url: str, label_column: str | None = None,
-                       names: str | Path | dict[int, str] | None = None) -> dict:
-    """The Collection (a JSON-ready dict); ``base_url`` ends with ``/`` and holds the ids."""
+def cluster_collection(clusters_csv: str | Path, labels_csv: str | Path, base_url: str, file_name: str = "clusters.json",
+                       label_column: str | None = None, names: str | Path | dict[int, str] | None = None) -> dict:
+    """The Collection (a JSON-ready dict) published as ``file_name`` in the folder at ``base_url``."""
     points, label_column = _points(clusters_csv, labels_csv, label_column)
     overrides = read_name_overrides(names) if isinstance(names, (str, Path)) else names
     table = name_table(points, True, overrides)
     titles = label_of(table)
     root = Path(labels_csv).parent
+    base_url = base_url.rstrip("/")
+    prefix = f"{base_url}/{quote(Path(file_name).stem)}"
     manifests = []
     for cluster in table["cluster"]:
-        manifest_id = f"{base_url}{'outliers' if cluster < 0 else f'cluster-{cluster}'}"
+        manifest_id = f"{prefix}/{'outliers' if cluster < 0 else f'cluster-{cluster}'}"
         members = points[points["cluster"] == cluster].sort_values(["probability", "path"], ascending=[False, True])
         canvases = [c for number, row in enumerate(members.itertuples(index=False), 1) if (c := _canvas(row, manifest_id, number, root))]
         if canvases:
             manifests.append({"id": manifest_id, "type": "Manifest", "label": _text(titles[cluster]),
                               "summary": {"en": [f"{len(canvases)} works, most typical first; named from their {label_column} and dates"]},
                               "items": canvases})
-    return {"@context": CONTEXT, "id": f"{base_url}collection", "type": "Collection",
+    return {"@context": CONTEXT, "id": f"{base_url}/{quote(file_name)}", "type": "Collection",
             "label": {"en": [f"Style clusters ({len(manifests)})"]}, "items": manifests}
 
 
@@ -141,9 +146,9 @@ def write_cluster_collection(clusters_csv: str | Path, labels_csv: str | Path, o
     """Write :func:`cluster_collection` to ``out`` atomically; returns it."""
     out = Path(out)
     if base_url is None:
-        base_url = out.resolve().with_suffix("").as_uri() + "/"
+        base_url = out.resolve().parent.as_uri()
     elif not is_http_url(base_url):
         raise InputError(f"--base-url must be an http(s) URL, got {printable(base_url)}")
-    collection = cluster_collection(clusters_csv, labels_csv, base_url.rstrip("/") + "/", label_column, names)
+    collection = cluster_collection(clusters_csv, labels_csv, base_url, out.name, label_column, names)
     save_atomic(out, json.dumps(collection, ensure_ascii=False, indent=1))
     return collection
