@@ -310,6 +310,7 @@ class Fetcher:
                 else:
                     rows[item_key(record)] = label_row(record, entry)
                     self.report.resumed += 1
+            log.info("%d canvases found, %d already complete, %d to fetch", len(records), self.report.resumed, len(pending))
             try:
                 self._download_all(pending, pool, rows)
             finally:

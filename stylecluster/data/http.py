@@ -120,9 +120,14 @@ class Client:
                 raise _Retryable("timed out") from None
             except requests.ConnectionError as exc:
                 raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+            except (requests.RequestException, ValueError) as exc:  # a URL requests cannot use (port 99999, ...)
+                raise FetchFailed(f"unusable URL ({type(exc).__name__}: {url[:200]})") from None
             with answer:
                 if answer.status_code in REDIRECT_STATUS:
-                    url = urljoin(url, answer.headers.get("Location", ""))
+                    try:
+                        url = urljoin(url, answer.headers.get("Location", ""))
+                    except ValueError:
+                        raise FetchFailed("unusable redirect") from None
                     continue
                 if answer.status_code in RETRY_STATUS:
                     wait = retry_after(answer.headers.get("Retry-After"), s.max_retry_after) if answer.status_code in RETRY_AFTER_STATUS else None
@@ -155,4 +160,6 @@ def _read_body(answer: requests.Response, max_bytes: int) -> bytes:
         raise _Retryable(f"truncated body (connection closed after {size:,} bytes)") from None
     except requests.Timeout:
         raise _Retryable("timed out while reading the body") from None
+    except requests.RequestException as exc:  # e.g. a gzip body that does not decompress
+        raise FetchFailed(f"unreadable body ({type(exc).__name__})") from None
     return b"".join(parts)
