@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +21,7 @@ from PIL import Image
 from test_browser import browser  # noqa: F401  (the headless Chromium fixture)
 from iiif_site import CONTEXT3, Site, collection2, collection3, flat_collection, jpeg, manifest
 from stylecluster.cli import main
-from stylecluster.data.fetch import JOURNAL, FetchOptions, fetch_iiif
+from stylecluster.data.fetch import JOURNAL, FetchOptions, fetch_iiif, image_stem
 from stylecluster.data.http import USER_AGENT, ClientSettings
 from stylecluster.data.iiif import CanvasRecord, image_request, parse_document, text_of
 from stylecluster.errors import InputError, MissingInputError
@@ -231,6 +231,8 @@ def test_text_shapes_and_image_requests():
     capped = {"@context": "http://iiif.io/api/image/3/context.json", "profile": "level2", "maxWidth": 800}
     assert image_request(record, capped, 1024).endswith("/full/!800,800/0/default.jpg")
     assert image_request(record, None, 1024) == record.image_url
+    hostile = image_stem(CanvasRecord("file:///../../etc/passwd", "..\\..\\.ssh/id_rsa\x00 \u202e"))
+    assert re.fullmatch(r"images/file-etc-passwd-[0-9a-f]{10}/ssh-id-rsa-[0-9a-f]{10}", hostile)
     with pytest.raises(ValueError):
         parse_document({"@context": CONTEXT3, "type": "AnnotationPage"})
 

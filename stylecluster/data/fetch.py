@@ -20,6 +20,7 @@ and whose file has the recorded size, and reads the collections and manifests fr
 (``--refresh`` reads them from the servers again), so a rerun of a finished fetch sends no
 request at all. A killed run loses at most the images in flight: a torn last journal line is
 ignored, and a file renamed into place just before the kill is fetched again.
+A complete image is kept as it is: a rerun with another ``--size`` fetches only what is missing.
 
 The journal is appended to rather than rewritten: rewriting a table of every completed item
 after each image would cost O(n²) writes (1,000 rewrites of a growing 200 KB file for 1,000
