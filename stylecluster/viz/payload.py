@@ -6,10 +6,10 @@ needs to be drawn is a little-endian typed array, base64-encoded (what ``atob`` 
 group) as ``uint16``, cluster as ``int32``, probability as ``float32``, the thumbnail's cell in
 the atlas as ``int32`` — 22 bytes a point, 29 as base64 (29 MB at 1M points).
 
-The text of each point (file name, title, artist, year, date, record link, label, thumbnail URL) is cut into
-chunks of :data:`CHUNK` rows. Small maps carry every chunk inline; large ones write each chunk
-to its own script file beside the page, loaded only when a point of it is hovered or a search
-or a selection needs it (a page opened from disk may load scripts from files beside it, but may
+The text of each point (file name, title, artist, year, date, record link, label, thumbnail
+URL) is cut into chunks of :data:`CHUNK` rows. Small maps carry every chunk inline; large ones
+write each chunk to its own script file beside the page, loaded only when a point of it is
+hovered or a search or a selection needs it (a page opened from disk may load scripts from files beside it, but may
 not ``fetch`` them: Chromium treats every ``file://`` URL as its own origin).
 """
 from __future__ import annotations
