@@ -30,6 +30,13 @@ FAST = ClientSettings(retries=1, backoff=0.01, read_timeout=5)
 SIZE = 256
 
 
+@pytest.fixture(autouse=True)
+def _no_proxy_for_the_local_site(monkeypatch):
+    # fetch honours HTTP(S)_PROXY like pip does; the test site is never behind one
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
 def _options(**kwargs) -> FetchOptions:
     return FetchOptions(size=SIZE, max_image_bytes=200_000, client=FAST, **kwargs)
 

@@ -11,6 +11,9 @@
 * **Only http(s)**: redirects are followed by hand, each hop checked, so that a server cannot
   send the client to ``file:``, ``ftp:`` or any other scheme.
 
+A proxy named by ``HTTP_PROXY`` / ``HTTPS_PROXY`` (and ``NO_PROXY``) is used, as pip and
+requests do.
+
 Failures that are the item's — a 404, an oversized body, a redirect elsewhere — raise
 :class:`FetchFailed` with a one-line reason; the caller skips the item and goes on.
 """
@@ -85,7 +88,6 @@ class Client:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = USER_AGENT
-            session.trust_env = False  # no proxies or .netrc credentials picked up from the environment
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
