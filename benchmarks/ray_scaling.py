@@ -36,6 +36,14 @@ class Timed:
     def __init__(self, engine):
         self.engine, self.arrivals = engine, []
 
+    @property
+    def config(self):
+        return self.engine.config
+
+    @config.setter
+    def config(self, config):
+        self.engine.config = config
+
     def __enter__(self):
         self.engine.__enter__()
         return self

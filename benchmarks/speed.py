@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                 # 256 wikiart images, batch 1 and 32
     python benchmarks/speed.py --images 1024 --cluster-sizes 1000 10000 100000
+    python benchmarks/speed.py --runtimes torch,onnx:fp32,onnx:bf16 --batch-sizes 32 --skip-cluster
 
 Embedding: images/s end to end (the real ``embed`` path: hashing and decoding in workers, both
 branches, the store's writes), beside the global backbone's forward pass alone on the same
@@ -22,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import WIKIART, print_table, wikiart_sample, write_json
 
@@ -37,14 +39,21 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024
 
 
-def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int, local: bool = True, backbone: str | None = None) -> dict:
+def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int, local: bool = True, backbone: str | None = None,
+                runtime: str = "torch", reference: dict | None = None) -> dict:
+    """``runtime``: "torch", or "onnx:fp32" / "onnx:bf16" (features/runtime.py). ``reference``:
+    the torch row's vectors (``_vectors``), for the per-image cosine and the clusters' agreement."""
     config = Config()
     config.local.enabled = local
     config.global_.backbone = backbone or config.global_.backbone
     config.embed.batch_size = batch_size
     config.embed.workers = workers
+    config.embed.runtime, _, precision = runtime.partition(":")
+    config.embed.precision = precision or "auto"
     device = resolve_device(config.embed.device)
+    start = time.perf_counter()
     branches = build_branches(config, device)
+    setup_s = time.perf_counter() - start
 
     # decode + preprocess, one process, per image
     items = [WorkItem(i, p, None) for i, p in enumerate(paths)]  # hashed while decoding, as embed does
@@ -56,12 +65,21 @@ def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int, lo
     # model only, per batch
     batches = [collate_items(samples[i : i + batch_size])[0] for i in range(0, len(samples), batch_size)]
     model_s = 0.0
+    vectors = {b.name: [] for b in branches}
     for batch in batches:
         start = time.perf_counter()
         for b in branches:
-            b.encode(batch["inputs"][b.name])
+            vectors[b.name].append(b.encode(batch["inputs"][b.name]))
         model_s += time.perf_counter() - start
     model_s /= len(paths)
+    vectors = {name: np.concatenate(v) for name, v in vectors.items()}
+    agreement = {}
+    if reference is not None:
+        for name, v in vectors.items():
+            r = reference["_vectors"][name]
+            cosine = (v * r).sum(1) / (np.linalg.norm(v, axis=1) * np.linalg.norm(r, axis=1))
+            agreement[f"min_cos_{name}"] = float(cosine.min())
+        agreement.update(cluster_agreement(vectors["global"], reference["_vectors"]["global"], paths))
 
     # end to end through the real embed path (workers decode while the model runs), between two
     # timings of the global backbone's forward pass alone, so that a busy machine's drift shows
@@ -78,8 +96,24 @@ def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int, lo
         "images_per_s": len(paths) / total, "forward_images_per_s": len(paths) / forward, "embed_over_forward": forward / total,
         "forward_drift": forward_after / forward_before,
         "decode_ms_per_image": 1000 * decode_s, "model_ms_per_image": 1000 * model_s,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(), "runtime": runtime, "setup_s": setup_s, **agreement, "_vectors": vectors,
     }
+
+
+def cluster_agreement(fast: np.ndarray, reference: np.ndarray, paths: list[Path], k: int = 11) -> dict:
+    """k-means (k = the sample's movements) on both sets of global vectors, same seed: ARI between
+    the two clusterings, and each one's NMI against the movements."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from stylecluster.data.labels import read_labels
+
+    labels = read_labels(WIKIART / "labels.csv", "style").set_index("path")["style"]
+    movement = np.asarray([labels.get(p.relative_to(WIKIART).as_posix(), "") for p in paths])
+    unit = lambda X: X / np.linalg.norm(X, axis=1, keepdims=True)  # noqa: E731
+    a, b = (KMeans(k, n_init=4, random_state=0).fit_predict(unit(X)) for X in (fast, reference))
+    return {"ari_to_torch": adjusted_rand_score(b, a), "nmi": normalized_mutual_info_score(movement, a),
+            "nmi_torch": normalized_mutual_info_score(movement, b)}
 
 
 def forward_only_seconds(branch, batches: list[dict], device: torch.device) -> float:
@@ -105,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--skip-cluster", action="store_true")
     parser.add_argument("--no-local", action="store_true", help="time the global branch alone")
+    parser.add_argument("--runtimes", default="torch",
+                        help="comma-separated runtimes timed in the same run, torch first: torch, onnx:fp32, onnx:bf16 (embed.runtime:embed.precision)")
     parser.add_argument("--backbones", default=None,
                         help="comma-separated global backbones timed in the same run (ratios between them are what a busy machine can measure)")
     args = parser.parse_args(argv)
@@ -113,8 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"torch threads: {torch.get_num_threads()}")
     backbones = args.backbones.split(",") if args.backbones else [None]
-    embed_rows = [embed_speed(paths, WIKIART, bs, args.workers, local=not args.no_local, backbone=b) for b in backbones for bs in args.batch_sizes]
-    print_table(embed_rows, list(embed_rows[0]))
+    embed_rows = []
+    for b in backbones:
+        for bs in args.batch_sizes:
+            reference = None
+            for runtime in args.runtimes.split(","):  # torch first: the others are compared with it
+                row = embed_speed(paths, WIKIART, bs, args.workers, local=not args.no_local, backbone=b, runtime=runtime, reference=reference)
+                reference = reference or row
+                embed_rows.append(row)
+    for row in embed_rows:
+        row.pop("_vectors")
+    print_table(embed_rows, list(embed_rows[0]) + [k for k in embed_rows[-1] if k not in embed_rows[0]])
     for row in embed_rows:
         print(f"{row['backbone']} batch {row['batch_size']}: embed / forward-only = {row['embed_over_forward']:.2f} "
               f"({row['images_per_s']:.1f} vs {row['forward_images_per_s']:.1f} images/s; forward drift within the run x{row['forward_drift']:.2f})")

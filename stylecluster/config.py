@@ -84,6 +84,11 @@ class EmbedConfig:
     checkpoint_rows: int = 64
     checkpoint_seconds: float = 30.0
     seed: int = 0
+    # auto: on a CPU, the networks exported to ONNX and run by OpenVINO in bf16 where the CPU has
+    # it, if their vectors pass the accuracy check (cosine >= 0.99 to torch's), else torch;
+    # torch: the reference; onnx: OpenVINO whatever the check says (features/runtime.py)
+    runtime: str = "auto"
+    precision: str = "auto"  # auto (bf16 where the CPU has it, else fp32), fp32 or bf16
 
     def __post_init__(self):
         # checked here, not where they are used: --batch-size 0 made DataLoader raise a traceback

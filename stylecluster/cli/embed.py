@@ -18,6 +18,8 @@ EMBED_FLAGS = {
     "workers": "embed.workers",
     "max_pixels": "ingest.max_pixels",
     "local_model": "local.model",
+    "runtime": "embed.runtime",
+    "precision": "embed.precision",
 }
 
 
@@ -35,6 +37,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--weights", help="weights for the backbone: a file (.pth/.pt/.safetensors), 'hub' or 'hf-hub:ORG/REPO' (online only), or 'random'")
     p.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu or cuda")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default 32)")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"],
+                   help="auto (default): on a CPU, runs of 500+ images use the networks exported to ONNX and run by OpenVINO "
+                        "(bf16 where the CPU has it; ~4-8x torch here) when their vectors pass the accuracy check, else torch; "
+                        "torch: the reference; onnx: OpenVINO always (embed.runtime)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="with the onnx runtime: auto (bf16 where the CPU has it), fp32 or bf16 (embed.precision)")
     p.add_argument("--workers", type=int, help="DataLoader processes decoding images (default 2; 0 decodes in the main process)")
     p.add_argument("--max-pixels", type=int, help="skip images with more pixels than this (decompression-bomb guard; default 200,000,000)")
     p.add_argument("--local-model", metavar="PATH", help="local (brush-stroke) branch encoder from `train-local` (default: the one shipped with stylecluster)")

@@ -19,6 +19,7 @@ from ..errors import ConfigError, InputError, NotFittedError
 from ..io import printable, save_atomic
 from .base import OneCluster, distinct_points, make_clusterer, method_class
 from .fuse import fit_store_fuser, fuse_store, store_layout, store_shape
+from ..features.runtime import check_compatible
 from .persist import RERUN, ModelFileError
 from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
 
@@ -64,6 +65,7 @@ class StyleClustering:
         self.probabilities_ = np.asarray(self.method_.probabilities_, dtype=np.float64)
         self.n_clusters_ = int(self.method_.n_clusters_)
         self.provenance_ = store_provenance(store)
+        self.runtime_ = (getattr(store, "metadata", None) or {}).get("runtime")
         return self
 
     def _validate_params(self) -> None:
@@ -117,6 +119,7 @@ class StyleClustering:
                 f"{printable(store.path)}: embedded differently from the store this clustering was fitted on ({'; '.join(diffs)}); "
                 "embed the images with the same model and configuration, or cluster this store itself"
             )
+        check_compatible(getattr(self, "runtime_", None), store.metadata.get("runtime"), printable(store.path))
 
     def predict_store(self, store) -> pd.DataFrame:
         """Assign a store's images (new or not) to this clustering: columns path, cluster, probability."""

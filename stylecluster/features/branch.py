@@ -60,6 +60,15 @@ class Branch(ABC):
         """Move any model to ``device``; returns self."""
         return self
 
+    #: A compiled form of :meth:`network` that :meth:`encode` runs instead of torch
+    #: (:func:`stylecluster.features.runtime.use_runtime`), or None.
+    runtime: Any = None
+
+    def network(self) -> tuple[torch.nn.Module, torch.Tensor] | None:
+        """(the module a runtime may compile, an example input), or None when the branch has no
+        network to compile."""
+        return None
+
 
 class HeadedBranch(Branch):
     """A branch whose raw vector may be projected by a style head (``style_head``, or None): its

@@ -20,6 +20,7 @@ from ..data.decode import BadImage, hash_file
 from ..data.discovery import discover_images, relative_name
 from ..device import resolve_device
 from ..io import printable
+from .runtime import resolve_runtime, runtime_metadata
 from ..store import CORRUPT_DIR as STORE_CORRUPT_DIR
 from ..store import StoreWriter, stored_paths
 from .branch import Branch
@@ -30,11 +31,16 @@ log = logging.getLogger("stylecluster")
 
 
 def build_branches(config: Config, device: torch.device) -> list[Branch]:
-    """The branches ``embed`` runs, in store-column order."""
+    """The branches ``embed`` runs, in store-column order, their networks compiled as
+    ``embed.runtime`` says (:func:`~stylecluster.features.runtime.use_runtime`)."""
+    from .runtime import use_runtime
+
     branches: list[Branch] = [GlobalBranch(config.global_)]
     if config.local.enabled:  # config.local.model, or the encoder shipped with the package
         branches.append(LocalBranch(config.local))
-    return [b.to(device) for b in branches]
+    branches = [b.to(device) for b in branches]
+    use_runtime(branches, config.embed.runtime, config.embed.precision, device)
+    return branches
 
 
 @dataclass
@@ -107,11 +113,14 @@ def embed_images(
     :class:`~stylecluster.features.ray_engine.RayEngine` on Ray actors (which build their branches
     from ``config``; ``branches`` here then only describe the store).
     """
-    config = config or Config()
+    config = resolve_runtime(config or Config(), len(paths))
     device = resolve_device(config.embed.device)
     branches = list(branches) if branches is not None else build_branches(config, device)
     report = EmbedReport(store=Path(out), found=len(paths))
-    engine = engine or LocalEngine(config, device, branches)
+    if engine is None:
+        engine = LocalEngine(config, device, branches)
+    else:
+        engine.config = config  # the run's configuration, its runtime decided: Ray's actors build theirs from it
     with engine:  # a Ray engine joins its cluster here, before the store is made
         _embed_with(engine, report, paths, root, out, config, overwrite, quiet, branches)
     return report
@@ -129,6 +138,7 @@ def _embed_with(engine, report: EmbedReport, paths, root: Path, out: Path, confi
         seed=config.embed.seed,
         checkpoint_rows=config.embed.checkpoint_rows,
         checkpoint_seconds=config.embed.checkpoint_seconds,
+        extra_metadata={"runtime": runtime_metadata(branches)},
     )
     try:
         _embed_into(writer, report, paths, root, engine, quiet)
@@ -145,7 +155,8 @@ def _embed_with(engine, report: EmbedReport, paths, root: Path, out: Path, confi
 class LocalEngine:
     """Decoding (and hashing) in DataLoader workers, the branches in this process.
 
-    Every engine (this one, and Ray Data's in features/ray_engine.py) is a context manager that
+    Every engine (this one, and Ray Data's in features/ray_engine.py) has a ``config`` (which
+    ``embed_images`` sets to the run's, ``embed.runtime`` decided), is a context manager that
     ``embed_images`` enters before it makes the store (Ray joins its cluster there) and has ``run(items,
     known_sha256, quiet)``, which yields ``(rows, others)``: ``rows`` a list of ``(index, sha256,
     width, height, {branch: vector})`` for the items encoded, ``others`` a list of ``{"index",

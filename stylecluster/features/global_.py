@@ -23,6 +23,7 @@ that projection alone, as one ``style`` part.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -39,13 +40,20 @@ from .style_head import StyleHead, packaged_global_head, resolve_style_head
 from ..errors import ConfigError, InputError
 
 
+@functools.lru_cache(maxsize=None)
+def _upper_positions(channels: int) -> np.ndarray:
+    """Flat positions of the upper triangle (incl. diagonal) of a C x C matrix, row by row (the
+    order of ``torch.triu_indices``). A constant, not an operator, so the graph exports to ONNX
+    (``aten::triu_indices`` has no ONNX form)."""
+    return np.flatnonzero(np.triu(np.ones((channels, channels), dtype=bool)))
+
+
 def gram_upper(features: torch.Tensor) -> torch.Tensor:
     """Upper triangles (incl. diagonal) of the Gram matrices of a (B, C, H, W) batch → (B, C(C+1)/2)."""
     b, c, h, w = features.shape
     flat = features.reshape(b, c, h * w).float()
     gram = flat @ flat.transpose(1, 2) / (h * w)
-    rows, cols = torch.triu_indices(c, c, device=features.device)
-    return gram[:, rows, cols]
+    return gram.reshape(b, c * c)[:, torch.from_numpy(_upper_positions(c)).to(features.device)]
 
 
 def _split_transform(transform) -> tuple[Any, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -70,6 +78,18 @@ def _projection(in_channels: int, out_channels: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(in_channels, in_channels, generator=generator))
     return q[:, :out_channels].contiguous()  # (C_in, C_out), orthonormal columns
+
+
+class _Vectors(torch.nn.Module):
+    """A branch's :meth:`GlobalBranch.vectors` as a module, for export."""
+
+    def __init__(self, branch: "GlobalBranch"):
+        super().__init__()
+        self.branch = branch
+        self.model, self.head = branch.backbone.model, branch.style_head  # registered: their weights are the graph's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.branch.vectors(x)
 
 
 class GlobalBranch(HeadedBranch):
@@ -172,12 +192,22 @@ class GlobalBranch(HeadedBranch):
         return self
 
     def encode(self, batch: torch.Tensor) -> np.ndarray:
+        if self.runtime is not None:  # the same network, compiled for this CPU (features/runtime.py)
+            return self.runtime(self.model_input(batch))
         with torch.inference_mode(), autocast(self.device):
-            pooled, maps = self._forward(self.model_input(batch))
-            vectors = torch.cat([pooled.float(), *self.gram_parts(maps)], dim=1)
-            if self.style_head is not None:
-                vectors = self.style_head(vectors)
+            vectors = self.vectors(self.model_input(batch))
         return vectors.cpu().numpy().astype(np.float32)
+
+    def vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """The branch's vectors of a :meth:`model_input` batch: pooled + Gram parts, through the
+        style head when there is one — all of the branch a runtime may compile (:meth:`network`)."""
+        pooled, maps = self._forward(x)
+        vectors = torch.cat([pooled.float(), *self.gram_parts(maps)], dim=1)
+        return self.style_head(vectors) if self.style_head is not None else vectors
+
+    def network(self) -> tuple[torch.nn.Module, torch.Tensor]:
+        """(:meth:`vectors` as a module, an example input) for :mod:`.runtime` to export."""
+        return _Vectors(self), torch.zeros(1, *self.data_config["input_size"])
 
     def gram_parts(self, maps: list[torch.Tensor], levels: list[int] | None = None) -> list[torch.Tensor]:
         """The ``gram<level>`` parts of feature maps of ``levels`` (default: every level of the

@@ -106,8 +106,12 @@ class LocalBranch(HeadedBranch):
         patches = torch.as_tensor(batch).to(self.device, torch.float32, non_blocking=True)
         n_images, n_patches = patches.shape[:2]
         with torch.inference_mode():
-            with autocast(self.device):  # fp16 on CUDA, as the global branch; full precision elsewhere
-                codes = self._posterior_mean(patches.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+            flat = patches.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+            if self.runtime is not None:  # the encoder compiled for this CPU (features/runtime.py)
+                codes = torch.from_numpy(self.runtime(flat))
+            else:
+                with autocast(self.device):  # fp16 on CUDA, as the global branch; full precision elsewhere
+                    codes = self._posterior_mean(flat)
             codes = codes.float().view(n_images, n_patches, -1)
             parts = [codes.mean(dim=1)]
             if self.config.aggregate == "mean+std":
@@ -116,6 +120,12 @@ class LocalBranch(HeadedBranch):
             if self.style_head is not None:
                 vectors = self.style_head(vectors)
             return vectors.cpu().numpy()
+
+    def network(self) -> tuple[torch.nn.Module, torch.Tensor]:
+        """(the encoder's posterior mean, an example batch of patches) for :mod:`.runtime` to
+        export; the aggregation and the head stay in torch (microseconds an image)."""
+        size = self.config.patch_size
+        return self._posterior_mean, torch.zeros(1, 1, size, size)
 
     def _raw_provenance(self) -> dict[str, Any]:
         """What determines the aggregated patch codes (a local style head must match it)."""
