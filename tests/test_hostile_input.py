@@ -21,7 +21,7 @@ import pytest
 from conftest import make_image
 from stylecluster.cli import main
 from stylecluster.cluster import StyleClustering
-from stylecluster.cluster.persist import ModelFileError, model_path_for
+from stylecluster.cluster.persist import ModelFileError
 from stylecluster.config import ClusterConfig, FuseConfig
 from stylecluster.data.decode import BadImage
 from stylecluster.data.image_paths import image_file, path_problem

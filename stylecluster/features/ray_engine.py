@@ -171,13 +171,11 @@ class RayEngine:
     def run(self, items: Sequence[WorkItem], known_sha256: frozenset[str], quiet: bool) -> Iterator[tuple[list, list]]:
         if not items:
             return
-        if not getattr(self, "_ray", None):
+        if self._ray is None:
             raise RuntimeError("RayEngine.run outside `with engine:` (embed_images enters it)")
         yield from self._run(self._ray, items, known_sha256, quiet)
 
     def _run(self, ray, items: Sequence[WorkItem], known_sha256: frozenset[str], quiet: bool):
-        from tqdm.auto import tqdm
-
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if self.config.embed.device != "cpu" else 0
         cpus = max(1, int(resources.get("CPU", 1)))
