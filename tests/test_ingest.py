@@ -243,3 +243,27 @@ def test_the_store_records_the_full_size_of_a_reduced_image(tmp_path, small_work
     embed_images([tmp_path / "images" / "big.png"], tmp_path / "images", tmp_path / "s.store", config, quiet=True, branches=[MeanColourBranch()])
     row = load_store(tmp_path / "s.store").to_pandas().iloc[0]
     assert (row["width"], row["height"]) == (400, 300)
+
+
+def test_a_large_jpeg_is_decoded_at_the_size_the_network_uses(tmp_path):
+    big = make_image(tmp_path / "big.jpg", size=(1200, 900), noise_seed=3)
+    small = make_image(tmp_path / "small.jpg", size=(300, 224), noise_seed=4)
+    # shorter side 900: 1/2 keeps 450 >= 2 x 224 (DRAFT_MARGIN), 1/4 would keep 225
+    assert load_image(big, draft_side=224).size == (600, 450)
+    assert load_image(big, draft_side=224).info["full_size"] == (1200, 900)
+    assert load_image(big).size == (1200, 900)
+    # a file already near the network's size is decoded exactly as without the hint
+    assert np.array_equal(np.asarray(load_image(small, draft_side=224)), np.asarray(load_image(small)))
+
+
+def test_the_dataset_drafts_only_when_no_branch_needs_full_resolution():
+    from stylecluster.config import Config
+    from stylecluster.data.dataset import ImageDataset
+    from stylecluster.features.global_ import GlobalBranch
+    from stylecluster.features.local_ import LocalBranch
+
+    config = Config()
+    global_, local = GlobalBranch(config.global_), LocalBranch(config.local)
+    assert global_.decode_side == 224 and local.decode_side is None
+    assert ImageDataset([], [global_], 10**8, 32).draft_side == 224
+    assert ImageDataset([], [global_, local], 10**8, 32).draft_side is None

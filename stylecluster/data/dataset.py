@@ -41,6 +41,9 @@ class ImageDataset(Dataset):
         self.max_pixels = max_pixels
         self.min_side = min_side
         self.seed = seed
+        # the smallest decode every branch can use: None as soon as one needs full resolution
+        sides = [getattr(b, "decode_side", None) for b in self.branches]
+        self.draft_side = None if not sides or None in sides else max(sides)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -55,11 +58,11 @@ class ImageDataset(Dataset):
                 if sha256 in self.known_sha256:
                     return {"index": item.index, "sha256": sha256, "known": True}
                 if data is None:
-                    image = load_image(item.path, max_pixels=self.max_pixels, min_side=self.min_side)
+                    image = load_image(item.path, max_pixels=self.max_pixels, min_side=self.min_side, draft_side=self.draft_side)
                 else:
-                    image = decode_image(data, max_pixels=self.max_pixels, min_side=self.min_side)
+                    image = decode_image(data, max_pixels=self.max_pixels, min_side=self.min_side, draft_side=self.draft_side)
             else:
-                image = load_image(item.path, max_pixels=self.max_pixels, min_side=self.min_side)
+                image = load_image(item.path, max_pixels=self.max_pixels, min_side=self.min_side, draft_side=self.draft_side)
             seed = image_seed(sha256, self.seed)
             inputs = {b.name: b.preprocess(image, seed) for b in self.branches}
         except BadImage as exc:

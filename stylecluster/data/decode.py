@@ -16,6 +16,11 @@ A 41 KB 14,000 x 14,000 one-bit PNG is under the 200-megapixel cap, yet decoding
   Larger images are reduced by an integer factor (box filter) before anything else happens;
   smaller ones are untouched, so their vectors are exactly what they were.
 * JPEGs are decoded directly at 1/2, 1/4 or 1/8 scale (``draft``), never at full size.
+* When no branch of a run needs full resolution (the global branch alone: ``embed --no-local``),
+  JPEGs are decoded at the smallest DCT scale that keeps twice the network's side
+  (``draft_side``): 3,000-px versions of 12 AIC paintings decoded in 74 ms instead of 219 (machine
+  busy), their global vectors at cosine 0.9928 (min) / 0.9983 (mean) to the full decode's. The
+  brush-stroke patches need the file's own pixels, so with the local branch nothing changes.
 * Other formats must be decoded whole first; that costs pixels x bytes per pixel of the file's
   own mode (1 for one-bit, grey and palette images, 2 for 16-bit grey, 4 for colour). An image
   whose decode would take more than :data:`MAX_DECODE_BYTES` (320 MB: 80 megapixels of colour)
@@ -54,6 +59,9 @@ MAX_WORKING_PIXELS = 24_000_000
 MAX_DECODE_BYTES = 320 * 2**20
 #: Source pixels converted and reduced at a time.
 STRIP_PIXELS = 4_000_000
+#: A JPEG decoded for a network of side s keeps a shorter side of at least this many times s,
+#: so that the final resize still averages several source pixels into each (decode_image).
+DRAFT_MARGIN = 2
 #: Files up to this size are read into memory once to be hashed and decoded (read_hashed).
 WHOLE_READ_BYTES = 64 * 2**20
 # PIL's storage per pixel for the modes that use less than 4 bytes.
@@ -142,9 +150,15 @@ def _reduce(img: Image.Image, factor: int) -> Image.Image:
     return out
 
 
-def decode_image(data: bytes | BinaryIO, max_pixels: int, min_side: int) -> Image.Image:
+def decode_image(data: bytes | BinaryIO, max_pixels: int, min_side: int, draft_side: int | None = None) -> Image.Image:
     """Decode an image (bytes or a binary file) into RGB with EXIF orientation applied (first
     frame of animations), at most :data:`MAX_WORKING_PIXELS` large.
+
+    ``draft_side``: the shorter side the caller needs at least (None: full resolution). A JPEG
+    is then decoded at the largest DCT scale (1/2, 1/4, 1/8) whose shorter side is still
+    :data:`DRAFT_MARGIN` times that — the cost of the pixels used, not of the file: a 3,000-px
+    photograph decodes at 1/4 for a 224-px network. Other formats, and JPEGs already small, are
+    decoded as without it (a 224-px file's pixels are the same).
 
     ``image.info["full_size"]`` is the (width, height) of the image at full resolution, as
     displayed (after EXIF orientation).
@@ -163,6 +177,9 @@ def decode_image(data: bytes | BinaryIO, max_pixels: int, min_side: int) -> Imag
                 raise BadImage(f"too small ({width}x{height} px; shorter side < min_side {min_side})", "too_small")
             img.seek(0)
             factor = reduction_factor(width, height)
+            if img.format == "JPEG" and draft_side is not None:
+                scale = min(1.0, DRAFT_MARGIN * draft_side / min(width, height))
+                factor = max(factor, 1 / scale)
             if factor > 1 and img.format == "JPEG":
                 img.draft(img.mode, (math.ceil(width / factor), math.ceil(height / factor)))  # decodes at 1/2, 1/4 or 1/8
             need = img.size[0] * img.size[1] * _BYTES_PER_PIXEL.get(img.mode, 4)
@@ -191,13 +208,13 @@ def decode_image(data: bytes | BinaryIO, max_pixels: int, min_side: int) -> Imag
     return img
 
 
-def load_image(path: str | Path, max_pixels: int = 200_000_000, min_side: int = 32) -> Image.Image:
+def load_image(path: str | Path, max_pixels: int = 200_000_000, min_side: int = 32, draft_side: int | None = None) -> Image.Image:
     """Read and decode one file (streamed, never read whole into memory); raises
-    :class:`BadImage` with the reason."""
+    :class:`BadImage` with the reason. ``draft_side``: as :func:`decode_image`."""
     with _reading(), open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise BadImage("empty file (0 bytes)", "empty")
-        return decode_image(f, max_pixels=max_pixels, min_side=min_side)
+        return decode_image(f, max_pixels=max_pixels, min_side=min_side, draft_side=draft_side)
 
 
 def read_hashed(path: str | Path) -> tuple[FileInfo, bytes | None]:

@@ -60,6 +60,10 @@ class Branch(ABC):
         """Move any model to ``device``; returns self."""
         return self
 
+    #: Shorter side, in pixels, that :meth:`preprocess` needs at least; None: full resolution
+    #: (brush-stroke patches). Decoding stops at the smallest size every branch of a run can use.
+    decode_side: int | None = None
+
     #: A compiled form of :meth:`network` that :meth:`encode` runs instead of torch
     #: (:func:`stylecluster.features.runtime.use_runtime`), or None.
     runtime: Any = None

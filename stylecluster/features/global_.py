@@ -205,6 +205,11 @@ class GlobalBranch(HeadedBranch):
         vectors = torch.cat([pooled.float(), *self.gram_parts(maps)], dim=1)
         return self.style_head(vectors) if self.style_head is not None else vectors
 
+    @property
+    def decode_side(self) -> int:
+        """The network's input side: the transform resizes the shorter side to it (crop_pct 1)."""
+        return int(max(self.data_config["input_size"][1:]))
+
     def network(self) -> tuple[torch.nn.Module, torch.Tensor]:
         """(:meth:`vectors` as a module, an example input) for :mod:`.runtime` to export."""
         return _Vectors(self), torch.zeros(1, *self.data_config["input_size"])
