@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import WIKIART, print_table, wikiart_sample, write_json
+from common import SHARED, WIKIART, print_table, wikiart_sample, write_json
 
 from stylecluster import Config
 from stylecluster.data.dataset import ImageDataset, WorkItem, collate_items
@@ -100,6 +100,26 @@ def embed_speed(paths: list[Path], root: Path, batch_size: int, workers: int, lo
     }
 
 
+def paintings_at_size(side: int, n: int) -> tuple[list[Path], Path]:
+    """``n`` JPEGs (quality 90) made from the shared AIC paintings with the longer side ``side``
+    (upsampled bicubic where the original is smaller), in a temporary folder: museum-size files
+    without shipping any."""
+    from PIL import Image
+
+    sources = sorted((SHARED / "aic-cc0").rglob("*.jpg"))
+    folder = Path(tempfile.mkdtemp()) / f"aic-{side}"
+    folder.mkdir()
+    paths = []
+    for i in range(n):
+        with Image.open(sources[i % len(sources)]) as image:
+            image = image.convert("RGB")
+            scale = side / max(image.size)
+            image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC).save(
+                folder / f"{i:04d}.jpg", quality=90)
+        paths.append(folder / f"{i:04d}.jpg")
+    return paths, folder
+
+
 def cluster_agreement(fast: np.ndarray, reference: np.ndarray, paths: list[Path], k: int = 11) -> dict:
     """k-means (k = the sample's movements) on both sets of global vectors, same seed: ARI between
     the two clusterings, and each one's NMI against the movements."""
@@ -139,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--skip-cluster", action="store_true")
     parser.add_argument("--no-local", action="store_true", help="time the global branch alone")
+    parser.add_argument("--image-sizes", default="",
+                        help="also time embedding JPEGs made from the AIC paintings with these longer sides, e.g. 224,1000,3000 (global alone and both branches)")
     parser.add_argument("--runtimes", default="torch",
                         help="comma-separated runtimes timed in the same run, torch first: torch, onnx:fp32, onnx:bf16 (embed.runtime:embed.precision)")
     parser.add_argument("--backbones", default=None,
@@ -157,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
                 row = embed_speed(paths, WIKIART, bs, args.workers, local=not args.no_local, backbone=b, runtime=runtime, reference=reference)
                 reference = reference or row
                 embed_rows.append(row)
+    for side in filter(None, args.image_sizes.split(",")):
+        paths_at, root = paintings_at_size(int(side), args.images)
+        for runtime in args.runtimes.split(","):
+            for local in ([False, True] if not args.no_local else [False]):
+                row = embed_speed(paths_at, root, args.batch_sizes[-1], args.workers, local=local, runtime=runtime)
+                embed_rows.append({"image_size": int(side), **row})
+        shutil.rmtree(root.parent)
     for row in embed_rows:
         row.pop("_vectors")
     print_table(embed_rows, list(embed_rows[0]) + [k for k in embed_rows[-1] if k not in embed_rows[0]])

@@ -225,6 +225,7 @@ def embed_outside_image(explorer, image: Path, config: Config | None = None) -> 
     from ..data.dataset import ImageDataset, WorkItem, collate_items
     from ..device import resolve_device
     from ..features.embedder import build_branches
+    from ..features.runtime import resolve_runtime
 
     store = explorer.store
     imported = imported_from(store)
@@ -232,6 +233,7 @@ def embed_outside_image(explorer, image: Path, config: Config | None = None) -> 
         raise InputError(f"{printable(image)}: not an image of the store {printable(store.path)}, whose vectors were imported from "
                          f"{printable(imported.get('source'))}; an outside image cannot be embedded the same way — give a stored path")
     config = config_for_store(store, config)
+    config = resolve_runtime(config, images=1)  # one image: compiling a runtime would cost more than it saves
     branches = build_branches(config, resolve_device(config.embed.device))
     check_branches(store, branches)
     item = WorkItem(0, image, hash_file(image).sha256)
