@@ -142,7 +142,7 @@ def test_interrupting_a_ray_run_exits_cleanly_every_time(tmp_path):
     import time
 
     images = tmp_path / "images"
-    for i in range(600):
+    for i in range(1500):  # more than 25 s of encoding on two CPUs: each interrupt lands mid-run
         make_image(images / f"{i:04d}.png", size=(200, 160), noise_seed=i)
     codes = []
     for run in range(20):
@@ -153,7 +153,7 @@ def test_interrupting_a_ray_run_exits_cleanly_every_time(tmp_path):
         for line in process.stdout:
             if b"embedding on Ray" in line:
                 break
-        time.sleep(random.Random(run).uniform(0.5, 6.0))
+        time.sleep(random.Random(run).uniform(0.5, 25.0))  # before the first batch, and while encoding
         os.killpg(process.pid, signal.SIGINT)
         try:
             rest, _ = process.communicate(timeout=120)
