@@ -3,6 +3,7 @@ weights that is rebuilt when damaged, a fallback when the runtime is missing, an
 record that `assign` compares."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -79,10 +80,11 @@ def test_the_export_is_cached_and_a_damaged_one_rebuilt(compiled, cache, images,
     real_export = runtime.export_onnx
     monkeypatch.setattr(runtime, "export_onnx", lambda *a: calls.append(a) or real_export(*a))
     module, example = compiled[0].network()
-    runtime.compile_network(module, example, "global", "fp32", 1)
+    identity = json.dumps(compiled[0].provenance(), sort_keys=True, default=str)
+    runtime.compile_network(module, example, "global", "fp32", 1, identity)
     assert calls == []  # reused
     files[0].write_bytes(b"\x08\x07 not a protobuf")
-    again = runtime.compile_network(module, example, "global", "fp32", 1)
+    again = runtime.compile_network(module, example, "global", "fp32", 1, identity)
     assert len(calls) == 1 and "exporting it again" in caplog.text
     held, compiled[0].runtime = compiled[0].runtime, again
     try:
@@ -100,6 +102,7 @@ def test_the_key_follows_the_weights():
         module.weight[0, 0] += 1e-3
     assert runtime.network_key(module, example) != before
     assert runtime.network_key(module, torch.zeros(1, 4)) != runtime.network_key(module, example)
+    assert runtime.network_key(module, example, "gram_levels [1, 2]") != runtime.network_key(module, example, "gram_levels [1]")
 
 
 def test_missing_runtime_falls_back_for_auto_and_is_one_line_for_onnx(monkeypatch):

@@ -41,6 +41,7 @@ protobuf of tensors and operators.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -94,13 +95,15 @@ def _openvino():
     return openvino
 
 
-def network_key(module: torch.nn.Module, example: torch.Tensor) -> str:
+def network_key(module: torch.nn.Module, example: torch.Tensor, identity: str = "") -> str:
     """sha256 of what the exported graph depends on: every weight and buffer (names, shapes,
-    values), the input shape and the libraries that export and run it."""
+    values), the input shape, the libraries that export and run it, and ``identity`` — the
+    branch's provenance, which names what the weights do not (its Gram levels and their
+    projections' sizes)."""
     digest = hashlib.sha256()
     openvino = _openvino()
     digest.update(repr((type(module).__qualname__, tuple(example.shape[1:]), __version__, torch.__version__,
-                        getattr(openvino, "__version__", None), OPSET)).encode())
+                        getattr(openvino, "__version__", None), OPSET, identity)).encode())
     for name, tensor in module.state_dict().items():
         flat = tensor.detach().cpu().reshape(-1)
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
@@ -147,9 +150,10 @@ class CompiledNetwork:
         return np.asarray(result[self.compiled.output(0)], dtype=np.float32).copy()
 
 
-def compile_network(module: torch.nn.Module, example: torch.Tensor, name: str, precision: str, threads: int) -> CompiledNetwork:
+def compile_network(module: torch.nn.Module, example: torch.Tensor, name: str, precision: str, threads: int,
+                    identity: str = "") -> CompiledNetwork:
     """The cached export of ``module`` (made when missing or unreadable), compiled."""
-    file = cache_folder() / f"{name}-{network_key(module, example)[:20]}.onnx"
+    file = cache_folder() / f"{name}-{network_key(module, example, identity)[:20]}.onnx"
     if not file.is_file():
         export_onnx(module, example, file)
     try:
@@ -217,7 +221,8 @@ def use_runtime(branches: Sequence, runtime: str, precision: str, device: torch.
         if network is None:
             continue
         module, example = network
-        branch.runtime = compile_network(module, example, branch.name, chosen, torch.get_num_threads())
+        identity = json.dumps(branch.provenance(), sort_keys=True, default=str)
+        branch.runtime = compile_network(module, example, branch.name, chosen, torch.get_num_threads(), identity)
         cosine = min_cosine(branch, images)
         if cosine < MIN_COSINE and runtime == "auto":
             log.warning("%s branch: OpenVINO %s vectors reach cosine %.4f to torch's (< %.2f); embedding it with torch",
