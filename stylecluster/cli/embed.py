@@ -64,6 +64,10 @@ def add_parsers(sub) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    if args.engine == "ray":  # before torch loads: an unusable address is one line in a second, not thirty
+        from ..features.ray_engine import check_address
+
+        check_address(args.address)
     from ..data.discovery import IMAGE_EXTENSIONS, discover_images, read_path_list
     from ..features.embedder import embed_images
 

@@ -21,13 +21,15 @@ import logging
 import re
 import socket
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from ..config import Config, config_from_dict
-from ..data.dataset import WorkItem
 from ..errors import InputError
+
+if TYPE_CHECKING:  # the module stays light: `embed --address` is checked before torch loads
+    from ..data.dataset import WorkItem
 
 log = logging.getLogger("stylecluster")
 
@@ -89,7 +91,7 @@ class EmbedActor:
         self.known_sha256 = known_sha256
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..data.dataset import ImageDataset, collate_items
+        from ..data.dataset import ImageDataset, WorkItem, collate_items
         from .embedder import encode_batch
 
         n = len(batch["index"])
