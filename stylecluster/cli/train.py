@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..io import check_writable
-from ._common import LazyChoices, add_config_options, add_verbosity_options, check_output, images_folder, overrides
+from ..io import check_not_input, check_writable
+from ._common import LazyChoices, add_config_options, add_verbosity_options, check_output, images_folder, inputs_of, overrides
 from .embed import PATCH_FLAGS, add_patch_options
 
 
@@ -42,6 +42,7 @@ def run_train_local(args: argparse.Namespace) -> int:
 
     config = load_infovae_train_config(args.config, **overrides(args, LOCAL_FLAGS))
     for out in filter(None, (args.out, args.export)):
+        check_not_input(out, [*args.images_dirs, *(args.labels or []), args.config])
         check_writable(out)
     history = train_local(args.images_dirs, args.out, config, device=args.device, resume=not args.no_resume, progress=not args.quiet,
                           labels=args.labels)
@@ -90,6 +91,7 @@ def run_train_global(args: argparse.Namespace) -> int:
 
     root = images_folder(args.images_dir)
     for out in filter(None, (args.out, args.export)):
+        check_not_input(out, inputs_of(args, "images_dir", "labels", "weights"))
         check_writable(out)
     flags = {name: name for name in ("method", "backbone", "weights", "epochs", "batch_size", "image_size", "seed")}
     config = load_train_config(args.config, **overrides(args, flags))
@@ -141,7 +143,7 @@ def run_train_style_head(args: argparse.Namespace) -> int:
     from ..store import load_store
     from ..train.style_head import train_style_head
 
-    out = check_output(args.out, args.overwrite)
+    out = check_output(args.out, args.overwrite, [*args.stores, *args.labels])
     head = ArtistDiscriminantHead(n_components=args.n_components, pca_components=args.pca_components, shrinkage=args.shrinkage, weighting=args.weighting)
     stores = [load_store(path) for path in args.stores]
     report = train_style_head(stores, args.labels, out, args.group_column, args.holdout, args.score_column, args.seed, head, column=args.branch)
