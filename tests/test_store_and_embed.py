@@ -309,8 +309,9 @@ def test_two_writers_into_one_store_keep_every_row(tmp_path):
     (tmp_path / "a.txt").write_text("\n".join(names[:40]))
     (tmp_path / "b.txt").write_text("\n".join(names[40:]))
     out = tmp_path / "s.store"
-    first = slow_embed(tmp_path, root, out, tmp_path / "a.txt")
-    second = slow_embed(tmp_path, root, out, tmp_path / "b.txt")
+    # 4 s of encoding each: on a busy machine a first run of 0.5 s was done before the second had imported
+    first = slow_embed(tmp_path, root, out, tmp_path / "a.txt", delay=0.4)
+    second = slow_embed(tmp_path, root, out, tmp_path / "b.txt", delay=0.4)
     results = [p.communicate(timeout=120) + (p.returncode,) for p in (first, second)]
     assert [code for _, _, code in results] == [0, 0], results
     assert sorted(load_store(out).paths) == names
