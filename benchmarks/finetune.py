@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--protocols", default="artist,movement")
     parser.add_argument("--methods", default="bgmm,kmeans")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--splits", type=int, default=None, help="only the first N splits of each protocol (a screen, e.g. one movement fold)")
     parser.add_argument("--validate", action="store_true", help="score 20 %% of each split's training artists, held out of training (for choosing settings)")
     parser.add_argument("--cache-only", action="store_true", help="build the view cache and stop")
     parser.add_argument("--workers", type=int, default=2)
@@ -146,7 +147,8 @@ def main() -> None:
         return
     pool, X, parts = load_pool(args.work, config.backbone, False, args.workers)
     cache, cache_rows = cached_pool(pool, config, args.work, args.workers)
-    splits = (artist_disjoint(pool, args.seeds) if "artist" in args.protocols else []) + (movement_disjoint(pool, args.seeds) if "movement" in args.protocols else [])
+    splits = (artist_disjoint(pool, args.seeds)[: args.splits] if "artist" in args.protocols else []) \
+        + (movement_disjoint(pool, args.seeds)[: args.splits] if "movement" in args.protocols else [])
     rows = []
     for split in splits:
         rows += run_split(split, pool, X, parts, cache, cache_rows, config, args)

@@ -40,7 +40,8 @@ from ..registry import Registry
 
 @dataclass
 class GlobalTrainConfig:
-    """One training run of the global backbone (``configs/train_simclr.yaml``, ``train_csd.yaml``)."""
+    """One training run of the global backbone (``configs/train_simclr.yaml``, ``train_csd.yaml``,
+    ``train_csd_cached.yaml``: with ``cut``, cached-activation fine-tuning of Lite0, train/cached.py)."""
 
     method: str = "simclr"
     backbone: str = "vit_hybrid_lite0"  # a timm ViT name or a registered ViT entry
