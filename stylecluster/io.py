@@ -115,9 +115,8 @@ def staged_folder(out: str | Path, install: Callable[[Path, Path], None] | None 
 def _is_beside(file: Path, out: Path) -> bool:
     """Whether an OSError's file is ``out``, in it, or in one of its hidden staging folders: a
     failure to write the output rather than to read an input."""
-    folder = Path(os.path.abspath(out))
-    return any(p == folder or (p.parent == folder.parent and p.name.startswith(f".{folder.name}."))
-               for p in (Path(os.path.abspath(file)), *Path(os.path.abspath(file)).parents))
+    folder, file = Path(os.path.abspath(out)), Path(os.path.abspath(file))
+    return any(p == folder or (p.parent == folder.parent and p.name.startswith(f".{folder.name}.")) for p in (file, *file.parents))
 
 
 def _swap_folder(staging: Path, out: Path) -> None:

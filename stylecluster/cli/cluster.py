@@ -100,9 +100,8 @@ def add_parsers(sub) -> None:
 
 def run_cluster(args: argparse.Namespace) -> int:
     from ..cluster import StyleClustering
-    from ..store import load_store
-
     from ..cluster.persist import model_path_for
+    from ..store import load_store
 
     config = _method_config(args, {**METHOD_FLAGS, "seed": "cluster.seed", "local_weight": "fuse.local_weight"})
     out = check_output(args.out, args.overwrite, inputs_of(args, "store"))
