@@ -84,11 +84,14 @@ class EmbedConfig:
     checkpoint_rows: int = 64
     checkpoint_seconds: float = 30.0
     seed: int = 0
-    # auto: on a CPU, the networks exported to ONNX and run by OpenVINO in bf16 where the CPU has
-    # it, if their vectors pass the accuracy check (cosine >= 0.99 to torch's), else torch;
+    # auto: on a CPU, runs of 500+ images use the networks exported to ONNX and run by OpenVINO
+    # (fp32) if their vectors pass the accuracy check (cosine >= 0.99 to torch's), else torch;
     # torch: the reference; onnx: OpenVINO whatever the check says (features/runtime.py)
     runtime: str = "auto"
-    precision: str = "auto"  # auto (bf16 where the CPU has it, else fp32), fp32 or bf16
+    precision: str = "auto"  # auto (fp32), fp32 or bf16 (measured: bf16 moved clusters, RESULTS.md)
+    # how the store keeps the vectors: float32, float16 (half the disk and reading time; measured
+    # in benchmarks/scale.py) or auto: float16 from a million images (store.FLOAT16_FROM_ROWS)
+    dtype: str = "auto"
 
     def __post_init__(self):
         # checked here, not where they are used: --batch-size 0 made DataLoader raise a traceback
@@ -96,6 +99,8 @@ class EmbedConfig:
             value = getattr(self, key)
             if isinstance(value, int) and value < least:
                 raise ConfigError(f"embed.{key}: must be at least {least}, got {value}")
+        if self.dtype not in ("auto", "float32", "float16"):
+            raise ConfigError(f"embed.dtype: auto, float32 or float16, got {self.dtype!r}")
         if isinstance(self.checkpoint_seconds, (int, float)) and not self.checkpoint_seconds > 0:
             raise ConfigError(f"embed.checkpoint_seconds: must be above 0, got {self.checkpoint_seconds}")
 

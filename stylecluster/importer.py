@@ -76,7 +76,7 @@ from .hashing import file_sha256
 from .data.decode import BadImage
 from .data.image_paths import image_file, path_problem
 from .io import check_not_input, check_writable, printable, staged_folder
-from .store import LOCK_FILE, StoreWriter, install_store, is_store, refuse_foreign_folder, store_entries
+from .store import LOCK_FILE, StoreWriter, install_store, is_store, refuse_foreign_folder, resolve_dtype, store_entries
 
 log = logging.getLogger("stylecluster")
 
@@ -340,12 +340,15 @@ def import_vectors(
     batch_rows: int = BATCH_ROWS,
     chunk_rows: int = CHUNK_ROWS,
     quiet: bool = True,
+    dtype: str = "auto",
 ) -> ImportReport:
     """Write the vectors of ``source`` (Parquet, or ``.npy`` with ``paths``) as the store ``out``.
 
     See the module docstring for the formats, the bad rows and the provenance. Raises
     :class:`~stylecluster.errors.InputError` for an unreadable source, an existing store without
-    ``overwrite``, or a source with no usable row (nothing is written then).
+    ``overwrite``, or a source with no usable row (nothing is written then). ``dtype``: how the
+    store keeps the vectors (:func:`~stylecluster.store.resolve_dtype`: auto is float16 from a
+    million rows).
     """
     began = time.perf_counter()
     out = check_store_output(out, overwrite)
@@ -353,8 +356,9 @@ def import_vectors(
     if images_root is not None and not Path(images_root).is_dir():
         raise InputError(f"{printable(images_root)}: not a folder")
     reader = open_source(source, paths)
+    vector_dtype = resolve_dtype(dtype, reader.rows)
     with _replacing(out):
-        return _import(reader, source, out, images_root, batch_rows, chunk_rows, quiet, began)
+        return _import(reader, source, out, images_root, batch_rows, chunk_rows, quiet, began, vector_dtype)
 
 
 @contextmanager
@@ -399,7 +403,8 @@ class _ChunkedWriter:
         self.writer.write_skipped((path, f"row {row}: {problem}") for row, path, problem in skipped)
 
 
-def _import(reader: _Source, source, out: Path, images_root, batch_rows: int, chunk_rows: int, quiet: bool, began: float) -> ImportReport:
+def _import(reader: _Source, source, out: Path, images_root, batch_rows: int, chunk_rows: int, quiet: bool, began: float,
+            vector_dtype: str = "float32") -> ImportReport:
     from tqdm.auto import tqdm
 
     record = {**reader.provenance(), "imported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -415,7 +420,8 @@ def _import(reader: _Source, source, out: Path, images_root, batch_rows: int, ch
                 if kept and chunks is None:
                     dim = checker.dim
                     chunks = _ChunkedWriter(StoreWriter(folder, branches={}, dims={"global": dim}, parts={"global": {IMPORTED_PART: (0, dim)}},
-                                                        images_root=None if root is None else str(root), chunk_size=chunk_rows, extra_metadata={"imported": {**record, "dim": dim}}))
+                                                        images_root=None if root is None else str(root), chunk_size=chunk_rows, extra_metadata={"imported": {**record, "dim": dim}},
+                                                        vector_dtype=vector_dtype))
                 if kept:
                     chunks.add(_table([batch.paths[i] for i in kept], vectors))
                     stored += len(kept)

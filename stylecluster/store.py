@@ -53,6 +53,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._version import __version__
@@ -94,24 +95,53 @@ class ChunkError(StoreError):
     """One chunk cannot be read; ``str(exc)`` is the reason."""
 
 
+#: The element types a stored vector may have (``embed.dtype`` / ``import --dtype``): float32, or
+#: float16 for collections of millions (half the disk and read time; see :func:`resolve_dtype`).
+VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+#: Rows from which ``auto`` stores vectors as float16: a million rows of the default 320 numbers
+#: are 1.3 GB in float32; below that the disk and reading time saved is not worth any rounding.
+FLOAT16_FROM_ROWS = 1_000_000
+
+
+def resolve_dtype(requested: str, rows: int, store: str | Path | None = None) -> str:
+    """The vector dtype for a store of about ``rows`` images: ``requested``, or for ``auto`` the
+    existing ``store``'s (a run resuming into it) else float16 from :data:`FLOAT16_FROM_ROWS`
+    rows and float32 below."""
+    if requested == "auto":
+        if store is not None and is_store(store):
+            try:
+                return _read_meta(Path(store)).get("vector_dtype", "float32")
+            except StoreError:
+                pass
+        return "float16" if rows >= FLOAT16_FROM_ROWS else "float32"
+    if requested not in VECTOR_DTYPES:
+        raise StoreError(f"vectors are stored as auto, {' or '.join(VECTOR_DTYPES)}, not {requested!r}")
+    return requested
+
+
 def read_chunk(file: Path, metadata: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
-    """One chunk, checked against the store's metadata; :class:`ChunkError` when unusable."""
+    """One chunk (only ``columns`` when given), checked against the store's metadata from the
+    chunk's footer before anything is read; :class:`ChunkError` when unusable."""
     try:
-        table = pq.read_table(file, columns=columns)
+        parquet = pq.ParquetFile(file)
+        schema = parquet.schema_arrow
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as exc:
         raise ChunkError(f"not readable as Parquet ({printable(exc)})") from None
     text = (pa.string(), pa.large_string())
     expected = {"path": text, "sha256": text}
-    if columns is None:
-        expected.update({column: (pa.list_(pa.float32(), dim),) for column, dim in metadata.get("dims", {}).items() if dim})
+    expected.update({column: tuple(pa.list_(kind, dim) for kind in VECTOR_DTYPES.values())
+                     for column, dim in metadata.get("dims", {}).items() if dim})
     for name, kinds in expected.items():
-        if name not in table.column_names:
+        if name not in schema.names:
             raise ChunkError(f"no {name!r} column")
-        if table.schema.field(name).type not in kinds:
-            raise ChunkError(f"column {name!r} is {table.schema.field(name).type}, expected {kinds[0]}")
-    return table
+        if schema.field(name).type not in kinds:
+            raise ChunkError(f"column {name!r} is {schema.field(name).type}, expected {kinds[0]}")
+    try:
+        return parquet.read(columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise ChunkError(f"not readable as Parquet ({printable(exc)})") from None
 
 
 def readable_chunks(path: Path, metadata: dict[str, Any], columns: list[str] | None = None):
@@ -130,6 +160,15 @@ def readable_chunks(path: Path, metadata: dict[str, Any], columns: list[str] | N
     return tables, unreadable
 
 
+def vector_matrix(table: pa.Table, column: str, dim: int, where: Any = "the store") -> np.ndarray:
+    """(rows, dim) float32 matrix of a vector column of a chunk's table (float16 widened)."""
+    col = table.column(column).combine_chunks()
+    if col.null_count:
+        raise StoreError(f"{printable(where)}: {col.null_count} rows have no {column} vector")
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, dim)
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     try:
         return json.loads((path / META_FILE).read_text())
@@ -143,29 +182,71 @@ def is_store(path: str | Path) -> bool:
     return (Path(path) / META_FILE).is_file()
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk file as the store reads it: the unit of row-parallel work."""
+
+    file: Path
+    kept: np.ndarray | None  # rows of the file that are the store's (None: all of them)
+    start: int  # store row of its first kept row
+    rows: int  # kept rows
+
+
 class EmbeddingStore:
-    """Read side of a store: everything in memory, vectors as float32 matrices."""
+    """Read side of a store: the paths in memory, the vectors read from the chunks when asked.
+
+    Opening a store reads only its ``path`` column (and each chunk's footer, to check it), so a
+    store of ten million images opens in the memory of its paths; :meth:`iter_vectors` and
+    :meth:`iter_chunks` then read a chunk at a time, :meth:`take_vectors` only the chunks that
+    hold the rows asked for. :meth:`vectors` (one column whole) and :meth:`to_pandas` read
+    everything, for collections that fit in memory. Rows are in chunk order; a path embedded
+    twice (its file changed between runs) is one row, the later one. Vectors come back as
+    float32 whether they are stored as float32 or float16.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.metadata: dict[str, Any] = _read_meta(self.path)
-        tables, self.unreadable = readable_chunks(self.path, self.metadata)
+        self.unreadable: list[tuple[Path, str]] = []
+        files, path_columns = [], []
+        for f in _chunk_files(self.path):
+            try:
+                path_columns.append(read_chunk(f, self.metadata, columns=["path"]).column("path").cast(pa.string()))
+            except FileNotFoundError:  # merged away by a writer since the folder was listed
+                continue
+            except ChunkError as exc:
+                self.unreadable.append((f, str(exc)))
+                continue
+            files.append(f)
         for f, reason in self.unreadable:
             log.warning("%s: skipped an unreadable chunk (%s); `stylecluster embed` into this store sets it aside and embeds its images again",
                         printable(f), reason)
-        if tables:
-            table = pa.concat_tables(tables, promote_options="default")
-        else:
-            table = _empty_table(self.metadata)
-        # Later rows for the same path supersede earlier ones (a re-embedded, changed file).
-        paths = table.column("path").to_pylist()
-        last = {p: i for i, p in enumerate(paths)}
-        if len(last) != len(paths):
-            table = table.take(pa.array(sorted(last.values())))
-        self._table = table
+        paths = pa.chunked_array([c for column in path_columns for c in column.chunks], type=pa.string())
+        sizes = np.array([len(column) for column in path_columns], dtype=np.int64)
+        keep = None
+        # Later rows for the same path supersede earlier ones (a re-embedded, changed file);
+        # Arrow's hash aggregation finds them without a Python object per path.
+        if len(paths) and pc.count_distinct(paths).as_py() != len(paths):
+            last = pa.table({"path": paths, "row": pa.array(np.arange(len(paths)))}).group_by("path").aggregate([("row", "max")])
+            keep = np.sort(last.column("row_max").to_numpy())
+            paths = paths.take(pa.array(keep))
+        self._paths = paths.combine_chunks() if paths.num_chunks != 1 else paths.chunk(0)
+        self._chunks: list[Chunk] = []
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        start = 0
+        for i, f in enumerate(files):
+            if keep is None:
+                kept, rows = None, int(sizes[i])
+            else:
+                kept = keep[np.searchsorted(keep, bounds[i]):np.searchsorted(keep, bounds[i + 1])] - bounds[i]
+                kept, rows = (None if len(kept) == sizes[i] else kept), len(kept)
+            if rows:
+                self._chunks.append(Chunk(f, kept, start, rows))
+            start += rows
+        self._starts = np.array([c.start for c in self._chunks], dtype=np.int64)
 
     def __len__(self) -> int:
-        return self._table.num_rows
+        return len(self._paths)
 
     def __repr__(self) -> str:
         dims = {c: self.dim(c) for c in VECTOR_COLUMNS if self.dim(c)}
@@ -173,11 +254,21 @@ class EmbeddingStore:
 
     @property
     def paths(self) -> list[str]:
-        return self._table.column("path").to_pylist()
+        return self._paths.to_pylist()
+
+    @property
+    def path_array(self) -> pa.Array:
+        """The paths as one Arrow string array (no Python object per path)."""
+        return self._paths
 
     @property
     def sha256(self) -> list[str]:
-        return self._table.column("sha256").to_pylist()
+        return pa.chunked_array([t.column("sha256").cast(pa.string()) for _, t in self.iter_chunks(["sha256"])], type=pa.string()).to_pylist()
+
+    @property
+    def vector_dtype(self) -> str:
+        """How the vectors are stored ("float32" or "float16"); they are read as float32."""
+        return self.metadata.get("vector_dtype", "float32")
 
     @property
     def global_(self) -> np.ndarray:
@@ -195,33 +286,71 @@ class EmbeddingStore:
 
     def vectors(self, column: str) -> np.ndarray | None:
         """(n, dim) float32 matrix of a vector column, or None when the store has no such branch."""
-        if column not in self._table.column_names or self.dim(column) == 0:
+        if self.dim(column) == 0:
             return None
-        return self._matrix(self._table, column)
+        out = np.empty((len(self), self.dim(column)), dtype=np.float32)
+        for start, table in self.iter_chunks([column]):
+            out[start : start + table.num_rows] = self._matrix(table, column)
+        return out
 
     def _matrix(self, table: pa.Table, column: str) -> np.ndarray:
-        col = table.column(column).combine_chunks()
-        if col.null_count:
-            raise StoreError(f"{self.path}: {col.null_count} rows have no {column} vector")
-        flat = col.flatten().to_numpy(zero_copy_only=False)
-        return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, self.dim(column))
+        return vector_matrix(table, column, self.dim(column), self.path)
+
+    def read(self, chunk: Chunk, columns: list[str]) -> pa.Table:
+        """The store's rows of one chunk (``columns`` only)."""
+        try:
+            table = read_chunk(chunk.file, self.metadata, columns)
+        except (FileNotFoundError, ChunkError) as exc:
+            raise StoreError(f"{printable(chunk.file)}: changed while the store was read ({printable(exc)}); run again") from None
+        return table if chunk.kept is None else table.take(pa.array(chunk.kept))
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        """The chunks that hold the store's rows, in store order."""
+        return list(self._chunks)
+
+    def iter_chunks(self, columns: Sequence[str]) -> Iterator[tuple[int, pa.Table]]:
+        """(store row of its first row, table of ``columns``) for each chunk, in store order —
+        the unit of row-parallel work (an engine's task is a chunk)."""
+        for chunk in self._chunks:
+            yield chunk.start, self.read(chunk, list(columns))
 
     def iter_vectors(self, columns: Sequence[str], batch_rows: int = 65_536) -> Iterator[np.ndarray]:
         """The vectors of ``columns`` side by side, ``batch_rows`` rows at a time: (b, sum of
-        dims) float32 matrices, in store order. Only one batch is ever copied out of the Arrow
-        table, so fusing a million rows needs the memory of the stored vectors plus one batch
-        (every column whole, ``vectors``, copies all of them once more)."""
-        for start in range(0, len(self), max(1, int(batch_rows))):
-            batch = self._table.slice(start, batch_rows)
-            yield np.hstack([self._matrix(batch, column) for column in columns])
+        dims) float32 matrices, in store order. Chunks are read one after another, so the memory
+        is one batch and one chunk, whatever the store's size."""
+        batch_rows, pending, held = max(1, int(batch_rows)), [], 0
+        for _, table in self.iter_chunks(columns):
+            pending.append(np.hstack([self._matrix(table, column) for column in columns]))
+            held += len(pending[-1])
+            while held >= batch_rows:
+                block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                yield block[:batch_rows]
+                pending, held = [block[batch_rows:]], held - batch_rows
+        if held:
+            yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
     def take_vectors(self, columns: Sequence[str], rows: np.ndarray) -> np.ndarray:
-        """The vectors of ``columns`` side by side for the given rows only (e.g. a subsample to fit on)."""
-        batch = self._table.select(list(columns)).take(pa.array(np.asarray(rows, dtype=np.int64)))
-        return np.hstack([self._matrix(batch, column) for column in columns])
+        """The vectors of ``columns`` side by side for the given rows only (e.g. a subsample to
+        fit on), reading only the chunks that hold them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows outside the store's {len(self)}")
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]
+        out = np.empty((len(rows), sum(self.dim(c) for c in columns)), dtype=np.float32)
+        owner = np.searchsorted(self._starts, wanted, side="right") - 1
+        bounds = np.flatnonzero(np.diff(owner)) + 1
+        for piece in np.split(np.arange(len(wanted)), bounds) if len(wanted) else []:
+            chunk = self._chunks[owner[piece[0]]]
+            table = self.read(chunk, list(columns)).take(pa.array(wanted[piece] - chunk.start))
+            out[order[piece]] = np.hstack([self._matrix(table, column) for column in columns])
+        return out
 
     def to_pandas(self) -> pd.DataFrame:
-        return self._table.to_pandas()
+        """Every column of every row (reads the whole store: for collections that fit in memory)."""
+        tables = [table for _, table in self.iter_chunks(_schema(self.metadata).names)]
+        return (pa.concat_tables(tables, promote_options="default") if tables else _empty_table(self.metadata)).to_pandas()
 
 
 def load_store(path: str | Path) -> EmbeddingStore:
@@ -237,10 +366,11 @@ def _schema(metadata: dict[str, Any]) -> pa.Schema:
         pa.field("height", pa.int32()),
         pa.field("duplicate_of", pa.string()),
     ]
+    kind = VECTOR_DTYPES[metadata.get("vector_dtype", "float32")]
     for column in VECTOR_COLUMNS:
         dim = metadata["dims"].get(column, 0)
         if dim:
-            fields.append(pa.field(column, pa.list_(pa.float32(), dim)))
+            fields.append(pa.field(column, pa.list_(kind, dim)))
     return pa.schema(fields, metadata={b"stylecluster": json.dumps(metadata).encode()})
 
 
@@ -349,8 +479,12 @@ class StoreWriter:
         checkpoint_rows: int = 64,
         checkpoint_seconds: float = 30.0,
         extra_metadata: dict[str, Any] | None = None,
+        vector_dtype: str = "float32",
     ):
         from filelock import FileLock, Timeout
+
+        if vector_dtype not in VECTOR_DTYPES:
+            raise StoreError(f"vectors are stored as {' or '.join(VECTOR_DTYPES)}, not {vector_dtype!r}")
 
         self.path = Path(path)
         self.chunk_size = max(1, int(chunk_size))
@@ -366,6 +500,7 @@ class StoreWriter:
             "stylecluster_version": __version__,
             "branches": branches,
             "dims": dims,
+            "vector_dtype": vector_dtype,
             "parts": {c: {k: list(v) for k, v in p.items()} for c, p in parts.items()},
             # the per-image seeds (patch draws) derive from it, so it decides the vectors too
             "embed": {"seed": int(seed)},
@@ -397,8 +532,9 @@ class StoreWriter:
         refuse_foreign_folder(self.path)  # again, under the lock: another writer may have made it meanwhile
         if store_entries(self.path):
             old_meta = _read_meta(self.path)
-            fingerprint = ("format_version", "branches", "dims", "parts", "embed")
-            diffs = _describe_difference({k: old_meta.get(k) for k in fingerprint}, {k: new_meta[k] for k in fingerprint})
+            fingerprint = ("format_version", "branches", "dims", "parts", "embed", "vector_dtype")
+            old = {k: old_meta.get(k, "float32" if k == "vector_dtype" else None) for k in fingerprint}
+            diffs = _describe_difference(old, {k: new_meta[k] for k in fingerprint})
             if diffs and not overwrite:
                 raise StoreMismatchError(
                     f"{printable(self.path)}: store was made with another model or configuration ({'; '.join(diffs)}); "
@@ -411,6 +547,7 @@ class StoreWriter:
         self.metadata = new_meta
         self._write_meta()
         self._schema = _schema(new_meta)
+        self._dtype = np.dtype(new_meta["vector_dtype"])
         self._next_chunk = max((_chunk_number(f) for f in _chunk_files(self.path)), default=-1) + 1
 
     def _delete_own_files(self) -> None:
@@ -457,7 +594,7 @@ class StoreWriter:
     def add(self, path: str, sha256: str, width: int, height: int, vectors: dict[str, np.ndarray], duplicate_of: str | None = None) -> None:
         row = {"path": path, "sha256": sha256, "width": int(width), "height": int(height), "duplicate_of": duplicate_of}
         for column in self._schema.names[5:]:
-            row[column] = np.asarray(vectors[column], dtype=np.float32)
+            row[column] = np.asarray(vectors[column], dtype=self._dtype)
         self._buffer.append(row)
         if len(self._buffer) >= self.checkpoint_rows or time.monotonic() - self._last_save >= self.checkpoint_seconds:
             self.flush()
@@ -477,7 +614,7 @@ class StoreWriter:
         for field in self._schema:
             values = [r[field.name] for r in rows]
             if pa.types.is_fixed_size_list(field.type):
-                flat = pa.array(np.concatenate(values).astype(np.float32, copy=False))
+                flat = pa.array(np.concatenate(values).astype(self._dtype, copy=False))
                 columns[field.name] = pa.FixedSizeListArray.from_arrays(flat, field.type.list_size)
             else:
                 columns[field.name] = pa.array(values, type=field.type)

@@ -13,6 +13,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, metavar="STORE", help="store folder to create")
     p.add_argument("--paths", metavar="FILE", help="with a .npy: the image path of each row, one per line")
     p.add_argument("--images-root", metavar="DIR", help="folder the paths are relative to; maps and reports then show thumbnails (optional)")
+    p.add_argument("--dtype", choices=["auto", "float32", "float16"], default="auto",
+                   help="how the store keeps the vectors: float16 halves its size and reading time (auto: float16 from a million rows)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at STORE")
     add_verbosity_options(p)
     p.set_defaults(func=run_import)
@@ -21,6 +23,6 @@ def add_parsers(sub) -> None:
 def run_import(args: argparse.Namespace) -> int:
     from ..importer import import_vectors
 
-    report = import_vectors(args.vectors, args.out, paths=args.paths, overwrite=args.overwrite, images_root=args.images_root, quiet=args.quiet)
+    report = import_vectors(args.vectors, args.out, paths=args.paths, overwrite=args.overwrite, images_root=args.images_root, quiet=args.quiet, dtype=args.dtype)
     print("\n".join(report.summary_lines()))
     return 0

@@ -22,7 +22,7 @@ from ..device import resolve_device
 from ..io import printable
 from .runtime import resolve_runtime, runtime_metadata
 from ..store import CORRUPT_DIR as STORE_CORRUPT_DIR
-from ..store import StoreWriter, stored_paths
+from ..store import StoreWriter, resolve_dtype, stored_paths
 from .branch import Branch
 from .global_ import GlobalBranch
 from .local_ import LocalBranch
@@ -139,6 +139,7 @@ def _embed_with(engine, report: EmbedReport, paths, root: Path, out: Path, confi
         checkpoint_rows=config.embed.checkpoint_rows,
         checkpoint_seconds=config.embed.checkpoint_seconds,
         extra_metadata={"runtime": runtime_metadata(branches)},
+        vector_dtype=resolve_dtype(config.embed.dtype, len(paths), out),
     )
     try:
         _embed_into(writer, report, paths, root, engine, quiet)
