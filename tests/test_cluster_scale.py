@@ -127,3 +127,67 @@ def test_vectorised_approximate_predict_is_hdbscans():
     assert clusterer.labels_.max() >= 3 and (expected_labels == -1).sum() > 0  # clusters and outliers both tested
     np.testing.assert_array_equal(labels, expected_labels)
     np.testing.assert_allclose(strengths, expected_strengths, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", [m for m in available_methods() if method_class(m).fits_subsample])
+def test_the_store_is_never_held_whole_and_the_labels_are_the_one_matrix_fits(big_store, method):
+    """``fit`` gives the method only its subsample's fused rows and assigns the others batch by
+    batch; the labels are those of the method fitted on the whole fused matrix at once."""
+    store, _, _ = big_store
+    config = ClusterConfig(method=method, k=None if method == "hdbscan" else CLUSTERS, params=PARAMS[method])
+    streamed = StyleClustering(config, FuseConfig(max_fit_samples=5_000)).fit(store)
+    assert len(streamed.method_.labels_) == FIT  # the method saw its subsample only
+    np.testing.assert_array_equal(streamed.fit_rows_, subsample(ROWS, FIT, 0))
+    whole = make_clusterer(method, k=config.k, seed=0, **PARAMS[method]).fit(streamed.embed(store))
+    if method == "bgmm":  # clusters are the components some image belongs to: counted on the subsample when streamed
+        assert set(np.unique(streamed.labels_)) == set(np.unique(whole.labels_))
+    np.testing.assert_array_equal(streamed.labels_, whole.labels_)
+    np.testing.assert_allclose(streamed.probabilities_, whole.probabilities_, rtol=1e-5, atol=1e-7)
+    frame = streamed.to_frame()
+    for name, values in whole.point_details().items():  # e.g. HDBSCAN's outlier scores: NaN where not fitted
+        np.testing.assert_allclose(frame[name].to_numpy(), np.round(values, 6), equal_nan=True)
+
+
+def test_a_float16_store_reads_as_float32_within_half_precision(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 12)).astype(np.float32)
+    writer = StoreWriter(tmp_path / "half.store", branches={"global": {"backbone": "synthetic"}}, dims={"global": 12},
+                         parts={"global": {"style": (0, 12)}}, chunk_size=128, checkpoint_rows=128, vector_dtype="float16")
+    for i, row in enumerate(X):
+        writer.add(f"img/{i:03d}.png", sha256=str(i), width=8, height=8, vectors={"global": row})
+    writer.close()
+    store = load_store(tmp_path / "half.store")
+    assert store.vector_dtype == "float16" and len(store) == 300
+    read = store.vectors("global")
+    assert read.dtype == np.float32
+    np.testing.assert_array_equal(read, X.astype(np.float16).astype(np.float32))  # exactly the rounded values
+    assert np.abs(read - X).max() <= np.abs(X).max() * 2**-11  # float16: 11 significant bits
+    np.testing.assert_array_equal(np.vstack(list(store.iter_vectors(["global"], batch_rows=100))), read)
+    np.testing.assert_array_equal(store.take_vectors(["global"], np.array([299, 0, 128])), read[[299, 0, 128]])
+
+
+def test_a_path_embedded_twice_is_one_row_the_later_one(tmp_path):
+    """Superseded rows are found by Arrow's hash aggregation, across chunks, without reading vectors."""
+    writer = StoreWriter(tmp_path / "s", branches={"global": {"backbone": "synthetic"}}, dims={"global": 2},
+                         parts={"global": {"style": (0, 2)}}, chunk_size=2, checkpoint_rows=2)
+    for path, value in [("a", 1), ("b", 2), ("c", 3), ("a", 4), ("d", 5), ("b", 6), ("e", 7)]:
+        writer.add(path, sha256=path + str(value), width=1, height=1, vectors={"global": np.full(2, value, np.float32)})
+    writer.close()
+    store = load_store(tmp_path / "s")
+    assert store.paths == ["c", "a", "d", "b", "e"]
+    np.testing.assert_array_equal(store.vectors("global")[:, 0], [3, 4, 5, 6, 7])
+    assert store.sha256 == ["c3", "a4", "d5", "b6", "e7"]
+    np.testing.assert_array_equal(store.take_vectors(["global"], np.array([3, 0]))[:, 0], [6, 3])
+    # chunks [a1 b2] [c3 a4] [d5 b6] [e7]: the first holds no row of the store any more
+    assert [(start, table.column("path").to_pylist()) for start, table in store.iter_chunks(["path"])] == [(0, ["c", "a"]), (2, ["d", "b"]), (4, ["e"])]
+
+
+def test_a_saved_clustering_keeps_its_paths_packed(tmp_path, big_store):
+    store, _, _ = big_store
+    clustering = StyleClustering(ClusterConfig(method="kmeans", k=CLUSTERS)).fit(store)
+    clustering.paths_[:2] = ["ünïcode/é.jpg", "bad\udcffbyte.jpg"]  # not UTF-8 on disk: kept through surrogateescape
+    path = clustering.save(tmp_path / "m.model.npz")
+    import zipfile
+    assert b"img/00005.png" not in zipfile.ZipFile(path).read("state.json")  # not a JSON list of strings
+    loaded = StyleClustering.load(path)
+    assert loaded.paths_ == clustering.paths_

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -52,6 +53,25 @@ def _method_config(args: argparse.Namespace, flags: dict[str, str] = METHOD_FLAG
     return config_for(args, flags)
 
 
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where every image is assigned once the model is fitted here: local (default) or on Ray Data actors, "
+                        "on this machine or the cluster at --address (pip install 'stylecluster[ray]')")
+    p.add_argument("--address", metavar="ADDR", help="with --engine ray: a running Ray cluster (host:port, or 'auto'); default: start Ray here for the run")
+    p.add_argument("--actors", type=int, metavar="N", help="with --engine ray: copies of the model assigning at once (default: one per CPU of the cluster)")
+
+
+def _engine(args: argparse.Namespace):
+    """The Ray assigner (its --address checked before anything is read), or None for local."""
+    if args.engine == "ray":
+        from ..cluster.ray_assign import RayAssigner
+
+        return RayAssigner(address=args.address, actors=args.actors, quiet=args.quiet)
+    if args.address or args.actors:
+        raise InputError("--address and --actors go with --engine ray")
+    return None
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("cluster", help="cluster a store's images; writes CLUSTERS.csv and the fitted model beside it")
     p.add_argument("store", metavar="STORE")
@@ -60,6 +80,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 0; cluster.seed)")
     p.add_argument("--out", required=True, metavar="CLUSTERS.csv", help="output CSV: path, cluster, probability")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_engine_options(p)
     add_config_options(p)
     p.set_defaults(func=run_cluster)
 
@@ -68,6 +89,7 @@ def add_parsers(sub) -> None:
     p.add_argument("store", metavar="NEW_STORE", help="store embedded with the same model and configuration")
     p.add_argument("--out", required=True, metavar="NEW_CLUSTERS.csv", help="output CSV: path, cluster, probability")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _add_engine_options(p)
     add_config_options(p, "unused: the model file holds the clustering's settings")
     p.set_defaults(func=run_assign)
 
@@ -106,10 +128,12 @@ def run_cluster(args: argparse.Namespace) -> int:
     config = _method_config(args, {**METHOD_FLAGS, "seed": "cluster.seed", "local_weight": "fuse.local_weight"})
     out = check_output(args.out, args.overwrite, inputs_of(args, "store"))
     check_output(model_path_for(out), args.overwrite, inputs_of(args, "store"))
+    engine = _engine(args)
     store = load_store(args.store)
     if len(store) == 0:
         raise InputError(f"{args.store}: the store is empty")
-    clustering = StyleClustering(config.cluster, config.fuse).fit(store)
+    with engine or contextlib.nullcontext():
+        clustering = StyleClustering(config.cluster, config.fuse).fit(store, engine=engine)
     written = clustering.write(out)
     summary = clustering.summary()
     print(f"{summary['method']}: {summary['n_clusters']} cluster{'' if summary['n_clusters'] == 1 else 's'} over {summary['n_images']} images"
@@ -127,11 +151,30 @@ def run_assign(args: argparse.Namespace) -> int:
     model = Path(args.model)
     model = model_path_for(model) if model.suffix == ".csv" else model
     out = check_output(args.out, args.overwrite, [*inputs_of(args, "model", "store"), model])
+    engine = _engine(args)
     clustering = StyleClustering.load(model)
-    frame = clustering.predict_store(load_store(args.store))
-    save_atomic(out, lambda tmp: frame.to_csv(tmp, index=False))
-    print(f"assigned {len(frame)} images to {clustering.n_clusters_} clusters ({clustering.cluster.method}); wrote {out}")
+    store = load_store(args.store)
+    with engine or contextlib.nullcontext():
+        assigned = write_frames(out, clustering.predict_frames(store, engine=engine))
+    print(f"assigned {assigned} images to {clustering.n_clusters_} clusters ({clustering.cluster.method}); wrote {out}")
     return 0
+
+
+def write_frames(out: Path, frames) -> int:
+    """Write batches of rows as one CSV, atomically, holding one batch at a time; the row count."""
+    written = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal written
+        with open(tmp, "w", newline="") as f:
+            for i, frame in enumerate(frames):
+                frame.to_csv(f, index=False, header=i == 0)
+                written += len(frame)
+            if not written:
+                f.write("path,cluster,probability\n")
+
+    save_atomic(out, write)
+    return written
 
 
 def run_stability(args: argparse.Namespace) -> int:

@@ -165,8 +165,8 @@ class _Decoder:
         return {k: self(v) for k, v in value.items()}
 
 
-def save_model(obj: Any, path: str | Path) -> Path:
-    """Write ``obj`` (a fitted :class:`~stylecluster.cluster.StyleClustering`) to ``path`` atomically."""
+def _write_model(obj: Any, target) -> None:
+    """The model file's bytes, into ``target`` (a path or a binary file object)."""
     encode = _Encoder()
     document = {
         "format": FORMAT,
@@ -174,16 +174,25 @@ def save_model(obj: Any, path: str | Path) -> Path:
         "versions": {"stylecluster": __version__, **{name: version(name) for name in ("scikit-learn", "numpy", "hdbscan")}},
         "root": encode(obj, ""),
     }
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(STATE_FILE, json.dumps(document, indent=1))
+        for name, array in encode.arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            archive.writestr(f"{name}.npy", buffer.getvalue())
 
-    def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(STATE_FILE, json.dumps(document, indent=1))
-            for name, array in encode.arrays.items():
-                buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-                archive.writestr(f"{name}.npy", buffer.getvalue())
 
-    return save_atomic(path, write)
+def save_model(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` (a fitted :class:`~stylecluster.cluster.StyleClustering`) to ``path`` atomically."""
+    return save_atomic(path, lambda tmp: _write_model(obj, tmp))
+
+
+def model_bytes(obj: Any) -> bytes:
+    """What :func:`save_model` writes, as bytes: how a fitted model travels to Ray's actors (as
+    data, read back by :func:`load_model`, never as a pickle)."""
+    buffer = io.BytesIO()
+    _write_model(obj, buffer)
+    return buffer.getvalue()
 
 
 def _read_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
@@ -205,8 +214,9 @@ def _read_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> 
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def load_model(path: str | Path, expected: type | None = None) -> Any:
-    """Read a model file written by :func:`save_model`; nothing in it is executed.
+def load_model(path: str | Path, expected: type | None = None, data: bytes | None = None) -> Any:
+    """Read a model file written by :func:`save_model` (or its bytes, ``data``, from
+    :func:`model_bytes`; ``path`` then only names it); nothing in it is executed.
 
     Raises :class:`ModelFileError` (one line naming the file and what to do) for an old pickled
     model, a foreign or damaged file, or one of another format version.
@@ -218,7 +228,7 @@ def load_model(path: str | Path, expected: type | None = None) -> Any:
             f"{printable(path)}: a model pickled by an earlier stylecluster; pickles are never loaded (they can run code) — {rerun} as {MODEL_SUFFIX}"
         )
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(path if data is None else io.BytesIO(data)) as archive:
             document = json.loads(archive.read(STATE_FILE))
             if not isinstance(document, dict) or document.get("format") != FORMAT:
                 raise ModelFileError(f"{printable(path)}: not a stylecluster model file; {rerun}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,8 @@ from ..config import ClusterConfig, FuseConfig
 from ..errors import ConfigError, InputError, NotFittedError
 from ..io import printable, save_atomic
 from .base import OneCluster, distinct_points, make_clusterer, method_class
-from .fuse import fit_store_fuser, fuse_store, store_layout, store_shape
+from .fuse import fit_store_fuser, fuse_store, store_batches, store_layout, store_rows, store_shape
+from .reduce import subsample
 from ..features.runtime import check_compatible
 from .persist import RERUN, ModelFileError
 from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
@@ -41,31 +42,51 @@ class StyleClustering:
         self.cluster = cluster or ClusterConfig()
         self.fuse = fuse or FuseConfig()
 
-    def fit(self, store) -> "StyleClustering":
+    def fit(self, store, engine=None) -> "StyleClustering":
         """Fuse and cluster ``store``'s images.
 
         Fewer than 2 images is an InputError; identical images (all vectors equal) make one
         cluster whatever the method, which is what every method would mean by them. The
         parameters are checked first, before the (slow) fusion.
+
+        Memory: a method that fits a subsample (``fits_subsample``) is given only the fused rows
+        of its seeded subsample — the rows it would have drawn from the whole matrix — and every
+        other image is then read, fused and assigned a batch at a time, so the store is never
+        held whole (:meth:`assign_batches`); the labels are the ones the method gives the same
+        rows in one matrix (tests/test_cluster_scale.py). Other methods (k-means) fit every fused row.
         """
         self._validate_params()
-        n = len(store.paths)
+        n = _rows(store)
         if n < 2:
             raise InputError(f"clustering needs at least 2 images; the store has {n}")
-        Z = self._fit_fuser(store)
+        columns, blocks = store_layout(store, local_weight=self.fuse.local_weight)
+        self.n_features_in_ = store_shape(store, columns)[1]
+        self.fuser_ = fit_store_fuser(store, columns, blocks, self.fuse.max_fit_samples, self.cluster.seed,
+                                      pca_components=self.fuse.pca_components, whiten=self.fuse.whiten)
+        rows = fit_rows(make_clusterer(self.cluster.method, seed=self.cluster.seed, **self.cluster.params), n)
+        self.fit_rows_ = None if len(rows) == n else rows
+        Z = fuse_store(self.fuser_, store, columns) if self.fit_rows_ is None else self.fuser_.transform(store_rows(store, columns, rows))
         if distinct_points(Z, at_least=2) < 2:
-            log.warning("all %d images have the same vectors (identical images): one cluster", n)
+            log.warning("all %d images have the same vectors (identical images): one cluster", len(Z))
             self.k_selection_, self.method_ = None, OneCluster().fit(Z)
         else:
             k, self.k_selection_ = resolve_k(self.cluster.method, self.cluster.k, Z, seed=self.cluster.seed, **self.cluster.params)
             self.method_ = make_clusterer(self.cluster.method, k=k, seed=self.cluster.seed, **self.cluster.params)
             self.method_.fit(Z)
+        del Z
         self.paths_ = list(store.paths)
-        self.labels_ = np.asarray(self.method_.labels_)
-        self.probabilities_ = np.asarray(self.method_.probabilities_, dtype=np.float64)
         self.n_clusters_ = int(self.method_.n_clusters_)
         self.provenance_ = store_provenance(store)
         self.runtime_ = (getattr(store, "metadata", None) or {}).get("runtime")
+        if self.fit_rows_ is None:
+            self.labels_ = np.asarray(self.method_.labels_)
+            self.probabilities_ = np.asarray(self.method_.probabilities_, dtype=np.float64)
+        else:
+            self.labels_, self.probabilities_ = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64)
+            batches = self.assign_batches(store, check=False) if engine is None else engine.assign_batches(self, store)
+            for start, labels, probabilities in batches:
+                self.labels_[start : start + len(labels)], self.probabilities_[start : start + len(labels)] = labels, probabilities
+            self.labels_[rows], self.probabilities_[rows] = self.method_.labels_, self.method_.probabilities_
         return self
 
     def _validate_params(self) -> None:
@@ -96,6 +117,21 @@ class StyleClustering:
         Refuses (ValueError) a store whose vectors were made otherwise than the fitted store's.
         """
         self._check_fitted()
+        self._check_width(store)
+        columns, _ = store_layout(store, local_weight=self.fuse.local_weight)
+        return fuse_store(self.fuser_, store, columns)
+
+    def _check_assignable(self, store) -> None:
+        """:meth:`_check_width`, then the store's first image through the model as a probe: a
+        model whose arrays do not fit together fails here with one line."""
+        self._check_width(store)
+        if _rows(store):
+            columns, _ = store_layout(store, local_weight=self.fuse.local_weight)
+            first = store_rows(store, columns, np.array([0]))
+            self._probe(lambda: self.method_.assign(self.fuser_.transform(first)), printable(getattr(self, "_loaded_from", "the clustering's model")))
+
+    def _check_width(self, store) -> None:
+        """:meth:`check_store`, and the same vector width as the fitted store's."""
         self.check_store(store)
         columns, _ = store_layout(store, local_weight=self.fuse.local_weight)
         width = store_shape(store, columns)[1]
@@ -103,7 +139,6 @@ class StyleClustering:
         if expected is not None and width != expected:
             raise InputError(f"{printable(getattr(store, 'path', 'the store'))}: its vectors have {width} features, "
                              f"this clustering was fitted on {expected}")
-        return fuse_store(self.fuser_, store, columns)
 
     def check_store(self, store) -> None:
         """ValueError naming what differs when ``store`` was embedded with other branches,
@@ -121,21 +156,50 @@ class StyleClustering:
             )
         check_compatible(getattr(self, "runtime_", None), store.metadata.get("runtime"), printable(store.path))
 
+    def assign_batches(self, store, check: bool = True) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(first row, labels, probabilities) of the store's images, a batch at a time: each
+        batch is read, fused and assigned on its own, so memory does not grow with the store."""
+        self._check_fitted()
+        if check:
+            self._check_assignable(store)
+        columns, _ = store_layout(store, local_weight=self.fuse.local_weight)
+        start = 0
+        for batch in store_batches(store, columns):
+            Z = self.fuser_.transform(batch)
+            labels, probabilities = self.method_.assign(Z)
+            yield start, np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
+            start += len(Z)
+
+    def predict_frames(self, store, engine=None) -> Iterator[pd.DataFrame]:
+        """:meth:`predict_store` a batch at a time (what ``assign`` writes, in store order);
+        ``engine`` as for :meth:`fit`."""
+        paths = getattr(store, "path_array", None)
+        listed = None if paths is not None else list(store.paths)
+        if engine is None:
+            batches = self.assign_batches(store)
+        else:
+            self._check_assignable(store)
+            batches = engine.assign_batches(self, store)
+        for start, labels, probabilities in batches:
+            batch_paths = paths.slice(start, len(labels)).to_pylist() if paths is not None else listed[start : start + len(labels)]
+            yield pd.DataFrame({"path": batch_paths, "cluster": labels, "probability": np.round(probabilities, 6)})
+
     def predict_store(self, store) -> pd.DataFrame:
         """Assign a store's images (new or not) to this clustering: columns path, cluster, probability."""
-        self._check_fitted()
-        Z = self.embed(store)
-        if len(Z):
-            self._probe(lambda: self.method_.assign(Z[:1]), printable(getattr(self, "_loaded_from", "the clustering's model")))
-        labels, probabilities = self.method_.assign(Z)
-        return pd.DataFrame({"path": list(store.paths), "cluster": labels, "probability": np.round(np.asarray(probabilities, dtype=np.float64), 6)})
+        frames = list(self.predict_frames(store))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"path": [], "cluster": [], "probability": []})
 
     def to_frame(self) -> pd.DataFrame:
         """path, cluster, probability, then any per-image columns the method adds (e.g. outlier_score)."""
         self._check_fitted()
         frame = pd.DataFrame({"path": self.paths_, "cluster": self.labels_, "probability": np.round(self.probabilities_, 6)})
         for name, values in self.method_.point_details().items():
-            frame[name] = np.round(np.asarray(values, dtype=np.float64), 6)
+            values = np.asarray(values, dtype=np.float64)
+            if getattr(self, "fit_rows_", None) is not None:  # the method saw its subsample only: the others have none
+                every = np.full(len(self.paths_), np.nan)
+                every[self.fit_rows_] = values
+                values = every
+            frame[name] = np.round(values, 6)
         return frame
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -145,7 +209,10 @@ class StyleClustering:
         out = {}
         for name, table in self.method_.tables().items():
             if "row" in table.columns:
-                table = table.assign(path=np.asarray(self.paths_, dtype=object)[table["row"].to_numpy()]).drop(columns="row")
+                rows = table["row"].to_numpy()
+                if getattr(self, "fit_rows_", None) is not None:  # rows of the fitted subsample
+                    rows = self.fit_rows_[rows]
+                table = table.assign(path=np.asarray(self.paths_, dtype=object)[rows]).drop(columns="row")
             out[name] = table
         return out
 
@@ -187,8 +254,18 @@ class StyleClustering:
         return model
 
     def _saved_state(self) -> dict[str, Any]:
-        """What a model file holds: the attributes, less where this one was loaded from."""
-        return {k: v for k, v in vars(self).items() if k != "_loaded_from"}
+        """What a model file holds: the attributes, less where this one was loaded from; the
+        paths as one UTF-8 array and their ends (ten million paths as a JSON list took ~1 GB
+        of Python objects to write and to read)."""
+        state = {k: v for k, v in vars(self).items() if k != "_loaded_from"}
+        if isinstance(state.get("paths_"), list):
+            state["paths_"] = _packed_paths(state["paths_"])
+        return state
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("paths_"), dict):
+            state["paths_"] = _unpacked_paths(state["paths_"])
+        self.__dict__.update(state)
 
     def _probe(self, step, where: str) -> None:
         """Run ``step`` on a one-row probe; a model whose arrays have the wrong shape or type
@@ -213,6 +290,34 @@ class StyleClustering:
 
 #: Store metadata that decides what a vector means; stores that differ here are not comparable.
 PROVENANCE_KEYS = ("branches", "dims", "parts")
+
+
+def _packed_paths(paths: list[str]) -> dict[str, np.ndarray]:
+    encoded = [p.encode("utf-8", "surrogateescape") for p in paths]
+    return {"utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8), "ends": np.cumsum([len(e) for e in encoded], dtype=np.int64)}
+
+
+def _unpacked_paths(packed: dict[str, Any]) -> list[str]:
+    try:
+        data, ends = np.asarray(packed["utf8"], dtype=np.uint8).tobytes(), np.asarray(packed["ends"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"its paths are not readable ({printable(exc)}); {RERUN}") from None
+    if len(ends) and (ends[-1] != len(data) or (np.diff(ends) < 0).any() or ends[0] < 0):
+        raise ModelFileError(f"its paths do not fit their ends; {RERUN}")
+    starts = np.concatenate([[0], ends[:-1]]) if len(ends) else ends
+    return [data[a:b].decode("utf-8", "surrogateescape") for a, b in zip(starts.tolist(), ends.tolist())]
+
+
+def _rows(store) -> int:
+    return len(store) if hasattr(store, "__len__") else len(store.paths)
+
+
+def fit_rows(method, n: int) -> np.ndarray:
+    """The rows of ``n`` a method is fitted on: its seeded subsample (the same rows its ``fit``
+    draws from a matrix of ``n``) when it ``fits_subsample``, else all of them."""
+    if getattr(method, "fits_subsample", False):
+        return subsample(n, int(method.max_fit_samples), method.random_state)
+    return np.arange(n)
 
 
 def store_provenance(store) -> dict[str, Any] | None:

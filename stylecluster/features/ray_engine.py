@@ -18,8 +18,6 @@ the local engine never needs it (``pip install "stylecluster[ray]"``).
 from __future__ import annotations
 
 import logging
-import re
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -27,6 +25,7 @@ import numpy as np
 
 from ..config import Config, config_from_dict
 from ..errors import InputError
+from ..ray_session import RaySession, check_address  # noqa: F401  (check_address: where embed's callers found it)
 
 if TYPE_CHECKING:  # the module stays light: `embed --address` is checked before torch loads
     from ..data.dataset import WorkItem
@@ -35,37 +34,6 @@ log = logging.getLogger("stylecluster")
 
 #: Status of an output row of the actors.
 ENCODED, KNOWN, FAILED = "encoded", "known", "failed"
-#: Seconds to wait for a cluster's address to answer. ``ray.init`` itself retries an address
-#: where nothing listens for minutes (still retrying after 300 s, with an empty store made).
-CONNECT_SECONDS = 10.0
-#: A host name, an IPv4 address or a bracketed IPv6 address.
-_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
-
-
-def check_address(address: str | None, timeout: float = CONNECT_SECONDS) -> None:
-    """InputError (one line) unless ``address`` is None, ``auto``, or a ``[ray://]host:port``
-    that accepts a connection within ``timeout`` seconds — checked before any store is made."""
-    if address is None or address == "auto":
-        return
-    rest = address[len("ray://"):] if address.startswith("ray://") else address
-    host, colon, port = rest.rpartition(":")
-    if not colon or not _HOST.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InputError(f"--address {address!r}: expected HOST:PORT of a running Ray cluster (e.g. 10.0.0.5:6379), ray://HOST:PORT or 'auto'")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
-        raise InputError(f"--address {address}: no Ray cluster answers there ({reason} within {timeout:.0f} s); "
-                         "start one with `ray start --head`, or leave --address out to run Ray on this machine") from None
-
-
-def _import_ray():
-    try:
-        import ray
-        import ray.data  # noqa: F401  (Ray Data is the engine; `ray` alone lacks it)
-    except ImportError:
-        raise InputError('--engine ray needs Ray Data: pip install "stylecluster[ray]"') from None
-    return ray
 
 
 class EmbedActor:
@@ -126,7 +94,7 @@ class EmbedActor:
         return out
 
 
-class RayEngine:
+class RayEngine(RaySession):
     """Encodes a run's work items on Ray Data (see the module docstring).
 
     Parameters
@@ -148,34 +116,13 @@ class RayEngine:
     def __init__(self, config: Config, address: str | None = None, actors: int | None = None, threads: int = 1, quiet: bool = False):
         if actors is not None and actors < 1:
             raise InputError(f"--actors must be at least 1, got {actors}")
-        check_address(address)
-        self.config, self.address, self.actors, self.threads, self.quiet = config, address, actors, max(1, int(threads)), quiet
-        self._ray, self._started = None, False
-
-    def __enter__(self) -> "RayEngine":
-        """Join the cluster (or start Ray here) before the run makes its store, so that a cluster
-        that cannot be joined leaves nothing behind."""
-        self._ray = ray = _import_ray()
-        self._started = not ray.is_initialized()
-        if self._started:
-            try:
-                ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=not self.quiet)
-            except (ConnectionError, RuntimeError, ValueError) as exc:  # an address that answered but is not Ray's
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise InputError(f"--address {self.address}: cannot join a Ray cluster there ({reason})") from None
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._started:
-            self._ray.shutdown()
-            self._started = False
+        super().__init__(address, quiet)
+        self.config, self.actors, self.threads = config, actors, max(1, int(threads))
 
     def run(self, items: Sequence[WorkItem], known_sha256: frozenset[str], quiet: bool) -> Iterator[tuple[list, list]]:
         if not items:
             return
-        if self._ray is None:
-            raise RuntimeError("RayEngine.run outside `with engine:` (embed_images enters it)")
-        yield from self._run(self._ray, items, known_sha256, quiet)
+        yield from self._run(self.ray, items, known_sha256, quiet)
 
     def _run(self, ray, items: Sequence[WorkItem], known_sha256: frozenset[str], quiet: bool):
         resources = ray.cluster_resources()
