@@ -79,6 +79,25 @@ def save_atomic(path: str | Path, content: bytes | str | Callable[[Path], object
 
 
 @contextmanager
+def save_csv_batches(path: str | Path, frames, header: str) -> int:
+    """Write DataFrames one after another as one CSV, atomically, holding one at a time (ten
+    million rows need the memory of a batch); ``header`` is written alone when there is no
+    frame. Returns the number of rows written."""
+    written = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal written
+        with open(tmp, "w", newline="") as f:
+            for frame in frames:
+                frame.to_csv(f, index=False, header=not written)
+                written += len(frame)
+            if not written:
+                f.write(header + "\n")
+
+    save_atomic(path, write)
+    return written
+
+
 def staged_folder(out: str | Path, install: Callable[[Path, Path], None] | None = None):
     """Yield a new hidden folder beside ``out``; when the block succeeds it replaces ``out``
     (renamed, so the old folder stays whole until the new one is complete); when it fails it is

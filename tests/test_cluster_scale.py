@@ -3,7 +3,11 @@ subsample that label every other row in batches (the thresholds and the batch si
 that 20k rows exercise what a million rows do; the real sizes: benchmarks/scale.py)."""
 from __future__ import annotations
 
+import io
+import zipfile
+
 import numpy as np
+import pyarrow as pa
 import pytest
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
@@ -13,6 +17,7 @@ from stylecluster.cluster import base, fuse
 from stylecluster.cluster.base import method_class
 from stylecluster.cluster.reduce import subsample
 from stylecluster.config import ClusterConfig, FuseConfig
+from stylecluster.cluster.persist import ModelFileError
 from stylecluster.store import StoreWriter, load_store
 
 ROWS, CLUSTERS = 20_000, 5
@@ -185,9 +190,21 @@ def test_a_path_embedded_twice_is_one_row_the_later_one(tmp_path):
 def test_a_saved_clustering_keeps_its_paths_packed(tmp_path, big_store):
     store, _, _ = big_store
     clustering = StyleClustering(ClusterConfig(method="kmeans", k=CLUSTERS)).fit(store)
-    clustering.paths_[:2] = ["ünïcode/é.jpg", "bad\udcffbyte.jpg"]  # not UTF-8 on disk: kept through surrogateescape
+    clustering._paths = pa.array(["ünïcode/é.jpg", "", *store.paths[2:]])
     path = clustering.save(tmp_path / "m.model.npz")
-    import zipfile
     assert b"img/00005.png" not in zipfile.ZipFile(path).read("state.json")  # not a JSON list of strings
     loaded = StyleClustering.load(path)
-    assert loaded.paths_ == clustering.paths_
+    assert loaded.paths_ == clustering.paths_ and loaded.paths_[:3] == ["ünïcode/é.jpg", "", "img/00002.png"]
+    # the ends are checked: a path past the bytes, or bytes that are not UTF-8, is one line
+    for name, damage in (("_paths.ends", lambda a: a + 5), ("_paths.utf8", lambda a: np.where(np.arange(len(a)) == 0, 0xFF, a))):
+        damaged = tmp_path / f"bad-{name}.model.npz"
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(damaged, "w") as target:
+            for info in source.infolist():
+                data = source.read(info)
+                if info.filename == f"{name}.npy":
+                    buffer = io.BytesIO()
+                    np.save(buffer, damage(np.load(io.BytesIO(data))))
+                    data = buffer.getvalue()
+                target.writestr(info, data)
+        with pytest.raises(ModelFileError, match=f"{damaged.name}: .*its paths are not readable"):
+            StyleClustering.load(damaged)

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import save_atomic
+from ..io import save_atomic, save_csv_batches
 from ._common import LazyChoices, add_config_options, check_output, config_for, inputs_of
 
 log = logging.getLogger("stylecluster")
@@ -155,26 +155,9 @@ def run_assign(args: argparse.Namespace) -> int:
     clustering = StyleClustering.load(model)
     store = load_store(args.store)
     with engine or contextlib.nullcontext():
-        assigned = write_frames(out, clustering.predict_frames(store, engine=engine))
+        assigned = save_csv_batches(out, clustering.predict_frames(store, engine=engine), "path,cluster,probability")
     print(f"assigned {assigned} images to {clustering.n_clusters_} clusters ({clustering.cluster.method}); wrote {out}")
     return 0
-
-
-def write_frames(out: Path, frames) -> int:
-    """Write batches of rows as one CSV, atomically, holding one batch at a time; the row count."""
-    written = 0
-
-    def write(tmp: Path) -> None:
-        nonlocal written
-        with open(tmp, "w", newline="") as f:
-            for i, frame in enumerate(frames):
-                frame.to_csv(f, index=False, header=i == 0)
-                written += len(frame)
-            if not written:
-                f.write("path,cluster,probability\n")
-
-    save_atomic(out, write)
-    return written
 
 
 def run_stability(args: argparse.Namespace) -> int:

@@ -13,10 +13,11 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..config import ClusterConfig, FuseConfig
 from ..errors import ConfigError, InputError, NotFittedError
-from ..io import printable, save_atomic
+from ..io import printable, save_atomic, save_csv_batches
 from .base import OneCluster, distinct_points, make_clusterer, method_class
 from .fuse import fit_store_fuser, fuse_store, store_batches, store_layout, store_rows, store_shape
 from .reduce import subsample
@@ -74,7 +75,7 @@ class StyleClustering:
             self.method_ = make_clusterer(self.cluster.method, k=k, seed=self.cluster.seed, **self.cluster.params)
             self.method_.fit(Z)
         del Z
-        self.paths_ = list(store.paths)
+        self._paths = _path_array(store)
         self.n_clusters_ = int(self.method_.n_clusters_)
         self.provenance_ = store_provenance(store)
         self.runtime_ = (getattr(store, "metadata", None) or {}).get("runtime")
@@ -189,18 +190,34 @@ class StyleClustering:
         frames = list(self.predict_frames(store))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"path": [], "cluster": [], "probability": []})
 
+    @property
+    def paths_(self) -> list[str]:
+        """The fitted store's image paths, in its order (kept as one Arrow array: ten million
+        paths as Python strings are ~0.8 GB)."""
+        return self._paths.to_pylist()
+
     def to_frame(self) -> pd.DataFrame:
         """path, cluster, probability, then any per-image columns the method adds (e.g. outlier_score)."""
+        return pd.concat(list(self.frames(batch_rows=max(1, len(self.labels_)))), ignore_index=True)
+
+    def frames(self, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+        """:meth:`to_frame` ``batch_rows`` rows at a time (what :meth:`write` writes)."""
         self._check_fitted()
-        frame = pd.DataFrame({"path": self.paths_, "cluster": self.labels_, "probability": np.round(self.probabilities_, 6)})
+        details = {}
         for name, values in self.method_.point_details().items():
             values = np.asarray(values, dtype=np.float64)
             if getattr(self, "fit_rows_", None) is not None:  # the method saw its subsample only: the others have none
-                every = np.full(len(self.paths_), np.nan)
+                every = np.full(len(self.labels_), np.nan)
                 every[self.fit_rows_] = values
                 values = every
-            frame[name] = np.round(values, 6)
-        return frame
+            details[name] = values
+        for start in range(0, max(len(self.labels_), 1), batch_rows):
+            rows = slice(start, start + batch_rows)
+            frame = pd.DataFrame({"path": self._paths.slice(start, batch_rows).to_pylist(), "cluster": self.labels_[rows],
+                                  "probability": np.round(self.probabilities_[rows], 6)})
+            for name, values in details.items():
+                frame[name] = np.round(values[rows], 6)
+            yield frame
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The method's extra tables (e.g. ``merge_tree``) by name, to write next to CLUSTERS.csv;
@@ -212,7 +229,7 @@ class StyleClustering:
                 rows = table["row"].to_numpy()
                 if getattr(self, "fit_rows_", None) is not None:  # rows of the fitted subsample
                     rows = self.fit_rows_[rows]
-                table = table.assign(path=np.asarray(self.paths_, dtype=object)[rows]).drop(columns="row")
+                table = table.assign(path=self._paths.take(pa.array(rows, pa.int64())).to_pylist()).drop(columns="row")
             out[name] = table
         return out
 
@@ -230,8 +247,8 @@ class StyleClustering:
         from .persist import model_path_for
 
         out = Path(out)
-        frame = self.to_frame()
-        written = [save_atomic(out, lambda tmp: frame.to_csv(tmp, index=False)), self.save(model_path_for(out))]
+        save_csv_batches(out, self.frames(), "path,cluster,probability")
+        written = [out, self.save(model_path_for(out))]
         for name, table in self.tables().items():
             written.append(save_atomic(out.with_suffix(f".{name}.csv"), lambda tmp, table=table: table.to_csv(tmp, index=False)))
         return written
@@ -249,7 +266,7 @@ class StyleClustering:
         if width is None:  # model files saved before it existed
             width = max((int(b.stop) for b in getattr(model.fuser_, "blocks", [])), default=0)
         model._probe(lambda: model.fuser_.transform(np.zeros((1, int(width)), np.float32)), printable(path))
-        if not len(model.paths_) == len(model.labels_) == len(model.probabilities_):
+        if not len(model._paths) == len(model.labels_) == len(model.probabilities_):
             raise ModelFileError(f"{printable(path)}: its paths, labels and probabilities differ in length; {RERUN}")
         return model
 
@@ -258,13 +275,15 @@ class StyleClustering:
         paths as one UTF-8 array and their ends (ten million paths as a JSON list took ~1 GB
         of Python objects to write and to read)."""
         state = {k: v for k, v in vars(self).items() if k != "_loaded_from"}
-        if isinstance(state.get("paths_"), list):
-            state["paths_"] = _packed_paths(state["paths_"])
+        if "_paths" in state:
+            state["_paths"] = _packed_paths(state["_paths"])
         return state
 
     def _restore_state(self, state: dict[str, Any]) -> None:
-        if isinstance(state.get("paths_"), dict):
-            state["paths_"] = _unpacked_paths(state["paths_"])
+        if "paths_" in state:  # model files written before the paths were packed: a JSON list
+            state["_paths"] = pa.array(state.pop("paths_"), pa.string())
+        elif "_paths" in state:
+            state["_paths"] = _unpacked_paths(state["_paths"])
         self.__dict__.update(state)
 
     def _probe(self, step, where: str) -> None:
@@ -292,20 +311,30 @@ class StyleClustering:
 PROVENANCE_KEYS = ("branches", "dims", "parts")
 
 
-def _packed_paths(paths: list[str]) -> dict[str, np.ndarray]:
-    encoded = [p.encode("utf-8", "surrogateescape") for p in paths]
-    return {"utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8), "ends": np.cumsum([len(e) for e in encoded], dtype=np.int64)}
+def _path_array(store) -> pa.Array:
+    paths = getattr(store, "path_array", None)
+    return paths if paths is not None else pa.array(list(store.paths), pa.string())
 
 
-def _unpacked_paths(packed: dict[str, Any]) -> list[str]:
+def _packed_paths(paths: pa.Array) -> dict[str, np.ndarray]:
+    """Arrow's own layout of a string array: the UTF-8 bytes and where each path ends (no copy
+    of the bytes, no Python object per path)."""
+    width = np.int64 if pa.types.is_large_string(paths.type) else np.int32
+    _, offsets, data = paths.buffers()
+    offsets = np.frombuffer(offsets, dtype=width)[paths.offset : paths.offset + len(paths) + 1].astype(np.int64)
+    utf8 = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None and len(paths) else np.zeros(0, np.uint8)
+    return {"utf8": utf8, "ends": offsets[1:] - offsets[0]}
+
+
+def _unpacked_paths(packed: Any) -> pa.Array:
     try:
-        data, ends = np.asarray(packed["utf8"], dtype=np.uint8).tobytes(), np.asarray(packed["ends"], dtype=np.int64)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"its paths are not readable ({printable(exc)}); {RERUN}") from None
-    if len(ends) and (ends[-1] != len(data) or (np.diff(ends) < 0).any() or ends[0] < 0):
-        raise ModelFileError(f"its paths do not fit their ends; {RERUN}")
-    starts = np.concatenate([[0], ends[:-1]]) if len(ends) else ends
-    return [data[a:b].decode("utf-8", "surrogateescape") for a, b in zip(starts.tolist(), ends.tolist())]
+        utf8, ends = np.ascontiguousarray(packed["utf8"], dtype=np.uint8), np.asarray(packed["ends"], dtype=np.int64)
+        offsets = np.concatenate([[0], ends]).astype(np.int64)
+        paths = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(utf8))
+        paths.validate(full=True)  # offsets in order and within the bytes, every path UTF-8
+    except (KeyError, TypeError, ValueError, pa.ArrowException) as exc:
+        raise ValueError(f"its paths are not readable: {printable(exc)}") from None  # load_model names the file
+    return paths
 
 
 def _rows(store) -> int:
