@@ -78,7 +78,6 @@ def save_atomic(path: str | Path, content: bytes | str | Callable[[Path], object
     return path
 
 
-@contextmanager
 def save_csv_batches(path: str | Path, frames, header: str) -> int:
     """Write DataFrames one after another as one CSV, atomically, holding one at a time (ten
     million rows need the memory of a batch); ``header`` is written alone when there is no
@@ -98,6 +97,7 @@ def save_csv_batches(path: str | Path, frames, header: str) -> int:
     return written
 
 
+@contextmanager
 def staged_folder(out: str | Path, install: Callable[[Path, Path], None] | None = None):
     """Yield a new hidden folder beside ``out``; when the block succeeds it replaces ``out``
     (renamed, so the old folder stays whole until the new one is complete); when it fails it is
