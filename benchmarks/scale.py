@@ -83,47 +83,56 @@ def make_source(work: Path, rows: int, seed: int = 0) -> dict:
     return {"rows": rows, "dim": dim}
 
 
-def import_store(source: Path, out: Path) -> dict:
+def import_store(source: Path, out: Path, rows: int) -> dict:
     """The import step: ``stylecluster import`` of the Parquet file (timed, into ``imported.store``
-    beside ``out``), then the store the other steps read, written with ``StoreWriter`` in the
-    default embed layout (global 256-d style part, local 64-d codes) — the
-    importer keeps one vector per image, which fusion would make one 64-d block."""
+    beside ``out``; float16 from a million rows, as ``--dtype auto`` decides), then the store the
+    other steps read, written in the default embed layout (global 256-d style part, local 64-d
+    codes) in the same dtype — the importer keeps one vector per image, which fusion would make
+    one 64-d block."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from stylecluster.importer import import_vectors
-    from stylecluster.store import StoreWriter
+    from stylecluster.store import StoreWriter, resolve_dtype
 
     start = time.perf_counter()
     import_vectors(source, out.parent / "imported.store", overwrite=True)
     import_s = time.perf_counter() - start
     start = time.perf_counter()
+    dtype = resolve_dtype("auto", rows)
     writer = StoreWriter(
         out,
         branches={"global": {"synthetic": "scale benchmark"}, "local": {"synthetic": "scale benchmark"}},
         dims={"global": GLOBAL_DIM, "local": LOCAL_DIM},
         parts={"global": {"style": (0, GLOBAL_DIM)}, "local": {"local": (0, LOCAL_DIM)}},
-        chunk_size=BATCH, checkpoint_rows=BATCH, checkpoint_seconds=float("inf"),
+        chunk_size=16_384, checkpoint_rows=16_384, checkpoint_seconds=float("inf"), vector_dtype=dtype,
     )
     try:
         for batch in pq.ParquetFile(source).iter_batches(batch_size=BATCH):
-            paths = batch.column("path").to_pylist()
-            vectors = batch.column("vector").flatten().to_numpy().reshape(len(paths), -1)
-            for path, vector in zip(paths, vectors):
-                writer.add(path, path, 0, 0, {"global": vector[:GLOBAL_DIM], "local": vector[GLOBAL_DIM:]})
+            vectors = batch.column("vector").flatten().to_numpy().reshape(batch.num_rows, -1)
+            part = lambda a, b: pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors[:, a:b]).ravel()), b - a)  # noqa: E731
+            writer.add_table(pa.table({"path": batch.column("path"), "sha256": batch.column("path"), "width": pa.array(np.zeros(batch.num_rows, np.int32)),
+                                       "height": pa.array(np.zeros(batch.num_rows, np.int32)), "duplicate_of": pa.nulls(batch.num_rows, pa.string()),
+                                       "global": part(0, GLOBAL_DIM), "local": part(GLOBAL_DIM, GLOBAL_DIM + LOCAL_DIM)}))
     finally:
         writer.close()
-    return {"import_s": import_s, "embed_layout_s": time.perf_counter() - start}
+    return {"import_s": import_s, "embed_layout_s": time.perf_counter() - start, "dtype": dtype}
 
 
 def fuse(store_path: Path) -> dict:
-    from stylecluster.cluster import StyleClustering
+    """Open the store, fit the fusion on its subsample and fuse every row, a batch at a time."""
+    from stylecluster.cluster.fuse import fit_store_fuser, store_batches, store_layout
+    from stylecluster.config import FuseConfig
     from stylecluster.store import load_store
 
     start = time.perf_counter()
     store = load_store(store_path)
     read_s = time.perf_counter() - start
-    Z = StyleClustering()._fit_fuser(store)
-    return {"read_s": read_s, "fused_dim": int(Z.shape[1])}
+    config = FuseConfig()
+    columns, blocks = store_layout(store, local_weight=config.local_weight)
+    fuser = fit_store_fuser(store, columns, blocks, config.max_fit_samples, 0, pca_components=config.pca_components, whiten=config.whiten)
+    rows = sum(len(fuser.transform(batch)) for batch in store_batches(store, columns))
+    return {"read_s": read_s, "fused_dim": int(fuser.n_features_out_), "rows_fused": rows}
 
 
 def cluster(store_path: Path, work: Path, variant: str) -> dict:
@@ -134,40 +143,59 @@ def cluster(store_path: Path, work: Path, variant: str) -> dict:
     from stylecluster.store import load_store
 
     method, params = VARIANTS[variant]
-    store = load_store(store_path)
-    clustering = StyleClustering(ClusterConfig(method=method, params=dict(params)))
-    fit = clustering.fit
-    timings = {}
-    fuser_fit = clustering._fit_fuser
-
-    def timed_fuser(store):
-        start = time.perf_counter()
-        Z = fuser_fit(store)
-        timings["fuse_s"] = time.perf_counter() - start
-        return Z
-
-    clustering._fit_fuser = timed_fuser
     start = time.perf_counter()
-    fit(store)
-    total = time.perf_counter() - start
-    del clustering._fit_fuser
+    store = load_store(store_path)
+    open_s = time.perf_counter() - start
+    clustering = StyleClustering(ClusterConfig(method=method, params=dict(params)))
+    start = time.perf_counter()
+    clustering.fit(store)
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
     clustering.write(work / f"clusters-{variant}.csv")
+    write_s = time.perf_counter() - start
     truth = np.load(work / "truth.npy")
-    return {"fit_s": total - timings["fuse_s"], "fuse_s": timings["fuse_s"], "n_clusters": clustering.n_clusters_, "ari": adjusted_rand_score(truth, clustering.labels_),
+    return {"open_s": open_s, "fit_s": fit_s, "write_s": write_s, "n_clusters": clustering.n_clusters_, "ari": adjusted_rand_score(truth, clustering.labels_),
             "outlier_share": float(np.mean(clustering.labels_ < 0)), "fits_subsample": type(clustering.method_).fits_subsample,
             "engine": getattr(clustering.method_, "engine_", None)}
 
 
-def assign(store_path: Path, work: Path, variant: str) -> dict:
+def assign(store_path: Path, work: Path, variant: str, actors: int = 0) -> dict:
+    """``stylecluster assign`` of the whole store: locally (``actors`` 0) or on Ray with that
+    many actors; ``running_s`` is from the first assigned batch to the last (Ray's start-up and
+    the actors' model loading left out), ``same_as_fit`` the share of labels equal to the fit's."""
+    import contextlib
+
     from stylecluster.cluster import StyleClustering, model_path_for
-    from stylecluster.io import save_atomic
+    from stylecluster.io import save_csv_batches
     from stylecluster.store import load_store
 
     clustering = StyleClustering.load(model_path_for(work / f"clusters-{variant}.csv"))
-    frame = clustering.predict_store(load_store(store_path))
-    save_atomic(work / f"assigned-{variant}.csv", lambda tmp: frame.to_csv(tmp, index=False))
-    fitted = np.asarray(clustering.labels_)
-    return {"same_as_fit": float(np.mean(frame["cluster"].to_numpy() == fitted))}
+    store = load_store(store_path)
+    engine = None
+    if actors:
+        from stylecluster.cluster.ray_assign import RayAssigner
+
+        engine = RayAssigner(actors=actors, quiet=True)
+    offset, same, times, counts = 0, 0, [], []
+
+    def frames():
+        nonlocal offset, same
+        for frame in clustering.predict_frames(store, engine=engine):
+            times.append(time.perf_counter())
+            labels = frame["cluster"].to_numpy()
+            same += int(np.sum(labels == clustering.labels_[offset : offset + len(labels)]))
+            offset += len(labels)
+            counts.append(len(labels))
+            yield frame
+
+    start = time.perf_counter()
+    with engine or contextlib.nullcontext():
+        rows = save_csv_batches(work / f"assigned-{variant}-{actors}.csv", frames(), "path,cluster,probability")
+    total = time.perf_counter() - start
+    running = times[-1] - times[0] if len(times) > 1 else total
+    # rows of the first batch are not in ``running``: rate over the others
+    rate = (rows - counts[0]) / running if len(times) > 1 and running > 0 else rows / total
+    return {"assign_s": total, "running_s": running, "rows_per_s_running": rate, "same_as_fit": same / max(rows, 1), "actors": actors}
 
 
 def similar(store_path: Path, work: Path, queries: int = 50) -> dict:
@@ -194,13 +222,15 @@ def run_step(args: argparse.Namespace) -> dict:
     if args.step == "source":
         return make_source(work, args.rows)
     if args.step == "import":
-        return import_store(work / "source.parquet", store)
+        return import_store(work / "source.parquet", store, args.rows)
     if args.step == "fuse":
         return fuse(store)
     if args.step == "cluster":
         return cluster(store, work, args.variant)
     if args.step == "assign":
         return assign(store, work, args.variant)
+    if args.step == "ray-assign":
+        return assign(store, work, "bgmm", actors=int(args.variant))
     if args.step == "similar":
         return similar(store, work)
     raise SystemExit(f"unknown step {args.step}")
@@ -261,7 +291,8 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="folder for the stores (default: a temporary one, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--reuse", action="store_true", help="with --work: keep the source and store made by an earlier run")
-    parser.add_argument("--no-similar", dest="similar", action="store_false", help="skip the similar step")
+    parser.add_argument("--no-similar", dest="similar", action="store_false", help="skip the similar step (benchmarks/similar_scale.py measures search at 10M)")
+    parser.add_argument("--ray", action="store_true", help="also assign the bgmm clustering on Ray with 1 and 2 actors")
     parser.add_argument("--with-others", action="store_true", help="also run benchmarks/scale_map.py and ray_scaling.py if present")
     parser.add_argument("--out", default="scale.json")
     parser.add_argument("--step", help=argparse.SUPPRESS)
@@ -290,6 +321,9 @@ def main() -> int:
             for variant in args.methods:
                 if variant != "kmeans-sklearn":
                     results.append(step(work, rows, "assign", variant))
+            if args.ray and "bgmm" in args.methods:
+                for actors in (1, 2):
+                    results.append(step(work, rows, "ray-assign", str(actors)))
             if args.similar:
                 results.append(step(work, rows, "similar"))
             if args.with_others:
@@ -302,7 +336,8 @@ def main() -> int:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
 
-    columns = ["rows", "step", "seconds", "step_s", "peak_rss_mb", "import_s", "fit_s", "fuse_s", "n_clusters", "ari", "index_build_s", "query_ms_median", "status"]
+    columns = ["rows", "step", "seconds", "step_s", "peak_rss_mb", "import_s", "fit_s", "write_s", "n_clusters", "ari", "same_as_fit", "rows_per_s_running",
+               "index_build_s", "query_ms_median", "status"]
     print_table(results, columns)
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     path = write_json(args.out, {"clusters": CLUSTERS, "dims": {"global": GLOBAL_DIM, "local": LOCAL_DIM}, "environment": env, "load": load, "results": results})

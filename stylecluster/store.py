@@ -57,7 +57,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._version import __version__
-from .errors import StyleclusterError
+from .errors import InputError, StyleclusterError
 from .io import OutputError, printable, save_atomic
 
 log = logging.getLogger("stylecluster")
@@ -101,6 +101,29 @@ VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 #: Rows from which ``auto`` stores vectors as float16: a million rows of the default 320 numbers
 #: are 1.3 GB in float32; below that the disk and reading time saved is not worth any rounding.
 FLOAT16_FROM_ROWS = 1_000_000
+
+
+#: Below this cosine to torch fp32's vectors, a compiled runtime's vectors are not torch's
+#: (features/runtime.py checks every branch it compiles against it).
+MIN_COSINE = 0.99
+
+
+def check_compatible(recorded: dict | None, new: dict | None, where: str) -> None:
+    """InputError when two stores' vectors may differ beyond tolerance: either was computed by a
+    runtime (the store's ``runtime`` record) whose check fell below :data:`MIN_COSINE` on a
+    branch, and the runtimes differ. Runtimes that passed the check mix freely (their vectors
+    agree with torch's to >= 0.99); a store without a record was made by torch fp32."""
+    torch_fp32 = {"engine": "torch", "precision": "fp32", "min_cosine": 1.0}
+    recorded, new = recorded or {}, new or {}
+    for name in sorted(set(recorded) | set(new)):
+        a, b = recorded.get(name, torch_fp32), new.get(name, torch_fp32)
+        if (a.get("engine"), a.get("precision")) == (b.get("engine"), b.get("precision")):
+            continue
+        worst = min(float(a.get("min_cosine", 1.0)), float(b.get("min_cosine", 1.0)))
+        if worst < MIN_COSINE:
+            raise InputError(f"{where}: its {name} vectors were computed by {b.get('engine')} {b.get('precision')}, the clustering's by "
+                             f"{a.get('engine')} {a.get('precision')}, and one of them agrees with torch only to cosine {worst:.3f} "
+                             f"(< {MIN_COSINE}); embed both with the same --runtime")
 
 
 def resolve_dtype(requested: str, rows: int, store: str | Path | None = None) -> str:

@@ -15,10 +15,8 @@ subsample and the other points are assigned in batches, like new ones.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
-from torch import nn
 
 from .base import ClusterMethod, capped_k, register_method
 from .reduce import IsotropicScaler, subsample
@@ -26,6 +24,7 @@ from .reduce import IsotropicScaler, subsample
 
 def soft_assignment(z: torch.Tensor, centers: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """Eq. 1: q_ij = (1 + ||z_i - μ_j||²/α)^(-(α+1)/2) / Σ_j' (1 + ||z_i - μ_j'||²/α)^(-(α+1)/2)."""
+    import torch
     # expanded rather than torch.cdist, whose gradient is undefined at zero distance
     d2 = (z.pow(2).sum(1, keepdim=True) - 2.0 * z @ centers.T + centers.pow(2).sum(1)).clamp_min(0.0)
     q = (1.0 + d2 / alpha).pow(-(alpha + 1.0) / 2.0)
@@ -40,10 +39,12 @@ def target_distribution(q: torch.Tensor) -> torch.Tensor:
 
 def clustering_loss(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Eq. 2, KL(P ‖ Q) = Σ_i Σ_j p_ij log(p_ij / q_ij), averaged over the points i."""
+    import torch
     return (torch.xlogy(p, p) - p * torch.log(q)).sum() / q.shape[0]
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
+    from torch import nn
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
@@ -142,6 +143,7 @@ class DECClustering(ClusterMethod):
 
     def _batches(self, n: int, steps: int, generator: torch.Generator):
         """Row indices of ``steps`` minibatches, reshuffling after every pass over the data."""
+        import torch
         size = min(self.batch_size, n)
         order, pos = torch.randperm(n, generator=generator), 0
         for _ in range(steps):
@@ -151,6 +153,8 @@ class DECClustering(ClusterMethod):
             pos += size
 
     def _pretrain(self, X: torch.Tensor, generator: torch.Generator) -> nn.Sequential:
+        import torch
+        from torch import nn
         sizes = [X.shape[1], *self.hidden, self.latent_dim]
         encoder, decoder = _mlp(sizes), _mlp(sizes[::-1])
         model = nn.Sequential(encoder, decoder)
@@ -166,10 +170,12 @@ class DECClustering(ClusterMethod):
         return encoder
 
     def _encode(self, X: torch.Tensor) -> torch.Tensor:
+        import torch
         with torch.no_grad():
             return torch.cat([self.encoder_(chunk) for chunk in X.split(8192)])
 
     def fit(self, X: np.ndarray, y=None) -> "DECClustering":
+        import torch
         threads = torch.get_num_threads()
         torch.set_num_threads(self.n_threads)
         try:
@@ -179,6 +185,8 @@ class DECClustering(ClusterMethod):
             torch.set_num_threads(threads)
 
     def _fit(self, X: np.ndarray) -> "DECClustering":
+        import torch
+        from torch import nn
         self.fit_rows_ = subsample(len(X), self.max_fit_samples, self.random_state)
         fit_points = X[self.fit_rows_]
         k = capped_k(self.default_k if self.k is None else int(self.k), fit_points, "dec")
@@ -227,6 +235,7 @@ class DECClustering(ClusterMethod):
 
     def _saved_state(self) -> dict:
         """The encoder as data (layer sizes and weight arrays) for :mod:`~stylecluster.cluster.persist`."""
+        from torch import nn
         state = dict(vars(self))
         linears = [m for m in self.encoder_ if isinstance(m, nn.Linear)]
         sizes = [linears[0].in_features] + [m.out_features for m in linears]
@@ -234,6 +243,7 @@ class DECClustering(ClusterMethod):
         return state
 
     def _restore_state(self, state: dict) -> None:
+        import torch
         encoder = state.pop("encoder_")
         self.__dict__.update(state)
         self.encoder_ = _mlp([int(n) for n in encoder["sizes"]])
@@ -242,9 +252,11 @@ class DECClustering(ClusterMethod):
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Latent coordinates of X."""
+        import torch
         return self._encode(torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32)).numpy()
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        import torch
         z = torch.as_tensor(self.transform(X))
         return soft_assignment(z, torch.as_tensor(self.cluster_centers_), self.alpha).numpy().astype(np.float64)
 

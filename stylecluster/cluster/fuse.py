@@ -33,7 +33,6 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 
-from ..features.branch import METRIC_PARTS
 from ..errors import InputError
 from .reduce import subsample
 
@@ -116,6 +115,9 @@ class Fuser(BaseEstimator, TransformerMixin):
 def part_blocks(column: str, parts: dict[str, tuple[int, int]], weight: float, offset: int = 0) -> list[Block]:
     """One block per part of a branch's vector starting at column ``offset``; the branch weight is
     split evenly over its parts."""
+    # imported here: the features layer loads torch (~400 MB), which clustering a store never needs
+    from ..features.branch import METRIC_PARTS
+
     return [
         Block(column, name, offset + start, offset + stop, weight / np.sqrt(len(parts)), whiten=name not in METRIC_PARTS)
         for name, (start, stop) in parts.items()

@@ -21,7 +21,6 @@ from ..io import printable, save_atomic, save_csv_batches
 from .base import OneCluster, distinct_points, make_clusterer, method_class
 from .fuse import fit_store_fuser, fuse_store, store_batches, store_layout, store_rows, store_shape
 from .reduce import subsample
-from ..features.runtime import check_compatible
 from .persist import RERUN, ModelFileError
 from .selection import StabilityResult, pairwise_ari, resolve_k, stability_labelings
 
@@ -144,7 +143,7 @@ class StyleClustering:
     def check_store(self, store) -> None:
         """ValueError naming what differs when ``store`` was embedded with other branches,
         weights, patch settings or vector layout than the store this clustering was fitted on."""
-        from ..store import _describe_difference
+        from ..store import _describe_difference, check_compatible
 
         recorded, new = getattr(self, "provenance_", None), store_provenance(store)
         if recorded is None or new is None:

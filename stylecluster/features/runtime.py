@@ -60,13 +60,13 @@ import torch
 from .._version import __version__
 from ..errors import ConfigError, InputError
 from ..io import printable, save_atomic
+from ..store import MIN_COSINE, check_compatible  # noqa: F401  (the store's rule; imported here for the runtime's callers)
 
 log = logging.getLogger("stylecluster")
 
 RUNTIMES = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "bf16")
 #: Least cosine between a compiled network's vector and torch's, per image (issue 23's bar).
-MIN_COSINE = 0.99
 #: Fewest images for which ``auto`` compiles (:func:`resolve_runtime`): the first export of
 #: Lite0 + head takes ~8 s and a compilation ~1-2 s, repaid at ~20 ms an image after ~500 images.
 AUTO_MIN_IMAGES = 500
@@ -256,19 +256,3 @@ def resolve_runtime(config, images: int):
 def runtime_metadata(branches: Sequence) -> dict[str, dict]:
     """The store's ``runtime`` record: how each branch's vectors are computed."""
     return {b.name: asdict(b.runtime.record if b.runtime is not None else TORCH) for b in branches}
-
-
-def check_compatible(recorded: dict | None, new: dict | None, where: str) -> None:
-    """InputError when two stores' vectors may differ beyond tolerance: either was computed by a
-    runtime whose check fell below :data:`MIN_COSINE` on a branch, and the runtimes differ.
-    Runtimes that passed the check mix freely (their vectors agree with torch's to ≥ 0.99)."""
-    recorded, new = recorded or {}, new or {}
-    for name in sorted(set(recorded) | set(new)):
-        a, b = recorded.get(name, asdict(TORCH)), new.get(name, asdict(TORCH))
-        if (a.get("engine"), a.get("precision")) == (b.get("engine"), b.get("precision")):
-            continue
-        worst = min(float(a.get("min_cosine", 1.0)), float(b.get("min_cosine", 1.0)))
-        if worst < MIN_COSINE:
-            raise InputError(f"{where}: its {name} vectors were computed by {b.get('engine')} {b.get('precision')}, the clustering's by "
-                             f"{a.get('engine')} {a.get('precision')}, and one of them agrees with torch only to cosine {worst:.3f} "
-                             f"(< {MIN_COSINE}); embed both with the same --runtime")
