@@ -66,7 +66,6 @@ log = logging.getLogger("stylecluster")
 
 RUNTIMES = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "bf16")
-#: Least cosine between a compiled network's vector and torch's, per image (issue 23's bar).
 #: Fewest images for which ``auto`` compiles (:func:`resolve_runtime`): the first export of
 #: Lite0 + head takes ~8 s and a compilation ~1-2 s, repaid at ~20 ms an image after ~500 images.
 AUTO_MIN_IMAGES = 500
