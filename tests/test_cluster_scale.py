@@ -208,3 +208,25 @@ def test_a_saved_clustering_keeps_its_paths_packed(tmp_path, big_store):
                 target.writestr(info, data)
         with pytest.raises(ModelFileError, match=f"{damaged.name}: .*its paths are not readable"):
             StyleClustering.load(damaged)
+
+
+def test_the_explorer_maps_a_big_fused_matrix_from_the_cache(big_store):
+    """From ``mapped_from_rows`` images the fused matrix is written once, a batch at a time, to
+    the store's visualisation cache and memory-mapped; the next explorer reuses the file."""
+    from stylecluster.viz.data import FusionOnly, fused_matrix
+
+    store, _, _ = big_store
+    fusion = FusionOnly(FuseConfig(max_fit_samples=5_000)).fit(store)
+    mapped = fused_matrix(fusion, store, mapped_from_rows=10_000)
+    assert isinstance(mapped, np.memmap) and mapped.shape == (ROWS, fusion.fuser_.n_features_out_)
+    np.testing.assert_array_equal(np.asarray(mapped), fusion.embed(store))
+    files = list((store.path / "_viz").glob("fused-*.npy"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    again = fused_matrix(fusion, store, mapped_from_rows=10_000)
+    assert files[0].stat().st_mtime_ns == stamp and np.array_equal(np.asarray(again), np.asarray(mapped))  # reused, not rewritten
+    expected = np.array(mapped)
+    del mapped, again  # a mapped file cut short under its map is a bus error; the cache itself is only ever replaced by rename
+    files[0].write_bytes(b"not a matrix")  # damaged: written again
+    np.testing.assert_array_equal(np.asarray(fused_matrix(fusion, store, mapped_from_rows=10_000)), expected)
+    assert isinstance(fused_matrix(fusion, store), np.ndarray) and not isinstance(fused_matrix(fusion, store), np.memmap)  # small: in memory

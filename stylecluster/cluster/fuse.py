@@ -186,9 +186,13 @@ def fit_store_fuser(store, columns: list[str], blocks: list[Block], max_fit_samp
     return Fuser(blocks, random_state=seed, **params).fit(store_rows(store, columns, rows))
 
 
-def fuse_store(fuser: Fuser, store, columns: list[str]) -> np.ndarray:
-    """Every image of the store through a fitted ``fuser``, read and fused a batch at a time (float32)."""
-    Z = np.empty((store_shape(store, columns)[0], fuser.n_features_out_), dtype=np.float32)
+def fuse_store(fuser: Fuser, store, columns: list[str], out: np.ndarray | None = None) -> np.ndarray:
+    """Every image of the store through a fitted ``fuser``, read and fused a batch at a time
+    (float32), into ``out`` when given (e.g. a memory-mapped file of shape (images, fused dims))."""
+    shape = (store_shape(store, columns)[0], fuser.n_features_out_)
+    if out is not None and tuple(out.shape) != shape:
+        raise ValueError(f"fused rows go into an array of shape {shape}, not {tuple(out.shape)}")
+    Z = np.empty(shape, dtype=np.float32) if out is None else out
     start = 0
     for batch in store_batches(store, columns):
         Z[start : start + len(batch)] = fuser.transform(batch)

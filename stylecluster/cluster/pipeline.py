@@ -110,29 +110,27 @@ class StyleClustering:
                                       pca_components=self.fuse.pca_components, whiten=self.fuse.whiten)
         return fuse_store(self.fuser_, store, columns)
 
-    def embed(self, store) -> np.ndarray:
+    def embed(self, store, out: np.ndarray | None = None) -> np.ndarray:
         """The fused coordinates of a store's images in this clustering's space (float32; the
         store is read a batch at a time).
 
         Refuses (ValueError) a store whose vectors were made otherwise than the fitted store's.
         """
         self._check_fitted()
-        self._check_width(store)
+        self.check_store(store)
         columns, _ = store_layout(store, local_weight=self.fuse.local_weight)
-        return fuse_store(self.fuser_, store, columns)
+        return fuse_store(self.fuser_, store, columns, out=out)
 
     def _check_assignable(self, store) -> None:
-        """:meth:`_check_width`, then the store's first image through the model as a probe: a
+        """:meth:`check_store`, then the store's first image through the model as a probe: a
         model whose arrays do not fit together fails here with one line."""
-        self._check_width(store)
+        self.check_store(store)
         if _rows(store):
             columns, _ = store_layout(store, local_weight=self.fuse.local_weight)
             first = store_rows(store, columns, np.array([0]))
             self._probe(lambda: self.method_.assign(self.fuser_.transform(first)), printable(getattr(self, "_loaded_from", "the clustering's model")))
 
     def _check_width(self, store) -> None:
-        """:meth:`check_store`, and the same vector width as the fitted store's."""
-        self.check_store(store)
         columns, _ = store_layout(store, local_weight=self.fuse.local_weight)
         width = store_shape(store, columns)[1]
         expected = getattr(self, "n_features_in_", None)  # absent from model files saved before it existed
@@ -142,19 +140,20 @@ class StyleClustering:
 
     def check_store(self, store) -> None:
         """ValueError naming what differs when ``store`` was embedded with other branches,
-        weights, patch settings or vector layout than the store this clustering was fitted on."""
+        weights, patch settings or vector layout than the store this clustering was fitted on, or
+        whose vectors have another width."""
         from ..store import _describe_difference, check_compatible
 
         recorded, new = getattr(self, "provenance_", None), store_provenance(store)
-        if recorded is None or new is None:
-            return
-        diffs = _describe_difference(recorded, new, old_name="the clustering's store has", new_name="this store has")
-        if diffs:
-            raise InputError(
-                f"{printable(store.path)}: embedded differently from the store this clustering was fitted on ({'; '.join(diffs)}); "
-                "embed the images with the same model and configuration, or cluster this store itself"
-            )
-        check_compatible(getattr(self, "runtime_", None), store.metadata.get("runtime"), printable(store.path))
+        if recorded is not None and new is not None:
+            diffs = _describe_difference(recorded, new, old_name="the clustering's store has", new_name="this store has")
+            if diffs:
+                raise InputError(
+                    f"{printable(store.path)}: embedded differently from the store this clustering was fitted on ({'; '.join(diffs)}); "
+                    "embed the images with the same model and configuration, or cluster this store itself"
+                )
+            check_compatible(getattr(self, "runtime_", None), store.metadata.get("runtime"), printable(store.path))
+        self._check_width(store)
 
     def assign_batches(self, store, check: bool = True) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(first row, labels, probabilities) of the store's images, a batch at a time: each

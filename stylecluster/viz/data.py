@@ -2,6 +2,7 @@
 and their coordinates in the fused style space."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import pandas as pd
 from ..cluster.fuse import fit_store_fuser, fuse_store, store_layout
 from ..config import FuseConfig
 from ..evaluate import read_labels
-from ..io import printable
+from ..io import printable, save_atomic
 from ..errors import InputError
 from .works import no_facts, work_facts
 
@@ -34,8 +35,51 @@ class FusionOnly:
                                       pca_components=self.fuse.pca_components, whiten=self.fuse.whiten)
         return self
 
-    def embed(self, store) -> np.ndarray:
-        return fuse_store(self.fuser_, store, store_layout(store, local_weight=self.fuse.local_weight)[0])
+    def check_store(self, store) -> None:
+        """Nothing to check: the fusion was fitted on this store."""
+
+    def embed(self, store, out: np.ndarray | None = None) -> np.ndarray:
+        return fuse_store(self.fuser_, store, store_layout(store, local_weight=self.fuse.local_weight)[0], out=out)
+
+
+#: From this many images the explorer's fused matrix is a float32 ``.npy`` in the store's
+#: visualisation cache, written once a batch at a time and memory-mapped: ten million images of
+#: 64 fused numbers are 2.56 GB, which the views (a page of neighbours, a sample for the map)
+#: read a few rows of at a time.
+MAPPED_FROM_ROWS = 1_000_000
+
+
+def fused_matrix(fusion, store, mapped_from_rows: int | None = None) -> np.ndarray:
+    """Every image's fused coordinates (``fusion.embed``): in memory, or from
+    :data:`MAPPED_FROM_ROWS` images memory-mapped from the visualisation cache, reused while the
+    fusion and the store's chunks are the same (a damaged file is written again)."""
+    from .cache import cache_dir
+    from .similar import fusion_sha256
+
+    n = len(store)
+    if n < (MAPPED_FROM_ROWS if mapped_from_rows is None else mapped_from_rows):
+        return fusion.embed(store)
+    digest = hashlib.sha256(fusion_sha256(fusion).encode())
+    for chunk in store.chunks:
+        digest.update(f"{chunk.file.name}:{chunk.file.stat().st_size}:{chunk.file.stat().st_mtime_ns}:{chunk.rows}\n".encode())
+    file = cache_dir(store) / f"fused-{digest.hexdigest()[:16]}.npy"
+    try:
+        fused = np.load(file, mmap_mode="r")
+        if fused.shape[0] == n and fused.dtype == np.float32:
+            fusion.check_store(store)  # what embed checks before it fuses
+            return fused
+    except (OSError, ValueError):
+        pass
+    width = fusion.fuser_.n_features_out_
+
+    def write(tmp: Path) -> None:
+        mapped = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, width))
+        fusion.embed(store, out=mapped)
+        mapped.flush()
+        del mapped
+
+    save_atomic(file, write)
+    return np.load(file, mmap_mode="r")
 
 
 def load_fusion(store, clusters_csv: str | Path | None = None, fuse: FuseConfig | None = None):
@@ -146,5 +190,7 @@ def load_explorer(
         facts = no_facts(points.index)
     points = points.join(facts)
     fusion = load_fusion(store, clusters_csv, fuse)
-    fused = fusion.embed(store)[points["row"].to_numpy()]
+    fused, rows = fused_matrix(fusion, store), points["row"].to_numpy()
+    if not (len(rows) == len(fused) and np.array_equal(rows, np.arange(len(rows)))):
+        fused = np.asarray(fused[rows])
     return Explorer(store, points, fused, label_column, fusion, has_clusters=clusters_csv is not None, year_column=year_column)
