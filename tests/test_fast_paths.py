@@ -13,7 +13,7 @@ from scipy.ndimage import gaussian_filter
 
 from conftest import make_image
 from stylecluster.config import LocalConfig
-from stylecluster.data.dataset import ImageDataset, WorkItem, collate_items
+from stylecluster.data.dataset import ImageDataset, WorkItem, collate_items, image_seed
 from stylecluster.data.decode import hash_file, read_hashed
 from stylecluster.features.global_ import GlobalBranch
 from stylecluster.features.local_ import LocalBranch, posterior_mean_network
@@ -72,3 +72,40 @@ def test_workers_hash_what_hash_file_hashes(tmp_path):
     batch, others = collate_items([dataset[i] for i in range(3)])
     assert batch["sha256"] == [hash_file(p).sha256 for p in paths[:2]]
     assert others == [{"index": 2, "sha256": hash_file(paths[2]).sha256, "known": True}]  # not decoded
+
+
+def test_a_224px_file_gives_bit_identical_vectors_with_both_branches(tmp_path, one_torch_thread):
+    # Both branches now decode at the global branch's size (the local one cuts its patches from
+    # the file's own pixels when a JPEG is reduced); a 224-px file is never reduced, so both
+    # branches' inputs and vectors are those of the full-resolution decode (the former path).
+    paths = [make_image(tmp_path / f"{i}.jpg", size=(224, 224 - 30 * i), noise_seed=i, quality=90) for i in range(3)]
+    branches = [GlobalBranch(), LocalBranch()]
+    items = [WorkItem(i, p, None) for i, p in enumerate(paths)]
+    now = ImageDataset(items, branches, 10**8, 32)
+    before = ImageDataset(items, branches, 10**8, 32)
+    before.draft_side = None  # what the dataset did while the local branch asked for full resolution
+    assert now.draft_side == 224
+    batch_now, _ = collate_items([now[i] for i in range(3)])
+    batch_before, _ = collate_items([before[i] for i in range(3)])
+    for branch in branches:
+        assert np.array_equal(np.asarray(batch_now["inputs"][branch.name]), np.asarray(batch_before["inputs"][branch.name]))
+        assert np.array_equal(branch.encode(batch_now["inputs"][branch.name]), branch.encode(batch_before["inputs"][branch.name]))
+
+
+def test_a_big_jpeg_is_decoded_once_reduced_and_its_patches_cut_at_native_resolution(tmp_path):
+    from stylecluster.data.decode import load_image
+    from stylecluster.features.patches import extract_patches_native
+
+    rng = np.random.default_rng(5)
+    texture = np.kron(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))  # 1600 x 1200
+    path = tmp_path / "big.jpg"
+    Image.fromarray(texture).save(path, quality=90)
+    local = LocalBranch()
+    dataset = ImageDataset([WorkItem(0, path, None)], [GlobalBranch(), local], 10**8, 32)
+    item = dataset[0]
+    assert (item["width"], item["height"]) == (1600, 1200)
+    image = load_image(path, draft_side=dataset.draft_side)
+    assert image.size == (800, 600)  # 1/2: 1/4 would keep 300 px of shorter side, under 2 x 224
+    seed = image_seed(item["sha256"], 0)
+    expected = extract_patches_native(image.info["native"], local.config, seed).dog
+    assert np.array_equal(item["inputs"]["local"], (expected[:, None] / np.float32(255.0)).astype(np.float32))

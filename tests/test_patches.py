@@ -18,6 +18,7 @@ from stylecluster.features.patches import (
     candidate_patches,
     difference_of_gaussians,
     extract_patches,
+    extract_patches_native,
     extract_patches_to_dir,
     luminance,
     n_candidates,
@@ -26,6 +27,7 @@ from stylecluster.features.patches import (
     sample_without_replacement,
     sobel_magnitude,
     top_candidates,
+    window_means,
     working_image,
 )
 
@@ -271,3 +273,122 @@ def test_patches_command(tmp_path, capsys):
     record = json.loads((tmp_path / "out" / "painting_patches.json").read_text())
     assert record["params"]["patch_scale"] == "relative" and len(list((tmp_path / "out").glob("*_dog.png"))) == 5
     assert main(["patches", str(tmp_path / "missing.png"), "--out", str(tmp_path / "out")]) == 2
+
+
+# ----------------------------------------------------------------------------- big JPEGs
+
+
+def test_window_means_are_the_mean_sobel_magnitude_of_each_window_also_in_strips():
+    gray = np.random.default_rng(0).integers(0, 256, (90, 70), dtype=np.uint8)
+    y0, y1 = np.array([0, 5, 5, 40]), np.array([3, 20, 31, 90])
+    x0, x1 = np.array([0, 33, 69]), np.array([70, 34, 70])
+    magnitude = sobel_magnitude(gray).astype(np.float64)
+    expected = [[magnitude[a:b, c:d].mean() for c, d in zip(x0, x1)] for a, b in zip(y0, y1)]
+    whole = window_means(gray, y0, y1, x0, x1)
+    np.testing.assert_allclose(whole, expected, rtol=1e-5)
+    # strips of at most 10 rows' worth of pixels (one window each here) give the same floats
+    assert np.array_equal(window_means(gray, y0, y1, x0, x1, max_strip_pixels=700), whole)
+
+
+def test_patch_scores_are_window_means_on_the_grid():
+    gray = (textured(200, 170, seed=3)[..., 1]).copy()
+    ys, xs = np.arange(0, 200 - 64 + 1, 32), np.arange(0, 170 - 64 + 1, 32)
+    assert np.array_equal(patch_scores(gray, 64, 32), window_means(gray, ys, ys + 64, xs, xs + 64))
+
+
+def checkered_painting(path, size=(2400, 1800), block=(1280, 896, 256), cell=4, quality=95):
+    """A big JPEG: a smooth colour ramp with one ``block`` (x, y, side) of a ``cell``-px
+    checkerboard, the only texture in it; returns (path, the native luma as written). 4-px cells
+    are 2-px ones on the 2x-reduced luma the patches are scored on (a 1-px checkerboard would be
+    invisible to a 3x3 Sobel: its neighbours two pixels apart are equal)."""
+    width, height = size
+    ramp = np.linspace(60, 180, width, dtype=np.float32)[None, :].repeat(height, 0)
+    rgb = np.stack([ramp, ramp * 0.8, 200 - ramp * 0.5], axis=2).astype(np.uint8)
+    x, y, side = block
+    yy, xx = np.mgrid[0:side, 0:side]
+    rgb[y : y + side, x : x + side] = np.where(((yy // cell + xx // cell) % 2 == 0)[..., None], 240, 15).astype(np.uint8)
+    Image.fromarray(rgb).save(path, quality=quality)
+    return path, luminance(rgb)
+
+
+def test_a_big_jpegs_patches_are_scored_reduced_and_cut_from_native_pixels(tmp_path):
+    from stylecluster.data.decode import load_image
+
+    path, written = checkered_painting(tmp_path / "big.jpg")
+    reduced = load_image(path, draft_side=224)  # what the embedder decodes for both branches
+    assert reduced.size == (600, 450) and reduced.info["full_size"] == (2400, 1800)
+    native = reduced.info["native"]
+    assert native.size == (2400, 1800)
+    gray = native.luminance()
+    assert gray.shape == (1800, 2400) and gray.dtype == np.uint8  # 1 byte a pixel
+    assert np.abs(gray.astype(int) - written).mean() < 3  # the JPEG's own luma
+
+    config = LocalConfig()
+    patches = extract_patches_native(native, config, seed=0)
+    assert len(patches) == config.n_patches
+    for (x, y, w, h), raw, dog in zip(patches.boxes, patches.raw, patches.dog):
+        assert (w, h) == (64, 64)
+        # plausible places: every drawn patch overlaps the only textured block
+        assert x + 64 > 1280 and x < 1280 + 256 and y + 64 > 896 and y < 896 + 256
+        # native pixels: the patch is the file's luma there, and the pattern written at full size
+        assert np.array_equal(raw, gray[y : y + 64, x : x + 64])
+        assert np.abs(raw.astype(int) - written[y : y + 64, x : x + 64]).mean() < 4
+
+    # scoring at full resolution (today's path on the whole decode) draws in the same block
+    full = extract_patches(load_image(path), config, seed=0)
+    assert all(x + 64 > 1280 and x < 1536 and y + 64 > 896 and y < 1152 for x, y, _, _ in full.boxes)
+
+
+def test_the_reduced_path_draws_what_full_scoring_draws_when_scores_agree():
+    # a native luma whose 2x-reduced Sobel ranks the patches as the full one does: one
+    # high-contrast block (8-px cells survive a 2x box filter), everything else flat
+    gray = np.full((640, 800), 128, np.uint8)
+    yy, xx = np.mgrid[0:192, 0:192]
+    gray[192:384, 320:512] = np.where((yy // 8 + xx // 8) % 2 == 0, 230, 20)
+
+    class Native:
+        def luminance(self):
+            return gray
+
+    config = LocalConfig()
+    for seed in range(3):
+        ours, today = extract_patches_native(Native(), config, seed), extract_patches(gray, config, seed)
+        assert {tuple(b) for b in ours.boxes} <= {tuple(b) for b in candidate_patches(gray, config).boxes}
+        assert all(320 - 64 < x < 512 and 192 - 64 < y < 384 for x, y, _, _ in ours.boxes)
+        assert len(ours) == len(today) == config.n_patches
+
+
+def test_reading_native_pixels_costs_about_a_byte_a_pixel(tmp_path):
+    import tracemalloc
+
+    from stylecluster.data.decode import load_image
+
+    path, _ = checkered_painting(tmp_path / "big.jpg", size=(3000, 2250), block=(1600, 1024, 256))
+    native = load_image(path, draft_side=224).info["native"]
+    pixels = 3000 * 2250
+    tracemalloc.start()
+    try:
+        extract_patches_native(native, LocalConfig(), seed=0)
+        _, peak_native = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        extract_patches(load_image(path), LocalConfig(), seed=0)  # today's: the RGB decode, its luma, full-size Sobel
+        _, peak_full = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the luma (1 byte a pixel) and the 2x-reduced scoring (~20 bytes a reduced pixel = 5 a pixel)
+    assert peak_native < 7 * pixels
+    assert peak_native < peak_full / 2
+
+
+def test_a_native_source_that_is_gone_or_broken_is_one_line(tmp_path):
+    from stylecluster.data.decode import NativeJpeg, load_image
+
+    path, _ = checkered_painting(tmp_path / "big.jpg")
+    native = load_image(path, draft_side=224).info["native"]
+    path.unlink()
+    with pytest.raises(BadImage, match=r"^unreadable: no such file$"):
+        native.luminance()
+    truncated = NativeJpeg(checkered_painting(tmp_path / "b.jpg")[0].read_bytes()[:20_000])
+    with pytest.raises(BadImage) as raised:
+        truncated.luminance()
+    assert raised.value.kind in ("truncated", "corrupt") and "\n" not in str(raised.value)

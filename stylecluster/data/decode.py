@@ -20,7 +20,10 @@ A 41 KB 14,000 x 14,000 one-bit PNG is under the 200-megapixel cap, yet decoding
   JPEGs are decoded at the smallest DCT scale that keeps twice the network's side
   (``draft_side``): 3,000-px versions of 12 AIC paintings decoded in 74 ms instead of 219 (machine
   busy), their global vectors at cosine 0.9928 (min) / 0.9983 (mean) to the full decode's. The
-  brush-stroke patches need the file's own pixels, so with the local branch nothing changes.
+  brush-stroke branch needs a JPEG's own pixels only inside its patches: a JPEG decoded reduced
+  carries :class:`NativeJpeg` (``image.info["native"]``), from which that branch reads the luma
+  alone at full scale (features/patches.py, "Big JPEGs"), so both branches decode at the global
+  branch's size too.
 * Other formats must be decoded whole first; that costs pixels x bytes per pixel of the file's
   own mode (1 for one-bit, grey and palette images, 2 for 16-bit grey, 4 for colour). An image
   whose decode would take more than :data:`MAX_DECODE_BYTES` (320 MB: 80 megapixels of colour)
@@ -36,12 +39,13 @@ reduced, 6,000 x 4,000 in colour, 219 MB (403 MB with the former 16-megapixel gr
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -95,6 +99,29 @@ def _reading():
         raise BadImage("unreadable: is a folder", "unreadable") from None
     except OSError as exc:
         raise BadImage(f"unreadable: {exc.strerror or exc}", "unreadable") from None
+
+
+@contextlib.contextmanager
+def _decoding():
+    """Turn the ways a decoder can fail into BadImage; its warnings are not the user's concern."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage("not an image (content not recognised as any image format)", "not_image") from None
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"decompression bomb: {exc}", "too_large") from None
+    except FileNotFoundError:
+        raise BadImage("unreadable: no such file", "unreadable") from None
+    except PermissionError:
+        raise BadImage("unreadable: permission denied", "unreadable") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc)
+        kind = "truncated" if "truncated" in text.lower() or isinstance(exc, EOFError) else "corrupt"
+        raise BadImage(f"{'truncated' if kind == 'truncated' else 'corrupt'} image: {text}", kind) from None
 
 
 def hash_file(path: str | Path) -> FileInfo:
@@ -163,49 +190,109 @@ def decode_image(data: bytes | BinaryIO, max_pixels: int, min_side: int, draft_s
     ``image.info["full_size"]`` is the (width, height) of the image at full resolution, as
     displayed (after EXIF orientation).
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-            width, height = img.size
-            if width * height > max_pixels:
-                raise BadImage(
-                    f"too many pixels ({width}x{height} = {width * height:,} > max_pixels {max_pixels:,}; possible decompression bomb)",
-                    "too_large",
-                )
-            if min(width, height) < min_side:
-                raise BadImage(f"too small ({width}x{height} px; shorter side < min_side {min_side})", "too_small")
-            img.seek(0)
-            factor = reduction_factor(width, height)
-            if img.format == "JPEG" and draft_side is not None:
-                scale = min(1.0, DRAFT_MARGIN * draft_side / min(width, height))
-                factor = max(factor, 1 / scale)
-            if factor > 1 and img.format == "JPEG":
-                img.draft(img.mode, (math.ceil(width / factor), math.ceil(height / factor)))  # decodes at 1/2, 1/4 or 1/8
-            need = img.size[0] * img.size[1] * _BYTES_PER_PIXEL.get(img.mode, 4)
-            if need > MAX_DECODE_BYTES:
-                raise BadImage(
-                    f"too large to decode within {MAX_DECODE_BYTES >> 20} MB ({width}x{height} {img.mode} needs {need >> 20} MB)", "too_large"
-                )
-            orientation = img.getexif().get(0x0112, 1)
-            img.load()
-            factor = reduction_factor(*img.size)
-            if factor > 1:
-                img = _reduce(img, factor)
-            img = ImageOps.exif_transpose(img) or img
-            img = _to_rgb(img)
-            img.info["full_size"] = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-    except BadImage:
-        raise
-    except UnidentifiedImageError:
-        raise BadImage("not an image (content not recognised as any image format)", "not_image") from None
-    except Image.DecompressionBombError as exc:
-        raise BadImage(f"decompression bomb: {exc}", "too_large") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        text = str(exc)
-        kind = "truncated" if "truncated" in text.lower() or isinstance(exc, EOFError) else "corrupt"
-        raise BadImage(f"{'truncated' if kind == 'truncated' else 'corrupt'} image: {text}", kind) from None
+    with _decoding():
+        img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        width, height = img.size
+        if width * height > max_pixels:
+            raise BadImage(
+                f"too many pixels ({width}x{height} = {width * height:,} > max_pixels {max_pixels:,}; possible decompression bomb)",
+                "too_large",
+            )
+        if min(width, height) < min_side:
+            raise BadImage(f"too small ({width}x{height} px; shorter side < min_side {min_side})", "too_small")
+        img.seek(0)
+        factor = reduction_factor(width, height)
+        is_jpeg, drafted = img.format == "JPEG", False
+        if is_jpeg and draft_side is not None:
+            scale = min(1.0, DRAFT_MARGIN * draft_side / min(width, height))
+            drafted = 1 / scale > factor  # smaller than without draft_side: see NativeJpeg
+            factor = max(factor, 1 / scale)
+        if factor > 1 and img.format == "JPEG":
+            img.draft(img.mode, (math.ceil(width / factor), math.ceil(height / factor)))  # decodes at 1/2, 1/4 or 1/8
+        need = img.size[0] * img.size[1] * _BYTES_PER_PIXEL.get(img.mode, 4)
+        if need > MAX_DECODE_BYTES:
+            raise BadImage(
+                f"too large to decode within {MAX_DECODE_BYTES >> 20} MB ({width}x{height} {img.mode} needs {need >> 20} MB)", "too_large"
+            )
+        orientation = img.getexif().get(0x0112, 1)
+        img.load()
+        factor = reduction_factor(*img.size)
+        if factor > 1:
+            img = _reduce(img, factor)
+        img = ImageOps.exif_transpose(img) or img
+        img = _to_rgb(img)
+        img.info["full_size"] = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        if drafted:
+            native = NativeJpeg(data if isinstance(data, bytes) else getattr(data, "name", None) or _read_all(data))
+            if native.size != img.size:
+                img.info["native"] = native
     return img
+
+
+def _read_all(stream: BinaryIO) -> bytes:
+    stream.seek(0)
+    return stream.read()
+
+
+@dataclass(frozen=True)
+class NativeJpeg:
+    """Where the pixels of a JPEG that :func:`decode_image` decoded reduced (``draft_side``) are
+    found at the resolution it decodes without ``draft_side``; ``image.info["native"]``.
+
+    The brush-stroke branch cuts its patches from the luma at this resolution
+    (:func:`stylecluster.features.patches.extract_patches_native`).
+    """
+
+    source: bytes | str = field(repr=False)  # the file's bytes, or its path when it was too large to read whole
+
+    def _open(self) -> Image.Image:
+        return Image.open(io.BytesIO(self.source) if isinstance(self.source, bytes) else self.source)
+
+    def _decoder(self, mode: str | None = None) -> tuple[Image.Image, int]:
+        """The file opened and drafted as :func:`decode_image` does without ``draft_side`` (in
+        ``mode`` where the decoder can give it), and its EXIF orientation."""
+        img = self._open()
+        width, height = img.size
+        factor = reduction_factor(width, height)
+        if factor > 1 or mode is not None:  # Pillow takes one draft per opened file
+            img.draft(mode or img.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+        return img, img.getexif().get(0x0112, 1)
+
+    @functools.cached_property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as displayed, of the image :func:`decode_image` returns without
+        ``draft_side`` (read from the header: nothing is decoded)."""
+        with _decoding():
+            img, orientation = self._decoder()
+            factor = reduction_factor(*img.size)
+            width, height = (math.ceil(img.width / factor), math.ceil(img.height / factor)) if factor > 1 else img.size
+        return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+    def luminance(self) -> np.ndarray:
+        """The JPEG's own luma (its Y channel: no colour conversion) as uint8 (height, width), at
+        :attr:`size`: 1 byte a pixel, reduced as :func:`decode_image` reduces images larger than
+        :data:`MAX_WORKING_PIXELS`.
+
+        Why the whole file at full scale, measured on 3,000-px JPEGs made from the AIC paintings
+        (quality 90, one thread, process time, idle machine): Pillow decodes them in 31 ms as RGB,
+        15 ms as luma alone, 13 ms at 1/4 scale — the entropy decoding of the whole file, which any
+        decoder must do to reach a region, is ~11 ms of the 15. A region decode (libjpeg-turbo's
+        ``jpeg_skip_scanlines``/``jpeg_crop_scanline``) could save at most the other 4 ms, and no
+        installed package offers it; Pillow cannot stop early without private hacks (its decoder
+        reports a broken stream). The full-scale luma costs 1 byte a pixel (24 MB at most).
+        """
+        with _decoding():
+            img, _ = self._decoder("L")  # the same DCT scale, the luma channel alone
+            img.load()
+            if reduction_factor(*img.size) > 1:
+                img = _reduce(img, reduction_factor(*img.size))
+            img = ImageOps.exif_transpose(img) or img
+            if img.mode != "L":  # CMYK JPEGs have no luma channel to decode alone
+                img = _to_rgb(img).convert("L")
+        gray = np.asarray(img, dtype=np.uint8)
+        if gray.shape != (self.size[1], self.size[0]):
+            raise BadImage(f"corrupt image: full-resolution decode gave {gray.shape[1]}x{gray.shape[0]}, expected {self.size[0]}x{self.size[1]}", "corrupt")
+        return gray
 
 
 def load_image(path: str | Path, max_pixels: int = 200_000_000, min_side: int = 32, draft_side: int | None = None) -> Image.Image:

@@ -13,6 +13,7 @@ rather than where edges fall.
 from __future__ import annotations
 
 import copy
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from .branch import HeadedBranch
 from ..hashing import file_sha256
 from .infovae import Encoder, load_encoder
 from .style_head import PACKAGED_LOCAL_HEAD, resolve_style_head
-from .patches import extract_patches, patch_params
+from .patches import extract_patches, extract_patches_native, patch_params
 from ..errors import ConfigError, InputError, MissingInputError
 
 AGGREGATES = ("mean", "mean+std")
@@ -97,9 +98,23 @@ class LocalBranch(HeadedBranch):
     def parts(self) -> dict[str, tuple[int, int]]:
         return {"style" if self.style_head is not None else "local": (0, self.dim)}
 
+    @property
+    def decode_side(self) -> int:
+        """What the branch needs of the decoded image: a JPEG decoded reduced carries its native
+        luma's source (``image.info["native"]``), which the patches are cut from; relative patches
+        come from an image of shorter side ``patch_size / relative_size``."""
+        if self.config.patch_scale == "relative":
+            return math.ceil(self.config.patch_size / self.config.relative_size)
+        return self.config.patch_size
+
     def preprocess(self, image: Image.Image, seed: int) -> np.ndarray:
-        """(n_patches, 1, s, s) float32 DoG patches in [0, 1]."""
-        dog = extract_patches(image, self.config, seed).dog
+        """(n_patches, 1, s, s) float32 DoG patches in [0, 1]: cut at native resolution from a JPEG
+        decoded reduced (patches.extract_patches_native), else from the image as given."""
+        native = image.info.get("native")
+        if native is None or self.config.patch_scale == "relative":
+            dog = extract_patches(image, self.config, seed).dog
+        else:
+            dog = extract_patches_native(native, self.config, seed).dog
         return (dog[:, None] / np.float32(255.0)).astype(np.float32)
 
     def encode(self, batch: Any) -> np.ndarray:
