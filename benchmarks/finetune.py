@@ -15,6 +15,7 @@ tests/test_cached_finetune.py checks that this equals ``embed --weights``).
 
     python benchmarks/finetune.py --seeds 1 --protocols artist            # the first screen
     python benchmarks/finetune.py --set epochs=6 --set lr=0.0003 --validate  # choose on training artists
+    python benchmarks/finetune.py --set dates_weight=0.5 --validate --label dates0.5  # + the dates term (labels' year)
 
 Checkpoints and the cache live under ``--work`` and resume; ``--validate`` keeps 20 % of each
 split's *training* artists out and scores them instead (test artists are never looked at).
@@ -34,8 +35,7 @@ from common import GENERALISATION_WORK, SHARED, print_table, write_json
 from generalisation import DATASETS, VARIANTS, raw_config, artist_disjoint, fused, load_pool, movement_disjoint, score, summarise
 from stylecluster.data.splits import split_by_artist
 from stylecluster.features.global_ import GlobalBranch
-from stylecluster.train.cached import ViewCache, build_view_cache, cut_index, forward_above, levels_above, train_cached
-from stylecluster.train.global_style import load_train_config
+from stylecluster.train.cached import ViewCache, build_view_cache, cut_index, forward_above, levels_above, load_cached_config, train_cached
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,13 @@ def embed_ms(backbone: str, weights: str | None, batches: int = 3) -> float:
     return (time.perf_counter() - started) / (32 * batches) * 1000
 
 
-def run_split(split, pool, X, parts, cache, cache_rows, config, args) -> list[dict]:
+def pool_years(pool: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
+    """Each pool row's ``year`` from its set's labels (NaN where the set has none or the work is undated)."""
+    known = labels.assign(year=pd.to_numeric(labels.get("year"), errors="coerce"))[["dataset", "path", "year"]].drop_duplicates(["dataset", "path"])
+    return pool[["dataset", "path"]].merge(known, on=["dataset", "path"], how="left")["year"].to_numpy(dtype=np.float64)
+
+
+def run_split(split, pool, X, parts, cache, cache_rows, years, config, args) -> list[dict]:
     artists = pool["artist"].to_numpy()
     train, test = split.train, split.test
     movements = pool["movement"].to_numpy()[test].astype(str)
@@ -97,7 +103,7 @@ def run_split(split, pool, X, parts, cache, cache_rows, config, args) -> list[di
     checkpoint = args.work / "checkpoints" / f"{config.cut}-{args.label}-{tag}.pt"
     codes = pd.factorize(artists[train])[0]
     started, cpu = time.perf_counter(), time.process_time()
-    history = train_cached(cache, codes, config, checkpoint, cache_rows[train], progress=True)
+    history = train_cached(cache, codes, config, checkpoint, cache_rows[train], progress=True, years=years[train])
     train_minutes, cpu_minutes = (time.perf_counter() - started) / 60, (time.process_time() - cpu) / 60
     print(f"  {tag}: trained {len(train)} images ({len(set(codes))} artists), {cpu_minutes:.1f} CPU-min; "
           + ", ".join(f"ep{h['epoch']} {h['loss']:.3f}" for h in history), flush=True)
@@ -138,7 +144,7 @@ def main() -> None:
     import yaml
 
     settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    config = load_train_config(args.config, **settings)
+    config = load_cached_config(args.config, **settings)
     for key in ("variants", "protocols", "methods"):
         setattr(args, key, getattr(args, key).split(","))
     labels = pd.concat([pd.read_csv(SHARED / d / "labels.csv").dropna(subset=["artist"]).assign(dataset=d) for d in DATASETS], ignore_index=True)
@@ -147,11 +153,12 @@ def main() -> None:
         return
     pool, X, parts = load_pool(args.work, config.backbone, False, args.workers)
     cache, cache_rows = cached_pool(pool, config, args.work, args.workers)
+    years = pool_years(pool, labels)
     splits = (artist_disjoint(pool, args.seeds)[: args.splits] if "artist" in args.protocols else []) \
         + (movement_disjoint(pool, args.seeds)[: args.splits] if "movement" in args.protocols else [])
     rows = []
     for split in splits:
-        rows += run_split(split, pool, X, parts, cache, cache_rows, config, args)
+        rows += run_split(split, pool, X, parts, cache, cache_rows, years, config, args)
     checkpoint = sorted((args.work / "checkpoints").glob(f"{config.cut}-{args.label}-*.pt"))[-1]
     speed = {"imagenet": embed_ms(config.backbone, None), "trained": embed_ms(config.backbone, str(checkpoint))}
     print(f"embed (raw global vector, batch 32): ImageNet weights {speed['imagenet']:.1f} ms/image, trained {speed['trained']:.1f} ms/image")

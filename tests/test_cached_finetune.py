@@ -6,6 +6,7 @@ whole file runs in seconds on two cores.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,8 @@ from stylecluster.errors import ConfigError, InputError
 from stylecluster.features.backbones import create_backbone
 from stylecluster.features.global_ import GlobalBranch
 from stylecluster.train import cached
-from stylecluster.train.cached import CutNet, ViewCache, build_view_cache, forward_above, forward_below, levels_above, train_cached
+from stylecluster.train.cached import (CutNet, ViewCache, build_view_cache, dates_contrastive_loss, forward_above, forward_below, levels_above,
+                                       load_cached_config, train_cached)
 from stylecluster.train.global_style import create_recipe, load_train_config
 
 SMALL = dict(method="csd", backbone="efficientnet_lite0", weights=None, cut="blocks.5", image_size=64, cache_size=72, views_per_image=3,
@@ -172,3 +174,35 @@ def test_cli_train_global_with_a_cut(paintings, tmp_path, capsys):
     assert "epoch 1: loss" in capsys.readouterr().out and (tmp_path / "g.pt.views" / "manifest.json").is_file()
     assert main(args[:-3] + ["--set", "cut=conv_head", "-q"]) == 2
     assert "cut 'conv_head' is not a block" in capsys.readouterr().err
+
+
+def test_the_dates_term_by_hand():
+    # rows 0 and 1 share the 1900s, row 2 (1950) has no positive, row 3 is undated
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    years = torch.tensor([1900.0, 1905.0, 1950.0, float("nan")])
+    # anchor 0: logits 0 (row 1, its positive), 1 (row 2) -> -log(1 + e); anchor 1: 0, 0 -> -log 2.
+    # Row 3 would add a logit of 0 to anchor 0's denominator: undated rows take no part at all.
+    expected = (math.log(1 + math.e) + math.log(2)) / 2  # 1.003204
+    assert float(dates_contrastive_loss(z, years, 10.0, 1.0)) == pytest.approx(expected, abs=1e-5)
+    # 1899 lies outside the 1900s bin: now rows 1 and 2 are the pair (anchor 1: -log 2, anchor 2: -log(1 + e))
+    assert float(dates_contrastive_loss(z[:3], torch.tensor([1899.0, 1900.0, 1905.0]), 10.0, 1.0)) == pytest.approx(expected, abs=1e-5)
+    # a century bin holds rows 0-2 together: anchors 0 and 2 give log(1 + e) - 1/2 each, anchor 1 log 2
+    century = (2 * (math.log(1 + math.e) - 0.5) + math.log(2)) / 3  # 0.773223
+    assert float(dates_contrastive_loss(z, years, 100.0, 1.0)) == pytest.approx(century, abs=1e-5)
+    # no row with a positive: zero, and still a tensor the optimiser can step through
+    lone = dates_contrastive_loss(z.requires_grad_(), torch.tensor([1900.0, float("nan"), 1950.0, float("nan")]), 10.0, 1.0)
+    assert lone.detach().item() == 0.0 and lone.requires_grad
+
+
+def test_training_with_the_dates_term(paintings, cache, tmp_path):
+    _, _, groups = paintings
+    years = np.where(np.arange(16) % 4 == 3, np.nan, 1900.0 + 40 * groups)
+    config = load_cached_config(None, **{**SMALL, "epochs": 1, "dates_weight": 0.5})
+    history = train_cached(cache, groups, config, tmp_path / "dates.pt", progress=False, years=years)
+    assert history[0]["dates"] > 0 and history[0]["loss"] == pytest.approx(history[0]["style"] + history[0]["ssl"] + 0.5 * history[0]["dates"], rel=1e-4)
+    with pytest.raises(InputError, match="one year"):
+        train_cached(cache, groups, config, tmp_path / "none.pt", progress=False)
+    # without the dates term a cached config trains (and resumes) as the plain one
+    train_cached(cache, groups, small_config(epochs=1), tmp_path / "plain.pt", progress=False)
+    resumed = train_cached(cache, groups, load_cached_config(None, **{**SMALL, "epochs": 2}), tmp_path / "plain.pt", progress=False)
+    assert [h["epoch"] for h in resumed] == [1, 2] and "dates" not in resumed[-1]

@@ -12,7 +12,11 @@ this CPU (batch 32, 2 threads): with ``blocks.3`` cached (80 × 14 × 14) the re
 The loss is CSD's (Somepalli et al. 2024, §4) through the ``csd`` recipe: a supervised
 contrastive term over artists (Khosla et al. 2020) on a style projection, in balanced artist
 batches (:func:`.loop.grouped_batches`), plus the self-supervised NT-Xent term between two views
-of one image (Chen et al. 2020, SimCLR). Both projections are training scaffolding: the
+of one image (Chen et al. 2020, SimCLR). An optional third term (``dates_weight``, off by default) takes the
+labels' ``year`` as weak supervision: the same supervised contrastive loss on the same style
+projection, its positives the works of the same ``dates_window``-year bin (a decade by default),
+computed over the dated works of the batch only — an undated work is neither anchor, positive nor
+negative of it. Both projections are training scaffolding: the
 checkpoint loads as plain backbone weights (``embed --weights out.pt``), the branch computes its
 pooled + Gram vector from the trained network (Gram levels below the cut are unchanged, those
 above it come from the trained layers: with the default levels and ``blocks.5``, level 4, block
@@ -34,7 +38,7 @@ import hashlib
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -43,7 +47,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import GlobalConfig
+from ..config import GlobalConfig, load_dataclass_yaml
 from ..data.decode import BadImage, load_image
 from ..data.preload import square_pixels
 from ..errors import ConfigError, InputError
@@ -51,6 +55,7 @@ from ..features.backbones import Backbone, create_backbone
 from ..features.global_ import GlobalBranch
 from ..io import save_atomic
 from .augment import style_views
+from .csd import multilabel_contrastive_loss
 from .global_style import GlobalTrainConfig, _plain, create_recipe
 from .loop import fit, make_optimizer, WarmupCosine
 
@@ -236,6 +241,37 @@ def build_view_cache(
     return ViewCache.open(folder)
 
 
+# ----------------------------------------------------------------------------- the dates term
+
+
+@dataclass
+class CachedTrainConfig(GlobalTrainConfig):
+    """A cached fine-tuning run: :class:`GlobalTrainConfig` + the dates term."""
+
+    dates_weight: float = 0.0  # weight of the dates term; 0 = off
+    dates_window: float = 10.0  # years per bin: works of one bin are the dates term's positives
+
+
+DATES_KEYS = tuple(f.name for f in fields(CachedTrainConfig) if f.name.startswith("dates_"))
+
+
+def load_cached_config(path: str | Path | None = None, **overrides) -> CachedTrainConfig:
+    """``load_train_config`` for :class:`CachedTrainConfig` (a YAML file's settings, then ``overrides``)."""
+    return load_dataclass_yaml(CachedTrainConfig, path, "train config", **overrides)
+
+
+def dates_contrastive_loss(embeddings: torch.Tensor, years: torch.Tensor, window: float, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss whose classes are ``window``-year bins of ``years`` (N,),
+    over the rows that have a year (NaN = none); 0 (with a gradient path) when no row has a
+    positive."""
+    dated = ~torch.isnan(years)
+    bins = torch.floor(years[dated] / window)
+    if len(bins) < 2 or len(torch.unique(bins)) == len(bins):
+        return embeddings.sum() * 0.0
+    codes = torch.unique(bins, return_inverse=True)[1]
+    return multilabel_contrastive_loss(embeddings[dated], codes, temperature)
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -248,16 +284,22 @@ def train_cached(
     device: str | torch.device = "cpu",
     resume: bool = True,
     progress: bool = True,
+    years: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
     """Train the layers above ``config.cut`` on the cache's ``rows`` (all by default) with artist
     codes ``groups`` (one per row), through :func:`.loop.fit`. Each step draws two different
-    cached views of each image of the batch."""
+    cached views of each image of the batch. ``years`` (one per row, NaN where unknown) feed the
+    dates term of a :class:`CachedTrainConfig` with ``dates_weight`` > 0."""
     if config.views_per_image < 2:
         raise ConfigError("views_per_image must be at least 2: the self-supervised term pairs two views of one image")
     device = torch.device(device)
     rows = np.arange(len(cache.names)) if rows is None else np.asarray(rows)
     if len(groups) != len(rows):
         raise InputError(f"{len(groups)} artist codes for {len(rows)} cached images")
+    dates_weight = getattr(config, "dates_weight", 0.0)  # a plain GlobalTrainConfig has no dates term
+    if dates_weight and (years is None or len(years) != len(rows)):
+        raise InputError(f"dates_weight {dates_weight}: needs one year (or NaN) per cached image, got {0 if years is None else len(years)}")
+    year_t = torch.as_tensor(np.asarray(years, dtype=np.float64), dtype=torch.float32) if dates_weight else None
     recipe = create_recipe(config)
     torch.manual_seed(config.seed)
     backbone, start = start_backbone(config)
@@ -273,10 +315,19 @@ def train_cached(
         cached = rows[index.numpy()]
         pair = np.concatenate([cache.views[cached, first.numpy()], cache.views[cached, second.numpy()]])
         features = net(torch.from_numpy(pair).float().to(device).contiguous(memory_format=torch.channels_last))
-        return recipe.loss(net, features, group_t[index].to(device))
+        terms = recipe.loss(net, features, group_t[index].to(device))
+        if not dates_weight:
+            return terms
+        year = year_t[index].to(device)
+        dates = dates_contrastive_loss(net.style_head(features.float()), torch.cat([year, year]), config.dates_window, config.temperature)
+        return {**terms, "loss": terms["loss"] + dates_weight * dates, "dates": dates}
 
-    metadata = {"data": f"{cache.fingerprint}:{hashlib.sha256(rows.tobytes()).hexdigest()[:16]}",
-                "config": {k: v for k, v in _plain(config).items() if k != "epochs"},
+    data = f"{cache.fingerprint}:{hashlib.sha256(rows.tobytes()).hexdigest()[:16]}"
+    if dates_weight:
+        data += f":{hashlib.sha256(year_t.numpy().tobytes()).hexdigest()[:16]}"
+    # without the dates term its keys stay out, so checkpoints of before it still resume
+    plain = {k: v for k, v in _plain(config).items() if k != "epochs" and (dates_weight or k not in DATES_KEYS)}
+    metadata = {"data": data, "config": plain,
                 "backbone": config.backbone, "method": f"{config.method}-cached", "cut": config.cut}
     schedule = config.schedule()
     return fit(net, make_optimizer(net, schedule), loss_fn, lambda g: recipe.batches(np.asarray(groups), g), schedule.epochs,
