@@ -645,7 +645,9 @@ class StoreWriter:
 
     def _save_chunk(self, table: pa.Table) -> Path:
         final = self.path / f"part-{self._next_chunk:06d}.parquet"
-        save_atomic(final, lambda tmp: pq.write_table(table, tmp))
+        # No dictionary encoding: vectors and paths do not repeat, and a dictionary-encoded float16
+        # column read 7x slower (1.17 s against 0.16 s for 16,384 x 256; float32 0.18 against 0.12).
+        save_atomic(final, lambda tmp: pq.write_table(table, tmp, use_dictionary=False))
         self._next_chunk += 1
         return final
 
