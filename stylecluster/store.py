@@ -12,8 +12,10 @@ Layout of ``STORE/``::
 
 Why a folder of Parquet files: pandas and pyarrow read it in one line
 (``pandas.read_parquet("STORE")``; files starting with ``_`` are ignored by both), vectors are
-stored as fixed-size float32 lists without any custom encoding, and appending a chunk never
-rewrites earlier ones — which is what makes resuming cheap and crash-safe.
+stored as fixed-size float32 (or float16: ``embed.dtype``, ``import --dtype``) lists without any
+custom encoding, and appending a chunk never rewrites earlier ones — which is what makes resuming
+cheap and crash-safe. Reading never needs the whole store in memory: :class:`EmbeddingStore`
+holds the paths and reads vectors a chunk at a time (ten million rows: ``benchmarks/scale.py``).
 
 Rows are keyed by ``path`` (relative to the images root, POSIX separators). When a path was
 embedded twice (its file changed between runs), the row of the later chunk wins; chunks are
