@@ -441,3 +441,70 @@ def test_large_report_map_reads_its_points_from_the_map_folder(browser, explorer
     assert "more members are not listed here" in browser.execute_script("return document.body.innerText;")
     _no_alert(browser)
     assert _errors(browser) == []
+
+
+def test_density_map_draws_a_sample_hovers_and_loads_tiles_on_zoom(browser, tmp_path, monkeypatch):
+    """The large-collection page (forced with a low threshold on 3,000 points): the density raster
+    and the sample are drawn, a hover shows the work, and zooming in draws every point in view
+    from the tiles."""
+    import pandas as pd
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from stylecluster.viz import payload, umap_map
+    from stylecluster.viz.html import page
+
+    monkeypatch.setattr(umap_map, "OVERVIEW_SAMPLE", 300)
+    monkeypatch.setattr(umap_map, "TILE_BUDGET", 800)
+    monkeypatch.setattr(payload, "TILE_POINTS", 200)
+    rng = np.random.default_rng(0)
+    n = 3000
+    coords = np.vstack([rng.normal(c, 1.0, size=(n // 3, 2)) for c in (-6, 0, 6)]).astype(np.float32)
+    points = pd.DataFrame({
+        "path": [f"folder/painting_{i:05d}.jpg" for i in range(n)], "sha256": [f"{i:064x}" for i in range(n)],
+        "cluster": np.repeat([0, 1, 2], n // 3), "probability": rng.uniform(size=n), "year": np.full(n, np.nan),
+        "title": [f"work {i}" for i in range(n)], "artist": [f"artist {i % 7}" for i in range(n)],
+    })
+    html = tmp_path / "dense.html"
+    fragment = umap_map.map_fragment(points, coords, {}, title="dense", sidecar=umap_map.Sidecar(tmp_path / "dense_files", "dense_files"),
+                                     density_from=1000)
+    html.write_text(page("dense", fragment))
+    _open(browser, html)
+    _wait_for_map(browser)
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return !!window.styleMap.ready;"))
+    assert browser.execute_script("return window.styleMap.nPoints;") == n
+    drawn = browser.execute_script("return document.getElementById('sc-map')._fullData.reduce((s, t) => s + t.x.length, 0);")
+    assert drawn == 300
+    assert browser.execute_script("return document.querySelectorAll('#sc-map image').length;") == 1  # the raster
+
+    index = _hover_first_point(browser)
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "sc-name").text == points["path"].iloc[index])
+    assert browser.find_element(By.ID, "sc-cluster").text == f"cluster {points['cluster'].iloc[index]}"
+
+    # Zoom into the middle cluster's core: the tiles in view replace the sample.
+    x0, x1, y0, y1 = -0.6, 0.6, -0.6, 0.6
+    browser.execute_script("Plotly.relayout(document.getElementById('sc-map'), {'xaxis.range': arguments[0], 'yaxis.range': arguments[1]});",
+                           [x0, x1], [y0, y1])
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return window.styleMap.drawn;") != "sample")
+    shown = set(browser.execute_script("return [].concat.apply([], document.getElementById('sc-map')._fullData.map(t => Array.from(t.customdata)));"))
+    ranges = browser.execute_script("var l = document.getElementById('sc-map')._fullLayout; return [l.xaxis.range, l.yaxis.range];")
+    (vx0, vx1), (vy0, vy1) = ranges  # plotly may widen one axis to keep the aspect ratio
+    in_view = np.flatnonzero((coords[:, 0] >= vx0) & (coords[:, 0] <= vx1) & (coords[:, 1] >= vy0) & (coords[:, 1] <= vy1))
+    assert len(in_view) > 200 and set(in_view.tolist()) <= shown  # every point in view is drawn (the sample has ~1 in 10)
+    assert len(shown) <= 800
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    plot = browser.find_element(By.ID, "sc-map")
+    x, y, index = browser.execute_script(  # a tile's point in view (tiles reach beyond it)
+        "var gd = document.getElementById('sc-map'), fl = gd._fullLayout, xr = fl.xaxis.range, yr = fl.yaxis.range;"
+        "for (var t of gd._fullData) { for (var k = 0; k < t.x.length; k++) {"
+        "  if (t.x[k] > xr[0] && t.x[k] < xr[1] && t.y[k] > yr[0] && t.y[k] < yr[1])"
+        "    return [fl.xaxis.l2p(t.x[k]) + fl._size.l, fl.yaxis.l2p(t.y[k]) + fl._size.t, t.customdata[k]]; } }")
+    ActionChains(browser).move_to_element_with_offset(plot, int(x - plot.size["width"] / 2), int(y - plot.size["height"] / 2)).perform()
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "sc-name").text == points["path"].iloc[index])
+
+    # Zooming back out shows the sample again.
+    browser.execute_script("Plotly.relayout(document.getElementById('sc-map'), {'xaxis.range': [-12, 12], 'yaxis.range': [-12, 12]});")
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return window.styleMap.drawn;") == "sample")
+    _no_alert(browser)
+    assert _errors(browser) == []

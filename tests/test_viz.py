@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import re
 import shutil
@@ -616,3 +617,125 @@ def test_cluster_pages_show_typical_strokes_drawn_from_their_members(report, exp
                for tile in _tiles(report.folder / "patches" / f"{sha}.png", size)]
         for tile in strokes:
             assert min(np.abs(tile - other).max() for other in own) <= 1
+
+
+# ----------------------------------------------------------------------------- the map at ten million points
+
+
+def test_density_raster_counts_every_point_by_hand():
+    from stylecluster.viz.density import DensityRaster
+
+    # extent 4 x 2 at 4 pixels along the longer side: 2 rows x 4 columns of 1 x 1; row 0 is the top (y in [1, 2])
+    raster = DensityRaster((0.0, 4.0, 0.0, 2.0), n_groups=2, side=4)
+    coords = np.array([[0.5, 0.5], [0.2, 0.9], [3.5, 1.5], [4.0, 2.0], [1.5, 1.0], [2.5, 0.1], [9.0, 1.0]], np.float32)
+    groups = np.array([0, 1, 0, 1, 1, 0, 0])
+    raster.fit(coords, groups)
+    expected = np.zeros((2, 2, 4), np.int64)
+    expected[0, 1, 0] = 1  # (0.5, 0.5): bottom row, first column
+    expected[1, 1, 0] = 1  # (0.2, 0.9)
+    expected[0, 0, 3] = 1  # (3.5, 1.5): top row, last column
+    expected[1, 0, 3] = 1  # (4, 2): the far corner falls into the last pixel
+    expected[1, 1, 1] = 1  # (1.5, 1.0): y on the middle cut belongs to the lower row (rows count from the top)
+    expected[0, 1, 2] = 1  # (2.5, 0.1)
+    assert np.array_equal(raster.counts_, expected)  # (9, 1) lies outside the extent: not counted
+    assert raster.n_points_ == 6
+    rgba = raster.rgba(["#ff0000", "#0000ff"])
+    assert rgba.shape == (2, 4, 4)
+    assert rgba[1, 0].tolist() == [128, 0, 128, 255]  # half red, half blue; the fullest pixel (2 points) opaque
+    assert rgba[1, 2].tolist() == [255, 0, 0, round(255 * (0.25 + 0.75 * np.log(2) / np.log(3)))]  # 1 point, log scale
+    assert rgba[0, 0, 3] == 0  # no point: transparent
+
+
+def test_density_raster_built_in_batches_equals_one_shot():
+    from stylecluster.viz.density import DensityRaster, padded_extent
+
+    rng = np.random.default_rng(3)
+    coords = np.vstack([rng.normal(c, 0.3, size=(4000, 2)) for c in (-2, 0, 3)]).astype(np.float32)
+    groups = rng.integers(0, 5, len(coords))
+    extent = padded_extent(coords, batch_rows=997)
+    assert extent == padded_extent(coords)
+    one = DensityRaster(extent, 5, side=64).fit(coords, groups, batch_rows=len(coords))
+    batched = DensityRaster(extent, 5, side=64).fit(coords, groups, batch_rows=997)
+    assert np.array_equal(one.counts_, batched.counts_)
+    assert batched.counts_.sum() == batched.n_points_ == len(coords)  # the padded extent holds every point
+    assert np.array_equal(batched.counts_.sum(axis=(1, 2)), np.bincount(groups, minlength=5))
+    assert batched.png_uri(["#112233"] * 5).startswith("data:image/png;base64,")
+
+
+def test_zoom_tiles_partition_the_points():
+    from stylecluster.viz.density import padded_extent
+    from stylecluster.viz.payload import zoom_tiles
+
+    rng = np.random.default_rng(4)
+    coords = np.vstack([rng.normal(0, 0.05, size=(3000, 2)), rng.uniform(-5, 5, size=(2000, 2)),
+                        np.ones((700, 2))]).astype(np.float32)  # a dense core, a spread, 700 points on one spot
+    tiles = zoom_tiles(coords, padded_extent(coords), capacity=300)
+    rows = np.concatenate([t[4] for t in tiles])
+    assert np.array_equal(np.sort(rows), np.arange(len(coords)))  # every point in exactly one tile
+    for x0, x1, y0, y1, members in tiles:
+        inside = coords[members]
+        assert (inside[:, 0] >= x0).all() and (inside[:, 0] <= x1).all() and (inside[:, 1] >= y0).all() and (inside[:, 1] <= y1).all()
+        assert len(members) <= 300 or np.unique(inside, axis=0).shape[0] == 1  # only a stack of one spot is left whole
+    assert max(len(t[4]) for t in tiles) == 700 and len(tiles) > 16
+
+
+def _sampled_page(points, coords, folder, monkeypatch, sample=500, tile_points=400):
+    from stylecluster.viz import payload, umap_map
+
+    monkeypatch.setattr(umap_map, "OVERVIEW_SAMPLE", sample)
+    monkeypatch.setattr(payload, "TILE_POINTS", tile_points)
+    thumbs = {sha: f"m/thumbs/{sha}.jpg" for sha in points["sha256"]}
+    return umap_map.map_fragment(points, coords, thumbs, sidecar=umap_map.Sidecar(folder, "m"), density_from=1000)
+
+
+def _script_payload(file: Path, call: str) -> dict:
+    """The JSON a sidecar script hands to ``call`` (``window.styleMapArrays = `` or ``window.styleMapTile(k, ``)."""
+    text = file.read_text()
+    assert text.startswith(call)
+    return json.loads(text[len(call) : text.rindex(")" if call.endswith(", ") else ";")])
+
+
+def test_large_collection_page_carries_the_raster_and_a_sample(tmp_path, monkeypatch):
+    from stylecluster.viz.payload import decode_array
+
+    points, coords = _synthetic_points(3000)
+    fragment = _sampled_page(points, coords, tmp_path / "big", monkeypatch)
+    data = _points_json(fragment)
+    assert data["nPoints"] == 3000 and "arrays" not in data and "text" not in data
+    (image,) = data["layout"]["images"]
+    raster = np.asarray(Image.open(io.BytesIO(base64.b64decode(image["source"].split(",", 1)[1]))))
+    assert raster.shape[2] == 4 and list(raster.shape[:2]) == data["overview"]["raster"]
+    assert (raster[..., 3] > 0).sum() > 1000  # 3000 normal points cover much of the raster
+    x0, x1, y0, y1 = data["overview"]["extent"]
+    assert (image["x"], image["y"], image["sizex"], image["sizey"]) == (x0, y1, x1 - x0, y1 - y0)
+    assert data["layout"]["xaxis"]["range"] == [x0, x1] and data["layout"]["yaxis"]["range"] == [y0, y1]
+    # points.js: the seeded sample of 500, with their global index and their own coordinates
+    sample = _script_payload(tmp_path / "big" / "points.js", "window.styleMapArrays = ")
+    index = decode_array(sample["index"]["data"], "<i4")
+    assert len(index) == 500 and len(set(index)) == 500 and (np.diff(index) > 0).all()
+    assert np.array_equal(decode_array(sample["x"]["data"], "<f4"), coords[index, 0])
+    assert np.array_equal(decode_array(sample["cluster"]["data"], "<i4"), points["cluster"].to_numpy()[index])
+    # the tiles hold every point once, as the page's tile table says
+    seen = []
+    for k, (tx0, tx1, ty0, ty1, count) in enumerate(data["tiles"]):
+        tile = _script_payload(tmp_path / "big" / "tiles" / f"{k}.js", f"window.styleMapTile({k}, ")
+        rows = decode_array(tile["index"]["data"], "<i4")
+        assert len(rows) == count <= 400
+        x = decode_array(tile["x"]["data"], "<f4")
+        assert np.array_equal(x, coords[rows, 0]) and (x >= tx0).all() and (x <= tx1).all()
+        seen.append(rows)
+    assert np.array_equal(np.sort(np.concatenate(seen)), np.arange(3000))
+    assert len(list((tmp_path / "big" / "text").glob("*.js"))) == 2  # the text in chunks, as on the full page
+
+
+def test_small_collection_page_is_unchanged_by_the_density_mode(tmp_path, monkeypatch):
+    from stylecluster.viz.umap_map import Sidecar, map_fragment
+
+    points, coords = _synthetic_points(999)
+    thumbs = {sha: f"m/thumbs/{sha}.jpg" for sha in points["sha256"]}
+    below = map_fragment(points, coords, thumbs, sidecar=Sidecar(tmp_path / "a", "m"), density_from=1000)
+    never = map_fragment(points, coords, thumbs, sidecar=Sidecar(tmp_path / "b", "m"), density_from=10**9)
+    assert below == never
+    assert (tmp_path / "a" / "points.js").read_bytes() == (tmp_path / "b" / "points.js").read_bytes()
+    assert not (tmp_path / "a" / "tiles").exists() and "images" not in _points_json(below)["layout"]
+    assert "styleMapTile" not in below
