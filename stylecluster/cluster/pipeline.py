@@ -53,7 +53,10 @@ class StyleClustering:
         of its seeded subsample — the rows it would have drawn from the whole matrix — and every
         other image is then read, fused and assigned a batch at a time, so the store is never
         held whole (:meth:`assign_batches`); the labels are the ones the method gives the same
-        rows in one matrix (tests/test_cluster_scale.py). Other methods (k-means) fit every fused row.
+        rows in one matrix (tests/test_cluster_scale.py). Other methods (k-means) fit every fused
+        row. The subsample is a seeded choice of row numbers rather than a reservoir drawn while
+        reading: opening a store counts its rows, so the choice is the one ``subsample`` makes of a
+        matrix of the same rows, and ``take_vectors`` then reads only the chunks that hold them.
         """
         self._validate_params()
         n = _rows(store)
