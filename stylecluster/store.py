@@ -100,8 +100,14 @@ class ChunkError(StoreError):
 #: The element types a stored vector may have (``embed.dtype`` / ``import --dtype``): float32, or
 #: float16 for collections of millions (half the disk and read time; see :func:`resolve_dtype`).
 VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
-#: Rows from which ``auto`` stores vectors as float16: a million rows of the default 320 numbers
-#: are 1.3 GB in float32; below that the disk and reading time saved is not worth any rounding.
+#: Rows from which ``auto`` stores vectors as float16. Measured on wikiart-styles' 9,521 raw
+#: 6,560-d vectors (``benchmarks/store_dtype.py``): half the disk (118 against 242 MB), fused
+#: vectors at cosine 1.000, clusters moved no more than another seed moves them (BGMM ARI 0.717 to
+#: float32's against 0.732 for seed 1; k-means 0.500 against 0.489; NMI within the seeds'
+#: spread), but Parquet decodes float16 slower (8.0 against 5.2 s to read it all on a busy
+#: machine). Ten million default rows are 12.8 GB in float32 and 6.4 GB in float16, which fits
+#: this 24 GB machine's page cache beside the run; below a million the float32 store is small
+#: and reads faster.
 FLOAT16_FROM_ROWS = 1_000_000
 
 
