@@ -57,7 +57,7 @@ import pandas as pd
 from ..config import Config
 from ..data.decode import hash_file, load_image
 from ..importer import imported_from
-from ..vectors import import_faiss, unit_rows
+from ..vectors import import_faiss, unit_batches, unit_rows
 from ..io import OutputError, printable, save_atomic
 from .html import esc, page
 from .provenance import check_branches, config_for_store
@@ -70,6 +70,16 @@ INDEX_FORMAT = "stylecluster.similar-index"
 INDEX_VERSION = 1
 #: Largest collection searched exactly (flat index); larger ones get an IVF index (module docstring).
 FLAT_LIMIT = 500_000
+#: Largest collection given an IVF-Flat index; larger ones get IVF-PQ (module docstring).
+PQ_LIMIT = 2_000_000
+#: Rows normalised, hashed and added at a time (16 MB of 64-d float32).
+BATCH_ROWS = 65_536
+#: Dimensions per byte of an IVF-PQ code (64-d: 32 sub-quantizers, 32 bytes a row).
+PQ_DIMS_PER_CODE = 2
+#: An IVF-PQ index probes nlist / PQ_PROBE_DIVISOR lists.
+PQ_PROBE_DIVISOR = 16
+#: An IVF-PQ search shortlists RERANK * k rows by their codes, then ranks them exactly.
+RERANK = 10
 
 
 def fusion_sha256(fusion) -> str:
@@ -87,20 +97,107 @@ def fusion_sha256(fusion) -> str:
     return digest.hexdigest()
 
 
-def build_index(vectors: np.ndarray, flat_limit: int = FLAT_LIMIT):
-    """A faiss inner-product index of unit ``vectors``: exact (flat) up to ``flat_limit`` rows, IVF above."""
+def index_kind(rows: int, flat_limit: int = FLAT_LIMIT, pq_limit: int = PQ_LIMIT) -> str:
+    """``"flat"`` up to ``flat_limit`` rows, ``"ivf"`` up to ``pq_limit``, ``"ivfpq"`` above."""
+    return "flat" if rows <= flat_limit else "ivf" if rows <= pq_limit else "ivfpq"
+
+
+def vectors_sha256(vectors: np.ndarray, batch_rows: int = BATCH_ROWS) -> str:
+    """sha256 of the unit rows of ``vectors``, read a batch at a time: the same digest as hashing
+    ``unit_rows(vectors)`` whole (sidecars written before batches existed still match)."""
+    digest = hashlib.sha256()
+    for _, batch in unit_batches(vectors, batch_rows):
+        digest.update(batch.data)
+    return digest.hexdigest()
+
+
+def pq_subquantizers(dim: int) -> int:
+    """Sub-quantizers of the product quantizer: one per :data:`PQ_DIMS_PER_CODE` dimensions
+    (the largest divisor of ``dim`` not above ``dim / PQ_DIMS_PER_CODE``)."""
+    return next(m for m in range(max(1, dim // PQ_DIMS_PER_CODE), 0, -1) if dim % m == 0)
+
+
+def build_index(vectors: np.ndarray, flat_limit: int = FLAT_LIMIT, pq_limit: int = PQ_LIMIT, batch_rows: int = BATCH_ROWS):
+    """A faiss inner-product index of the unit rows of ``vectors`` (an array or a memory map, read
+    a batch at a time): exact (flat) up to ``flat_limit`` rows, IVF up to ``pq_limit``, IVF-PQ above."""
     faiss = import_faiss()
     n, dim = vectors.shape
-    if n <= flat_limit:
+    kind = index_kind(n, flat_limit, pq_limit)
+    if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     else:
         nlist = max(1, int(np.sqrt(n)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
-        index.train(vectors[np.sort(sample)])
-        index.nprobe = max(1, nlist // 8)
-    index.add(vectors)
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.nprobe = max(1, nlist // 8)
+        else:
+            index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, pq_subquantizers(dim), 8, faiss.METRIC_INNER_PRODUCT)
+            index.nprobe = max(1, nlist // PQ_PROBE_DIVISOR)
+        # the product quantizer's 256 codes need ~40 points each, whatever the lists need
+        size = max(64 * nlist, 40 * 256) if kind == "ivfpq" else 64 * nlist
+        sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, size), replace=False))
+        index.train(unit_rows(vectors[sample]))
+    for _, batch in unit_batches(vectors, batch_rows):
+        index.add(batch)
     return index
+
+
+def index_parameters(index) -> dict:
+    """What a built index was made with, for its sidecar."""
+    faiss = import_faiss()
+    if not isinstance(index, faiss.IndexIVF):
+        return {}
+    parameters = {"nlist": int(index.nlist), "nprobe": int(index.nprobe)}
+    if isinstance(index, faiss.IndexIVFPQ):
+        parameters.update(pq_subquantizers=int(index.pq.M), pq_bits=int(index.pq.nbits), rerank=RERANK)
+    return parameters
+
+
+def search_index(index, vectors: np.ndarray, queries: np.ndarray, k: int, rerank: int = RERANK) -> tuple[np.ndarray, np.ndarray]:
+    """``(similarity, ids)``, each (queries, k), of unit ``queries`` in ``index`` over ``vectors``;
+    ids of -1 where an IVF index's probed lists hold fewer than k. An IVF-PQ index's codes only
+    shortlist ``rerank * k`` candidates; those rows of ``vectors`` are read and ranked exactly, so
+    the similarities are true cosines and the raw vectors are not stored twice."""
+    faiss = import_faiss()
+    if not isinstance(index, faiss.IndexIVFPQ):
+        return index.search(queries, k)
+    n = len(vectors)
+    _, shortlist = index.search(queries, min(n, rerank * k))
+    similarity = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for i, (query, candidates) in enumerate(zip(queries, shortlist)):
+        candidates = np.unique(candidates[(candidates >= 0) & (candidates < n)])  # sorted: one pass over a memory map
+        cosine = unit_rows(vectors[candidates]) @ query
+        best = np.argsort(-cosine, kind="stable")[:k]
+        similarity[i, : len(best)], ids[i, : len(best)] = cosine[best], candidates[best]
+    return similarity, ids
+
+
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, batch_rows: int = BATCH_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top ``k`` (similarity, ids) of unit ``queries`` among the unit rows of ``vectors``,
+    scanned a batch at a time with a flat faiss index (ties: the lower row first)."""
+    faiss = import_faiss()
+    best = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for start, batch in unit_batches(vectors, batch_rows):
+        flat = faiss.IndexFlatIP(batch.shape[1])
+        flat.add(batch)
+        similarity, ids = flat.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(batch)))
+        similarity = np.concatenate([best, similarity], axis=1)
+        ids = np.concatenate([best_ids, np.where(ids >= 0, ids + start, -1)], axis=1)
+        order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+        best, best_ids = np.take_along_axis(similarity, order, axis=1), np.take_along_axis(ids, order, axis=1)
+    return best, best_ids
+
+
+def recall_at(index, vectors: np.ndarray, k: int = 10, queries: int = 100, batch_rows: int = BATCH_ROWS, seed: int = 0) -> float:
+    """Mean share of the exact top ``k`` that :func:`search_index` finds, over ``queries`` stored
+    rows drawn with ``seed`` (each is its own exact first neighbour, as in use)."""
+    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size=min(len(vectors), queries), replace=False))
+    unit = unit_rows(vectors[rows])
+    _, truth = exact_search(vectors, unit, k, batch_rows)
+    _, found = search_index(index, vectors, unit, k)
+    return float(np.mean([len(np.intersect1d(t[t >= 0], f[f >= 0])) / max(1, (t >= 0).sum()) for t, f in zip(truth, found)]))
 
 
 class StyleIndex:
@@ -111,11 +208,13 @@ class StyleIndex:
     it is. See the module docstring for the choice of index and when a saved one is stale.
     """
 
-    def __init__(self, explorer, cache: Path | None = None, flat_limit: int = FLAT_LIMIT):
+    def __init__(self, explorer, cache: Path | None = None, flat_limit: int = FLAT_LIMIT, pq_limit: int = PQ_LIMIT,
+                 batch_rows: int = BATCH_ROWS):
         from .cache import cache_dir
 
         self.explorer = explorer
-        vectors = unit_rows(explorer.fused)
+        self.batch_rows = batch_rows
+        fused = explorer.fused  # read a batch at a time: never normalised or copied whole
         fusion = fusion_sha256(explorer.fusion)
         folder = Path(cache) if cache is not None else cache_dir(explorer.store)
         self.file = folder / f"similar-{fusion[:16]}.faiss"
@@ -123,19 +222,19 @@ class StyleIndex:
         self.built_from = {
             "format": INDEX_FORMAT,
             "format_version": INDEX_VERSION,
-            "kind": "flat" if len(vectors) <= flat_limit else "ivf",
-            "rows": int(vectors.shape[0]),
-            "dim": int(vectors.shape[1]),
-            "vectors_sha256": hashlib.sha256(vectors.data).hexdigest(),
+            "kind": index_kind(len(fused), flat_limit, pq_limit),
+            "rows": int(fused.shape[0]),
+            "dim": int(fused.shape[1]),
+            "vectors_sha256": vectors_sha256(fused, batch_rows),
             "fusion_sha256": fusion,
             "store": str(getattr(explorer.store, "path", "")),
         }
-        self.index = self._load(vectors)
+        self.index = self._load()
         self.reused = self.index is not None
         if self.index is None:
-            self.index = self._build_and_save(vectors, flat_limit)
+            self.index = self._build_and_save(flat_limit, pq_limit)
 
-    def _load(self, vectors: np.ndarray):
+    def _load(self):
         faiss = import_faiss()
         try:
             recorded = json.loads(self.sidecar.read_text())
@@ -159,7 +258,7 @@ class StyleIndex:
         except RuntimeError as exc:  # faiss raises RuntimeError for a damaged file
             log.warning("%s: cannot read the saved index (%s); rebuilding it", printable(self.file), printable(str(exc).splitlines()[0]))
             return None
-        if index.ntotal != self.built_from["rows"] or index.d != self.built_from["dim"] or not self._finds_itself(index, vectors):
+        if index.ntotal != self.built_from["rows"] or index.d != self.built_from["dim"] or not self._finds_itself(index):
             log.warning("%s: the saved index does not find stored images as their own neighbours; rebuilding it", printable(self.file))
             return None
         return index
@@ -167,27 +266,35 @@ class StyleIndex:
     #: Stored vectors that must come back as their own nearest neighbour before a saved index is used.
     PROBES = 8
 
-    def _finds_itself(self, index, vectors: np.ndarray) -> bool:
+    def _finds_itself(self, index) -> bool:
         """A few stored rows (seeded) searched in ``index``: every id in range, each probe among its
         own top hits at similarity ~1 (a duplicate image may tie with it)."""
-        n = len(vectors)
-        rows = np.random.default_rng(0).choice(n, size=min(n, self.PROBES), replace=False)
+        fused = self.explorer.fused
+        n = len(fused)
+        rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, self.PROBES), replace=False))
         k = min(n, self.PROBES)
-        similarity, ids = index.search(vectors[rows], k)
+        similarity, ids = search_index(index, fused, unit_rows(fused[rows]), k)
         if ((ids < -1) | (ids >= n)).any() or not np.isfinite(similarity[ids >= 0]).all():
             return False
         return all(row in found[sim >= 1 - 1e-4] for row, found, sim in zip(rows, ids, similarity))
 
-    def _build_and_save(self, vectors: np.ndarray, flat_limit: int):
+    #: Stored rows whose recall@10 is measured when an IVF or IVF-PQ index is built (one more pass over the rows).
+    RECALL_QUERIES = 100
+
+    def _build_and_save(self, flat_limit: int, pq_limit: int):
         faiss = import_faiss()
+        fused = self.explorer.fused
         began = time.perf_counter()
-        index = build_index(vectors, flat_limit)
+        index = build_index(fused, flat_limit, pq_limit, self.batch_rows)
         record = {**self.built_from, "seconds": round(time.perf_counter() - began, 3), "faiss": faiss.__version__,
-                  "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                  "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "parameters": index_parameters(index)}
+        if record["kind"] != "flat":
+            recall = recall_at(index, fused, 10, self.RECALL_QUERIES, self.batch_rows)
+            record["recall_at_10"] = {"queries": min(len(fused), self.RECALL_QUERIES), "recall": round(recall, 4)}
         try:
             self.sidecar.unlink(missing_ok=True)
-            data = faiss.serialize_index(index).tobytes()
-            save_atomic(self.file, data)
+            data = faiss.serialize_index(index)  # one copy of the index (10M rows of IVF-PQ: 0.4 GB), hashed and written as it is
+            save_atomic(self.file, data.tofile)
             save_atomic(self.sidecar, json.dumps({**record, "index_sha256": hashlib.sha256(data).hexdigest()}, indent=2))
         except (OutputError, OSError, RuntimeError) as exc:  # a full or read-only cache: search works, the index is built again next time
             log.warning("%s: could not save the search index (%s)", printable(self.file), printable(exc))
@@ -198,7 +305,7 @@ class StyleIndex:
         if int(k) < 1:
             raise InputError(f"--k must be at least 1, got {k}")
         k = min(int(k), len(self.explorer.points))
-        similarity, index = self.index.search(unit_rows(np.asarray(vector).reshape(1, -1)), k)
+        similarity, index = search_index(self.index, self.explorer.fused, unit_rows(np.asarray(vector).reshape(1, -1)), k)
         # an IVF index returns -1 when its probed lists hold fewer than k
         found = (index[0] >= 0) & (index[0] < len(self.explorer.points))
         rows, similarity = index[0][found], similarity[0][found]
