@@ -141,3 +141,27 @@ def test_stores_record_the_runtime_and_assign_refuses_vectors_beyond_tolerance(c
     with pytest.raises(InputError, match="cosine 0.950"):
         runtime.check_compatible(torch_record, loose, "s.store")
     runtime.check_compatible(loose, loose, "s.store")  # the same runtime on both sides
+
+
+def test_the_accuracy_check_encodes_one_image_at_a_time():
+    # so that a batch's activations are not left in the heap for the whole run (RESULTS.md, issue 23)
+    class Doubling:
+        """Its 'runtime' doubles the second coordinate: cosine between (i, 1) and (i, 2)."""
+
+        runtime = "compiled"
+        batch_sizes: list[int] = []
+
+        def preprocess(self, image, seed):
+            return np.array([float(image), 1.0], np.float32)
+
+        def encode(self, batch):
+            self.batch_sizes.append(len(batch))
+            x = np.asarray(batch, np.float32)
+            return x * np.array([1.0, 2.0 if self.runtime else 1.0], np.float32)
+
+    branch = Doubling()
+    got = runtime.min_cosine(branch, [0, 1, 3])
+    # image 0: (0, 1) against (0, 2), cosine 1; image 1: (1, 1)·(1, 2) / (sqrt 2 sqrt 5) = 3 / sqrt 10;
+    # image 3: (3, 1)·(3, 2) / (sqrt 10 sqrt 13) = 11 / sqrt 130 = 0.965
+    assert got == pytest.approx(3 / np.sqrt(10), abs=1e-6)
+    assert branch.batch_sizes == [1] * 6 and branch.runtime == "compiled"

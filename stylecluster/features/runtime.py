@@ -189,16 +189,20 @@ def check_images() -> list:
 
 
 def min_cosine(branch, images: Sequence) -> float:
-    """Least cosine between ``branch``'s vectors with its runtime and with torch, on ``images``."""
+    """Least cosine between ``branch``'s vectors with its runtime and with torch, on ``images``.
+
+    One image at a time: a batch's activations would stay in the process's heap for the whole
+    run (8 images through torch: ~100 MB of RSS kept, measured in RESULTS.md, issue 23).
+    """
     from torch.utils.data import default_collate
 
-    batch = default_collate([branch.preprocess(image, seed=i) for i, image in enumerate(images)])
+    inputs = [default_collate([branch.preprocess(image, seed=i)]) for i, image in enumerate(images)]
     compiled, branch.runtime = branch.runtime, None
     try:
-        reference = branch.encode(batch)
+        reference = np.concatenate([branch.encode(x) for x in inputs])
     finally:
         branch.runtime = compiled
-    return float(_cosines(branch.encode(batch), reference).min())
+    return float(_cosines(np.concatenate([branch.encode(x) for x in inputs]), reference).min())
 
 
 def use_runtime(branches: Sequence, runtime: str, precision: str, device: torch.device) -> dict[str, RuntimeRecord]:
