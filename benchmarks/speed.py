@@ -3,6 +3,7 @@
     python benchmarks/speed.py                 # 256 wikiart images, batch 1 and 32
     python benchmarks/speed.py --images 1024 --cluster-sizes 1000 10000 100000
     python benchmarks/speed.py --runtimes torch,onnx:fp32,onnx:bf16 --batch-sizes 32 --skip-cluster
+    python benchmarks/speed.py --images 96 --batch-sizes 32 --runtimes onnx:fp32 --image-sizes 224,3000 --alternate 3
 
 Embedding: images/s end to end (the real ``embed`` path: hashing and decoding in workers, both
 branches, the store's writes), beside the global backbone's forward pass alone on the same
@@ -120,6 +121,31 @@ def paintings_at_size(side: int, n: int) -> tuple[list[Path], Path]:
     return paths, folder
 
 
+def alternating_rates(sides: list[int], n: int, runtime: str, reps: int, batch_size: int, workers: int) -> dict:
+    """End-to-end images/s of embedding (both branches, ``runtime``) JPEGs made at each of
+    ``sides``, the sizes taking turns ``reps`` times with the same compiled branches, so that a
+    busy machine's drift falls on every size alike: {side: [images/s per turn]}."""
+    config = Config()
+    config.embed.batch_size, config.embed.workers = batch_size, workers
+    config.embed.runtime, _, precision = runtime.partition(":")
+    config.embed.precision = precision or "auto"
+    branches = build_branches(config, resolve_device(config.embed.device))
+    sets = {side: paintings_at_size(side, n) for side in sides}
+    rates = {side: [] for side in sides}
+    try:
+        for _ in range(reps):
+            for side, (paths, root) in sets.items():
+                out = Path(tempfile.mkdtemp()) / "speed.store"
+                start = time.perf_counter()
+                embed_images(paths, root, out, config, quiet=True, branches=branches)
+                rates[side].append(len(paths) / (time.perf_counter() - start))
+                shutil.rmtree(out.parent)
+    finally:
+        for _, root in sets.values():
+            shutil.rmtree(root.parent)
+    return rates
+
+
 def cluster_agreement(fast: np.ndarray, reference: np.ndarray, paths: list[Path], k: int = 11) -> dict:
     """k-means (k = the sample's movements) on both sets of global vectors, same seed: ARI between
     the two clusterings, and each one's NMI against the movements."""
@@ -161,11 +187,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-local", action="store_true", help="time the global branch alone")
     parser.add_argument("--image-sizes", default="",
                         help="also time embedding JPEGs made from the AIC paintings with these longer sides, e.g. 224,1000,3000 (global alone and both branches)")
+    parser.add_argument("--alternate", type=int, default=0, metavar="REPS",
+                        help="with --image-sizes: time only those sizes end to end, in turns, REPS times each (both branches, the last of --runtimes)")
     parser.add_argument("--runtimes", default="torch",
                         help="comma-separated runtimes timed in the same run, torch first: torch, onnx:fp32, onnx:bf16 (embed.runtime:embed.precision)")
     parser.add_argument("--backbones", default=None,
                         help="comma-separated global backbones timed in the same run (ratios between them are what a busy machine can measure)")
     args = parser.parse_args(argv)
+    sides = [int(side) for side in filter(None, args.image_sizes.split(","))]
+    if args.alternate:  # the sizes in turns, nothing else
+        runtime = args.runtimes.split(",")[-1]
+        rates = alternating_rates(sides, args.images, runtime, args.alternate, args.batch_sizes[-1], args.workers)
+        print(f"both branches, {runtime}, batch {args.batch_sizes[-1]}, {args.images} images a size, sizes in turns: images/s end to end")
+        for side, values in rates.items():
+            ratios = [r / first for r, first in zip(values, rates[sides[0]])]
+            print(f"  {side:>5} px: {', '.join(f'{r:.1f}' for r in values)}; x the {sides[0]}-px turn before it: {', '.join(f'{q:.2f}' for q in ratios)}")
+        print(f"machine load average (1, 5, 15 min) at the end: {os.getloadavg()}")
+        print(f"wrote {write_json('speed_alternating.json', {'runtime': runtime, 'images': args.images, 'images_per_s': rates})}")
+        return 0
     paths = wikiart_sample(args.images)
     if paths is None:
         return 2
