@@ -392,3 +392,20 @@ def test_a_native_source_that_is_gone_or_broken_is_one_line(tmp_path):
     with pytest.raises(BadImage) as raised:
         truncated.luminance()
     assert raised.value.kind in ("truncated", "corrupt") and "\n" not in str(raised.value)
+
+
+def test_native_luma_follows_the_exif_orientation(tmp_path):
+    from stylecluster.data.decode import load_image
+
+    path, _ = checkered_painting(tmp_path / "flat.jpg", size=(2000, 1000), block=(1280, 512, 256))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when displayed
+    rotated = tmp_path / "rotated.jpg"
+    with Image.open(path) as image:
+        image.save(rotated, quality=95, exif=exif)
+    reduced = load_image(rotated, draft_side=224)
+    assert reduced.info["full_size"] == (1000, 2000) and reduced.size == (500, 1000)
+    gray = reduced.info["native"].luminance()
+    assert gray.shape == (2000, 1000) and reduced.info["native"].size == (1000, 2000)
+    displayed = luminance(load_image(rotated))  # today's full decode, oriented
+    assert np.abs(gray.astype(int) - displayed).max() <= 2

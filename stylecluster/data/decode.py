@@ -282,11 +282,12 @@ class NativeJpeg:
         reports a broken stream). The full-scale luma costs 1 byte a pixel (24 MB at most).
         """
         with _decoding():
-            img, _ = self._decoder("L")  # the same DCT scale, the luma channel alone
+            img, orientation = self._decoder("L")  # the same DCT scale, the luma channel alone
             img.load()
             if reduction_factor(*img.size) > 1:
                 img = _reduce(img, reduction_factor(*img.size))
-            img = ImageOps.exif_transpose(img) or img
+            if orientation != 1:  # exif_transpose copies the image even when it has nothing to do
+                img = ImageOps.exif_transpose(img) or img
             if img.mode != "L":  # CMYK JPEGs have no luma channel to decode alone
                 img = _to_rgb(img).convert("L")
         gray = np.asarray(img, dtype=np.uint8)
