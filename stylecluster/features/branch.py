@@ -60,8 +60,10 @@ class Branch(ABC):
         """Move any model to ``device``; returns self."""
         return self
 
-    #: Shorter side, in pixels, that :meth:`preprocess` needs at least; None: full resolution
-    #: (brush-stroke patches). Decoding stops at the smallest size every branch of a run can use.
+    #: Shorter side, in pixels, that :meth:`preprocess` needs at least; None: full resolution.
+    #: Decoding stops at the smallest size every branch of a run can use; a JPEG decoded smaller
+    #: than full resolution carries ``image.info["native"]`` (data/decode.py: NativeJpeg), from
+    #: which the brush-stroke branch reads its patches' native pixels.
     decode_side: int | None = None
 
     #: A compiled form of :meth:`network` that :meth:`encode` runs instead of torch
