@@ -307,6 +307,23 @@ def test_a_zip_bomb_model_is_refused_before_unpacking(tmp_path):
         StyleClustering.load(bomb)
 
 
+def test_a_model_this_tool_wrote_is_never_taken_for_a_zip_bomb(fitted, tmp_path, monkeypatch):
+    """An array of one value (every probability 1.0 deflated 685-fold at ten million images) is
+    stored unpacked, so the loader's bomb check passes every model ``save`` writes (threshold
+    lowered: 64 KB stands for 64 MB)."""
+    from stylecluster.cluster import persist
+
+    path, _ = fitted
+    model = StyleClustering.load(path)
+    monkeypatch.setattr(persist, "RATIO_FROM_BYTES", 64 << 10)
+    model.repetitive_ = np.ones(200_000)  # 1.6 MB of one value
+    saved = model.save(tmp_path / "repetitive.model.npz")
+    with zipfile.ZipFile(saved) as archive:
+        assert archive.getinfo("repetitive_.npy").compress_type == zipfile.ZIP_STORED
+        assert archive.getinfo("fuser_.pcas_.0.components_.npy").compress_type == zipfile.ZIP_DEFLATED  # the others are still packed
+    np.testing.assert_array_equal(StyleClustering.load(saved).repetitive_, np.ones(200_000))
+
+
 # ----------------------------------------------------------------------------- 6. outputs that are inputs
 
 
