@@ -136,7 +136,7 @@ def test_ivfpq_above_the_pq_limit_finds_the_planted_groups(planted, tmp_path):
     # 20,000 rows: sqrt -> 141 lists, 141 // 16 = 8 probed; 64 dimensions / 2 = 32 one-byte codes a row
     assert sidecar["kind"] == "ivfpq" and sidecar["rows"] == 20_000
     assert sidecar["vectors_sha256"] == similar.hashlib.sha256(similar.unit_rows(fused).data).hexdigest()
-    assert sidecar["parameters"] == {"nlist": 141, "nprobe": 8, "pq_subquantizers": 32, "pq_bits": 8, "rerank": 10}
+    assert sidecar["parameters"] == {"nlist": 141, "nprobe": 8, "pq_subquantizers": 32, "pq_bits": 8, "rerank": 20}
     assert sidecar["recall_at_10"]["queries"] == 100 and sidecar["recall_at_10"]["recall"] >= 0.99
     assert index.index.code_size == 32 and index.index.ntotal == 20_000
     rows = np.arange(5, len(fused), 1_003)

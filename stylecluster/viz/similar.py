@@ -17,14 +17,40 @@ faiss over the L2-normalised fused vectors, inner product (= cosine of unit vect
   clustered than blobs, hence the generous nprobe. Through :class:`StyleIndex` in another run
   (same load): built and saved in 20.1 s, reopened in 1.9 s, a :meth:`~StyleIndex.query` (search
   plus the neighbours' table) 18.9 ms median and 23.5 ms p90, against 59.9 ms for the flat search
-  alone in that run. At 100k rows (flat) a query took 6.6 ms, 1.1 ms of it the search.
+  alone in that run. At 100k rows (flat) a query took 6.6 ms, 1.1 ms of it the search;
+* above :data:`PQ_LIMIT` (2M) rows an ``IndexIVFPQ``: the same sqrt(n) lists, each vector kept as
+  a 32-byte code (one byte per :data:`PQ_DIMS_PER_CODE` = 2 dimensions, 8-bit sub-quantizers) and
+  its id, 40 bytes a row against IVF-Flat's 4 d + 8 = 264 (64-d): at 10M rows 0.4 GB instead of
+  2.64 GB on top of the explorer's own 2.56 GB of vectors.
+  The codes only shortlist :data:`RERANK` x k rows, which are read from the explorer's fused
+  vectors (a memory map from a million rows: a few hundred rows a query) and ranked exactly, so
+  the similarities shown are true cosines and the raw vectors are not stored twice. On 200k
+  synthetic fused rows (20 Gaussians with isotropic noise, the hardest case for codes; 200 fresh
+  queries, load ~9 on 2 cores) recall@10 against exact search was, for a shortlist of 10 / 20 / 50
+  x k: 16-byte codes 0.42 / 0.57 / 0.76, 32-byte codes 0.987 / 0.998 / 1.000 (0.6 ms a query),
+  64-byte codes 1.000 but 20x slower to add. At ten million such rows (``benchmarks/similar_scale.py``,
+  one thread, load ~2.3; RESULTS.md "Search at ten million rows"): built in 124 s with 0.97 GB of
+  the process's own memory at its peak (0.4 GB of it the index), 1,000 fresh queries in 10.9 ms
+  median and 12.5 ms p90 with recall@10 0.970; a shortlist of 10 x k gave 0.904 and 5 x k 0.799,
+  hence 20; probing nlist/8 lists gave the same recall as nlist/16 (:data:`PQ_PROBE_DIVISOR`) in
+  twice the time, nlist/32 0.953. At one million rows IVF-Flat is still the better index: built in
+  6.7 s against 10.5 s, recall 1.000 against 0.990, 2.2 ms against 1.6 ms, for 0.26 GB against
+  0.04 GB — hence :data:`PQ_LIMIT` = 2M, where IVF-Flat holds 0.53 GB.
+
+Every index is built from the explorer's fused vectors a batch of :data:`BATCH_ROWS` rows at a time
+— normalised, hashed (:func:`vectors_sha256`: the same digest as hashing them whole) and added —
+so building needs the index and one batch, never a normalised copy of the matrix, whether the
+explorer holds an array or a memory map. An IVF or IVF-PQ index's recall@10 on 100 stored rows
+against exact search (:func:`exact_search`, batch by batch) is measured when it is built and
+recorded in its sidecar with its parameters.
 
 The index is built once per store and fusion and saved in the store's visualisation cache
 (``STORE/_viz/``, :mod:`.cache`) as ``similar-<fusion>.faiss`` — faiss's own binary format
 (``faiss.serialize_index``), never a pickle — with a JSON sidecar recording what it was built from:
 the number of rows and the sha256 of the normalised vectors (which changes with any change of the
 store, the clustering's rows or the fusion), the fusion's hash (its blocks, PCA and scales) and
-the sha256 of the index file itself. A sidecar that does not match the current vectors, an index
+the sha256 of the index file itself (and the kind, its parameters and the recall measured at
+build, for the reader; indexes saved before IVF-PQ existed still load). A sidecar that does not match the current vectors, an index
 file that is not the one the sidecar hashed (copied from another store with the same paths, or
 damaged: 60 flipped bytes gave similarities of 3e26), or an index in which a few stored vectors
 (:attr:`StyleIndex.PROBES`) do not come back as their own nearest neighbour, with every id in
@@ -79,7 +105,7 @@ PQ_DIMS_PER_CODE = 2
 #: An IVF-PQ index probes nlist / PQ_PROBE_DIVISOR lists.
 PQ_PROBE_DIVISOR = 16
 #: An IVF-PQ search shortlists RERANK * k rows by their codes, then ranks them exactly.
-RERANK = 10
+RERANK = 20
 
 
 def fusion_sha256(fusion) -> str:
