@@ -22,6 +22,14 @@ the page 4.8 MB at both sizes, ``points.js`` 29 MB and the text 158 MB at 1M). T
 panel is filled by our own script with ``textContent`` (never ``innerHTML``), so file names and
 labels are always text.
 
+From :data:`DENSITY_FROM` (500k) points the page no longer carries every point: it draws a
+density raster of all of them (:mod:`~stylecluster.viz.density`, counted in batches, coloured by
+the groups' shares, log-scaled opacity) under a seeded sample of :data:`OVERVIEW_SAMPLE` points,
+and loads quadtree tiles of points (:func:`~stylecluster.viz.payload.zoom_tiles`) once the view
+is small enough to draw every point in it; hover, click and selection work on what is drawn.
+Ten million points would be ~290 MB of ``points.js``; the sampled page's is ~3.5 MB whatever
+the collection (see :func:`_sampled_fragment` and ``benchmarks/RESULTS.md``).
+
 The 2-D embedding is cached beside the store (see :mod:`stylecluster.viz.cache`) as a plain
 ``.npy`` array (read with ``allow_pickle=False``), keyed by the fused matrix and the UMAP
 parameters, so re-drawing with another colouring, or the report after the map, does not refit.
