@@ -199,6 +199,7 @@ class StyleClustering:
 
     def to_frame(self) -> pd.DataFrame:
         """path, cluster, probability, then any per-image columns the method adds (e.g. outlier_score)."""
+        self._check_fitted()
         return pd.concat(list(self.frames(batch_rows=max(1, len(self.labels_)))), ignore_index=True)
 
     def frames(self, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
