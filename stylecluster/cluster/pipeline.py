@@ -175,6 +175,7 @@ class StyleClustering:
     def predict_frames(self, store, engine=None) -> Iterator[pd.DataFrame]:
         """:meth:`predict_store` a batch at a time (what ``assign`` writes, in store order);
         ``engine`` as for :meth:`fit`."""
+        self._check_fitted()
         paths = getattr(store, "path_array", None)
         listed = None if paths is not None else list(store.paths)
         if engine is None:
@@ -188,6 +189,7 @@ class StyleClustering:
 
     def predict_store(self, store) -> pd.DataFrame:
         """Assign a store's images (new or not) to this clustering: columns path, cluster, probability."""
+        self._check_fitted()
         frames = list(self.predict_frames(store))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"path": [], "cluster": [], "probability": []})
 
