@@ -264,6 +264,13 @@ def test_the_dataset_drafts_only_when_no_branch_needs_full_resolution():
 
     config = Config()
     global_, local = GlobalBranch(config.global_), LocalBranch(config.local)
-    assert global_.decode_side == 224 and local.decode_side is None
+    # the brush-stroke branch cuts its patches from the file's own luma (image.info["native"]),
+    # so of the decoded image it needs only a patch's side
+    assert global_.decode_side == 224 and local.decode_side == config.local.patch_size
     assert ImageDataset([], [global_], 10**8, 32).draft_side == 224
-    assert ImageDataset([], [global_, local], 10**8, 32).draft_side is None
+    assert ImageDataset([], [global_, local], 10**8, 32).draft_side == 224
+
+    class FullResolution:
+        decode_side = None
+
+    assert ImageDataset([], [global_, FullResolution()], 10**8, 32).draft_side is None  # one branch needing every pixel
