@@ -82,6 +82,21 @@ def machine() -> dict:
     }
 
 
+def wait_measured(process, timeout: float):
+    """(exit status, resource usage) of a child process, killed after ``timeout`` seconds; the
+    usage's ``ru_maxrss`` is that process's own peak RSS (os.wait4), not the caller's."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            return status, usage
+        if time.monotonic() > deadline:
+            process.kill()
+            _, status, usage = os.wait4(process.pid, 0)
+            return status, usage
+        time.sleep(0.2)
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, print_table, write_json  # noqa: E402
+from common import ROOT, print_table, wait_measured, write_json  # noqa: E402
 
 CLUSTERS = 20
 GLOBAL_DIM, LOCAL_DIM = 256, 64
@@ -252,16 +252,7 @@ def in_process(command: list[str], env: dict | None = None, timeout: float = 360
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                process.kill()
-                pid, status, usage = os.wait4(process.pid, 0)
-                break
-            time.sleep(0.2)
+        status, usage = wait_measured(process, timeout)
         seconds = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)
         stderr = process.stderr.read()

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, ROOT, print_table, write_json  # noqa: E402
+from common import OUT, ROOT, print_table, wait_measured, write_json  # noqa: E402
 
 CLUSTERS = 20
 DIM = 64
@@ -164,16 +164,7 @@ def in_child(path: Path, kind: str, timeout: float) -> dict:
     command = [sys.executable, __file__, "--child", str(path), kind]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            process.kill()
-            pid, status, usage = os.wait4(process.pid, 0)
-            break
-        time.sleep(0.2)
+    status, usage = wait_measured(process, timeout)
     lines = [line for line in process.stdout.read().splitlines() if line.startswith("{")]
     row = {"rows": int(np.load(path, mmap_mode="r").shape[0]), "kind": kind, "process_s": time.perf_counter() - start,
            "process_peak_rss_gb": usage.ru_maxrss / 1024**2}

@@ -547,18 +547,6 @@ def map_fragment(
         raise ValueError(f"the atlas has {len(atlas['rect'])} thumbnails, the map {len(distinct)}")
     legend_title = label_column if color_by == "label" else "cluster"
     trace, specs = trace_groups(points, color_by, cluster_labels)
-    if sidecar is not None and len(points) >= density_from:
-        return _sampled_fragment(points, coords, trace, specs, _thumbnail_index(shas, distinct), thumb_src, sidecar, {
-            "labelColumn": label_column,
-            "chunk": CHUNK,
-            "traces": specs,
-            "layout": map_layout(title, legend_title or "cluster"),
-            "config": PLOT_CONFIG,
-            "clusterHref": {str(k): v for k, v in (cluster_href or {}).items()},
-            "clusterName": {str(k): v for k, v in (cluster_labels or {}).items()},
-            "atlas": atlas,
-        })
-    arrays = point_arrays(coords, trace, points, _thumbnail_index(shas, distinct))
     data = {
         "labelColumn": label_column,
         "chunk": CHUNK,
@@ -569,6 +557,9 @@ def map_fragment(
         "clusterName": {str(k): v for k, v in (cluster_labels or {}).items()},
         "atlas": atlas,
     }
+    if sidecar is not None and len(points) >= density_from:
+        return _sampled_fragment(points, coords, trace, specs, _thumbnail_index(shas, distinct), thumb_src, sidecar, data)
+    arrays = point_arrays(coords, trace, points, _thumbnail_index(shas, distinct))
     if sidecar is None:
         data.update(arrays=arrays, text=list(text_chunks(points)), thumbs=[thumb_src[s] for s in distinct])
         sidecar_html = ""
