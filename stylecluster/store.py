@@ -70,6 +70,9 @@ LOCK_FILE = "_stylecluster.lock"
 CORRUPT_DIR = "_corrupt"
 FORMAT_VERSION = 1
 VECTOR_COLUMNS = ("global", "local")
+#: Vector parts that come out of a head trained so that their distances mean style (features/
+#: branch.py): fusion keeps their geometry instead of whitening it.
+METRIC_PARTS = frozenset({"style"})
 
 
 class StoreError(StyleclusterError):

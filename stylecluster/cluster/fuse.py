@@ -34,6 +34,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 
 from ..errors import InputError
+from ..store import METRIC_PARTS
 from .reduce import subsample
 
 #: Rows fused at a time: at a million rows of the default 192 stored dimensions (fused to 128)
@@ -48,7 +49,7 @@ class Block:
     start: int
     stop: int
     weight: float
-    whiten: bool = True  # False for learned metric parts (features/branch.py METRIC_PARTS)
+    whiten: bool = True  # False for learned metric parts (store.METRIC_PARTS)
 
 
 def _l2_normalise(X: np.ndarray) -> np.ndarray:
@@ -115,9 +116,6 @@ class Fuser(BaseEstimator, TransformerMixin):
 def part_blocks(column: str, parts: dict[str, tuple[int, int]], weight: float, offset: int = 0) -> list[Block]:
     """One block per part of a branch's vector starting at column ``offset``; the branch weight is
     split evenly over its parts."""
-    # imported here: the features layer loads torch (~400 MB), which clustering a store never needs
-    from ..features.branch import METRIC_PARTS
-
     return [
         Block(column, name, offset + start, offset + stop, weight / np.sqrt(len(parts)), whiten=name not in METRIC_PARTS)
         for name, (start, stop) in parts.items()

@@ -284,8 +284,9 @@ class StyleClustering:
         return state
 
     def _restore_state(self, state: dict[str, Any]) -> None:
-        if "paths_" in state:  # model files written before the paths were packed: a JSON list
-            state["_paths"] = pa.array(state.pop("paths_"), pa.string())
+        if "paths_" in state:  # model files written before the paths were kept as Arrow: a JSON list
+            paths = state.pop("paths_")
+            state["_paths"] = _unpacked_paths(paths) if isinstance(paths, dict) else pa.array(paths, pa.string())
         elif "_paths" in state:
             state["_paths"] = _unpacked_paths(state["_paths"])
         self.__dict__.update(state)

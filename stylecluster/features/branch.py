@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-METRIC_PARTS = frozenset({"style"})
+from ..store import METRIC_PARTS  # noqa: F401  (defined beside the stored vectors, which clustering reads without torch)
 
 
 class Branch(ABC):
