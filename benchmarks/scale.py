@@ -172,6 +172,8 @@ def assign(store_path: Path, work: Path, variant: str, actors: int = 0) -> dict:
     the actors' model loading left out), ``same_as_fit`` the share of labels equal to the fit's."""
     import contextlib
 
+    import pandas as pd
+
     from stylecluster.cluster import StyleClustering, model_path_for
     from stylecluster.io import save_csv_batches
     from stylecluster.store import load_store
@@ -183,25 +185,27 @@ def assign(store_path: Path, work: Path, variant: str, actors: int = 0) -> dict:
         from stylecluster.cluster.ray_assign import RayAssigner
 
         engine = RayAssigner(actors=actors, quiet=True)
-    offset, same, times, counts = 0, 0, [], []
+    times, counts = [], []
 
-    def frames():
-        nonlocal offset, same
-        for frame in clustering.predict_frames(store, engine=engine):
+    def pieces():
+        for piece in clustering.predict_csv(store, engine=engine):
             times.append(time.perf_counter())
-            labels = frame["cluster"].to_numpy()
-            same += int(np.sum(labels == clustering.labels_[offset : offset + len(labels)]))
-            offset += len(labels)
-            counts.append(len(labels))
-            yield frame
+            counts.append(piece.rows)
+            yield piece
 
+    out = work / f"assigned-{variant}-{actors}.csv"
     start = time.perf_counter()
     with engine or contextlib.nullcontext():
-        rows = save_csv_batches(work / f"assigned-{variant}-{actors}.csv", frames(), "path,cluster,probability")
+        rows = save_csv_batches(out, pieces(), "path,cluster,probability")
     total = time.perf_counter() - start
     running = times[-1] - times[0] if len(times) > 1 else total
     # rows of the first batch are not in ``running``: rate over the others
     rate = (rows - counts[0]) / running if len(times) > 1 and running > 0 else rows / total
+    same, offset = 0, 0  # read back a column at a time: the step's peak RSS stays the assignment's
+    for frame in pd.read_csv(out, usecols=["cluster"], chunksize=1_000_000):
+        labels = frame["cluster"].to_numpy()
+        same += int(np.sum(labels == clustering.labels_[offset : offset + len(labels)]))
+        offset += len(labels)
     return {"assign_s": total, "running_s": running, "rows_per_s_running": rate, "same_as_fit": same / max(rows, 1), "actors": actors}
 
 

@@ -30,7 +30,7 @@ import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .errors import InputError, StyleclusterError
 
@@ -78,19 +78,44 @@ def save_atomic(path: str | Path, content: bytes | str | Callable[[Path], object
     return path
 
 
-def save_csv_batches(path: str | Path, frames, header: str) -> int:
-    """Write DataFrames one after another as one CSV, atomically, holding one at a time (ten
-    million rows need the memory of a batch); ``header`` is written alone when there is no
-    frame. Returns the number of rows written."""
-    written = 0
+class CsvText(NamedTuple):
+    """Rows already formatted as CSV (no header), and how many: what a worker process formats so
+    that the writing process only writes (:func:`save_csv_batches`)."""
+
+    text: str
+    rows: int
+
+
+def csv_text(frame) -> CsvText:
+    """A DataFrame's rows as :class:`CsvText`: the bytes ``frame.to_csv`` writes, less the header."""
+    return CsvText(frame.to_csv(index=False, header=False), len(frame))
+
+
+def save_csv_batches(path: str | Path, pieces, header: str) -> int:
+    """Write DataFrames (or :class:`CsvText` formatted elsewhere, with ``header`` as their
+    columns) one after another as one CSV, atomically, holding one at a time (ten million rows
+    need the memory of a batch); ``header`` is written alone when there is no row. Returns the
+    number of rows written."""
+    written, started = 0, False
 
     def write(tmp: Path) -> None:
-        nonlocal written
+        nonlocal written, started
         with open(tmp, "w", newline="") as f:
-            for frame in frames:
-                frame.to_csv(f, index=False, header=not written)
-                written += len(frame)
-            if not written:
+            for piece in pieces:
+                if isinstance(piece, CsvText):
+                    if not piece.rows:
+                        continue
+                    if not started:
+                        f.write(header + "\n")
+                    f.write(piece.text)
+                    written += piece.rows
+                else:
+                    if not len(piece):
+                        continue
+                    piece.to_csv(f, index=False, header=not started)
+                    written += len(piece)
+                started = True
+            if not started:
                 f.write(header + "\n")
 
     save_atomic(path, write)

@@ -210,6 +210,25 @@ def test_a_saved_clustering_keeps_its_paths_packed(tmp_path, big_store):
             StyleClustering.load(damaged)
 
 
+def test_csv_text_made_elsewhere_writes_the_bytes_of_the_frames(tmp_path):
+    """What Ray's actors send (io.CsvText) and DataFrames make the same file; an empty piece
+    adds nothing, and with no row at all the file is the header."""
+    import pandas as pd
+
+    from stylecluster.cluster.pipeline import assignment_frame
+    from stylecluster.io import CsvText, csv_text, save_csv_batches
+
+    frames = [assignment_frame(["a,b.jpg", "c.jpg"], [0, 1], [0.1234567, 1.0]), assignment_frame([], [], []), assignment_frame(["d.jpg"], [-1], [0.5])]
+    header = "path,cluster,probability"
+    assert save_csv_batches(tmp_path / "frames.csv", iter(frames), header) == 3
+    assert save_csv_batches(tmp_path / "text.csv", map(csv_text, frames), header) == 3
+    expected = 'path,cluster,probability\n"a,b.jpg",0,0.123457\nc.jpg,1,1.0\nd.jpg,-1,0.5\n'
+    assert (tmp_path / "frames.csv").read_text() == (tmp_path / "text.csv").read_text() == expected
+    assert save_csv_batches(tmp_path / "none.csv", iter([CsvText("", 0)]), header) == 0
+    assert (tmp_path / "none.csv").read_text() == header + "\n"
+    assert list(pd.read_csv(tmp_path / "text.csv")["path"]) == ["a,b.jpg", "c.jpg", "d.jpg"]
+
+
 def test_the_explorer_maps_a_big_fused_matrix_from_the_cache(big_store):
     """From ``mapped_from_rows`` images the fused matrix is written once, a batch at a time, to
     the store's visualisation cache and memory-mapped; the next explorer reuses the file."""

@@ -155,7 +155,7 @@ def run_assign(args: argparse.Namespace) -> int:
     clustering = StyleClustering.load(model)
     store = load_store(args.store)
     with engine or contextlib.nullcontext():
-        assigned = save_csv_batches(out, clustering.predict_frames(store, engine=engine), "path,cluster,probability")
+        assigned = save_csv_batches(out, clustering.predict_csv(store, engine=engine), "path,cluster,probability")
     print(f"assigned {assigned} images to {clustering.n_clusters_} clusters ({clustering.cluster.method}); wrote {out}")
     return 0
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from ..config import ClusterConfig, FuseConfig
 from ..errors import ConfigError, InputError, NotFittedError
-from ..io import printable, save_atomic, save_csv_batches
+from ..io import CsvText, csv_text, printable, save_atomic, save_csv_batches
 from .base import OneCluster, distinct_points, make_clusterer, method_class
 from .fuse import fit_store_fuser, fuse_store, store_batches, store_layout, store_rows, store_shape
 from .reduce import subsample
@@ -172,20 +172,29 @@ class StyleClustering:
             yield start, np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
             start += len(Z)
 
-    def predict_frames(self, store, engine=None) -> Iterator[pd.DataFrame]:
-        """:meth:`predict_store` a batch at a time (what ``assign`` writes, in store order);
-        ``engine`` as for :meth:`fit`."""
+    def predict_frames(self, store) -> Iterator[pd.DataFrame]:
+        """:meth:`predict_store` a batch at a time, in store order."""
         self._check_fitted()
         paths = getattr(store, "path_array", None)
         listed = None if paths is not None else list(store.paths)
-        if engine is None:
-            batches = self.assign_batches(store)
-        else:
-            self._check_assignable(store)
-            batches = engine.assign_batches(self, store)
-        for start, labels, probabilities in batches:
+        for start, labels, probabilities in self.assign_batches(store):
             batch_paths = paths.slice(start, len(labels)).to_pylist() if paths is not None else listed[start : start + len(labels)]
-            yield pd.DataFrame({"path": batch_paths, "cluster": labels, "probability": np.round(probabilities, 6)})
+            yield assignment_frame(batch_paths, labels, probabilities)
+
+    def predict_csv(self, store, engine=None) -> Iterator[CsvText]:
+        """What ``assign`` writes: :meth:`predict_frames` as CSV text (``io.save_csv_batches``).
+
+        ``engine`` as for :meth:`fit`; on one whose workers format the text too (``assign_csv``:
+        the Ray engine) this process only checks the order and writes, the work that had kept a
+        second Ray actor from adding speed (benchmarks/RESULTS.md, "Ten million rows"). Either
+        way the text is :func:`assignment_frame`'s through ``io.csv_text``: the same bytes.
+        """
+        self._check_fitted()
+        if engine is None:
+            yield from map(csv_text, self.predict_frames(store))
+            return
+        self._check_assignable(store)
+        yield from engine.assign_csv(self, store)
 
     def predict_store(self, store) -> pd.DataFrame:
         """Assign a store's images (new or not) to this clustering: columns path, cluster, probability."""
@@ -217,8 +226,7 @@ class StyleClustering:
             details[name] = values
         for start in range(0, max(len(self.labels_), 1), batch_rows):
             rows = slice(start, start + batch_rows)
-            frame = pd.DataFrame({"path": self._paths.slice(start, batch_rows).to_pylist(), "cluster": self.labels_[rows],
-                                  "probability": np.round(self.probabilities_[rows], 6)})
+            frame = assignment_frame(self._paths.slice(start, batch_rows).to_pylist(), self.labels_[rows], self.probabilities_[rows])
             for name, values in details.items():
                 frame[name] = np.round(values[rows], 6)
             yield frame
@@ -314,6 +322,12 @@ class StyleClustering:
 
 #: Store metadata that decides what a vector means; stores that differ here are not comparable.
 PROVENANCE_KEYS = ("branches", "dims", "parts")
+
+
+def assignment_frame(paths: list[str], labels, probabilities) -> pd.DataFrame:
+    """The rows ``cluster`` and ``assign`` write for images: path, cluster, probability (rounded
+    to 6 places); one function, so that every engine writes the same bytes."""
+    return pd.DataFrame({"path": paths, "cluster": np.asarray(labels), "probability": np.round(np.asarray(probabilities, dtype=np.float64), 6)})
 
 
 def _path_array(store) -> pa.Array:
