@@ -31,8 +31,9 @@ Memory and speed: the input is streamed in batches of :data:`BATCH_ROWS` rows â€
 ``iter_batches`` without pre-buffering (pre-buffered, one 100k-row row group held ~250 MB of Arrow
 memory, without ~30 MB), a ``.npy`` through plain reads at the rows' offsets (slices of
 ``np.load(mmap_mode="r")`` leave every page read resident, the whole matrix in RSS by the end) â€”
-so memory is one row group of the input, one batch, and the paths seen (for duplicates: the
-peak grows by ~100-220 MB from 100k to 1M rows in the table below). The store is written in chunks of :data:`CHUNK_ROWS` rows, not the embedder's 512:
+so memory is one row group of the input, one batch, and the paths seen, for duplicates: 24 bytes
+a path (:class:`_SeenPaths`; as a dict of strings the peak grew by ~100-220 MB from 100k to 1M
+rows in the table below, 1.2 GB from 1M to 10M). The store is written in chunks of :data:`CHUNK_ROWS` rows, not the embedder's 512:
 for 100k x 192 imported from ``.npy``, 512-row chunks made 196 files, a 12-14 s import and a
 5.2-5.6 s ``load_store``; 16,384-row chunks 7 files, 3.4-8.1 s and 1.4-2.9 s (two runs each,
 machine busy). Measured by ``benchmarks/import_index.py`` on this 2-core machine under a load
@@ -259,6 +260,45 @@ def check_store_output(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+class _SeenPaths:
+    """The paths imported so far, kept as the first 128 bits of each path's sha256 (two uint64)
+    and the row it came from: 24 bytes a path. A dict of the path strings took ~1.2 GB of the
+    import's 1.9 GB peak at ten million rows (benchmarks/scale.py).
+
+    The keys are held in sorted runs that merge when a newer run is as long as the one before it
+    (a log-structured merge: at most log2(rows) runs, each row sorted ~log2(rows) times), so a
+    batch is looked up with ``searchsorted`` and no run is rebuilt per batch.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (first 64 bits sorted, next 64 bits, row)
+
+    @staticmethod
+    def keys(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        digests = np.frombuffer(b"".join(hashlib.sha256(p.encode("utf-8", "surrogatepass")).digest()[:16] for p in paths), dtype="<u8")
+        return digests[0::2].copy(), digests[1::2].copy()
+
+    def first_rows(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+        """The row each key was imported from, or -1."""
+        found = np.full(len(high), -1, dtype=np.int64)
+        for run_high, run_low, rows in self._runs:
+            start, stop = np.searchsorted(run_high, high, "left"), np.searchsorted(run_high, high, "right")
+            for i in np.flatnonzero(stop > start):  # rare: a path imported before
+                same = np.flatnonzero(run_low[start[i] : stop[i]] == low[i])
+                if len(same):
+                    found[i] = rows[start[i] + same[0]]
+        return found
+
+    def add(self, high: np.ndarray, low: np.ndarray, rows: np.ndarray) -> None:
+        if not len(high):
+            return
+        run = (high, low, np.asarray(rows, dtype=np.int64))
+        while self._runs and len(self._runs[-1][0]) <= len(run[0]):
+            run = tuple(np.concatenate([a, b]) for a, b in zip(self._runs.pop(), run))
+        order = np.argsort(run[0], kind="stable")
+        self._runs.append(tuple(column[order] for column in run))
+
+
 class _RowChecker:
     """Which rows of a batch are stored; names each bad row once."""
 
@@ -266,7 +306,7 @@ class _RowChecker:
         self.name = name
         self.images_root = images_root
         self.dim = source.fixed_dim or 0
-        self.seen: dict[str, int] = {}  # path -> row it was stored from
+        self.seen = _SeenPaths()
         self.skipped: list[tuple[int, str, str]] = []
 
     def dim_of(self, lengths: np.ndarray) -> int:
@@ -293,12 +333,16 @@ class _RowChecker:
     def keep(self, batch: _Batch) -> tuple[list[int], np.ndarray]:
         """(positions in the batch of the rows to store, their vectors)."""
         finite = np.isfinite(batch.vectors).all(axis=1) if batch.vectors.size else np.zeros(len(batch.vectors), bool)
+        high, low = _SeenPaths.keys([path or "" for path in batch.paths])
+        earlier = self.seen.first_rows(high, low)
+        in_batch: dict[tuple[int, int], int] = {}  # key -> row, for paths twice in this batch
         kept, kept_vectors, v = [], [], 0
         for i, (path, length) in enumerate(zip(batch.paths, batch.lengths.tolist())):
             row, good_length = batch.start + i, length == self.dim and self.dim > 0
             ok_vector = good_length and bool(finite[v])
             v += length == self.dim  # the batch's vectors are the rows of the batch's dimension
             problem = self._path_problem(path) if path else "empty path"
+            key = (int(high[i]), int(low[i]))
             if problem is not None:
                 self._bad(row, path, problem)
             elif length < 0:
@@ -309,12 +353,13 @@ class _RowChecker:
                 self._bad(row, path, f"vector has {length} values, expected {self.dim}")
             elif not ok_vector:
                 self._bad(row, path, "vector has NaN, infinite or missing values (as float32)")
-            elif path in self.seen:
-                self._bad(row, path, f"path already imported from row {self.seen[path]}")
+            elif earlier[i] >= 0 or key in in_batch:
+                self._bad(row, path, f"path already imported from row {earlier[i] if earlier[i] >= 0 else in_batch[key]}")
             else:
-                self.seen[path] = row
+                in_batch[key] = row
                 kept.append(i)
                 kept_vectors.append(v - 1)
+        self.seen.add(high[kept], low[kept], batch.start + np.asarray(kept, dtype=np.int64))
         return kept, batch.vectors[kept_vectors] if kept_vectors else np.empty((0, self.dim), np.float32)
 
 

@@ -62,6 +62,28 @@ def test_bad_rows_are_named_one_line_each_and_the_rest_imported(tmp_path, caplog
     assert len(skipped) == 8 and skipped["reason"].iloc[0] == "row 1: vector has NaN, infinite or missing values (as float32)"
 
 
+def test_duplicates_are_found_across_many_batches_by_their_path_hashes(tmp_path):
+    """The paths seen are kept as sorted runs of 128-bit keys that merge (importer._SeenPaths):
+    with batches of 7 rows the 100 paths make many runs and merges, and every repeat names the
+    row of its first import, within a batch or across batches."""
+    from stylecluster.importer import _SeenPaths
+
+    paths = [f"p{i % 60}.jpg" for i in range(100)]  # rows 60..99 repeat rows 0..39
+    source = write_parquet(tmp_path / "v.parquet", paths, [[float(i), 1.0] for i in range(100)])
+    report = import_vectors(source, tmp_path / "s.store", batch_rows=7, chunk_rows=16)
+    assert load_store(tmp_path / "s.store").paths == paths[:60]
+    assert [(row, problem) for row, _, problem in report.skipped] == [(row, f"path already imported from row {row - 60}") for row in range(60, 100)]
+    seen = _SeenPaths()
+    for start in range(0, 60, 7):
+        high, low = seen.keys(paths[start : min(start + 7, 60)])
+        seen.add(high, low, np.arange(start, min(start + 7, 60)))
+    assert [len(run[0]) for run in seen._runs] == [56, 4]  # 8 runs of 7 merged into one; the last batch alone
+    high, low = seen.keys(["p3.jpg", "new.jpg", "p59.jpg"])
+    assert seen.first_rows(high, low).tolist() == [3, -1, 59]
+    # a key whose first 64 bits match but the next 64 do not is not a repeat
+    assert seen.first_rows(high[:1], low[:1] + np.uint64(1)).tolist() == [-1]
+
+
 def test_npy_with_paths_streams_in_batches_into_chunks(tmp_path):
     matrix = np.arange(40, dtype=np.float64).reshape(10, 4) + 1
     np.save(tmp_path / "v.npy", matrix)
