@@ -5,6 +5,7 @@
     OMP_NUM_THREADS=1 python benchmarks/scale.py --rows 1000000 10000000 --methods bgmm kmeans --ray --no-similar --no-fuse
     python benchmarks/scale.py --rows 20000 --methods bgmm kmeans --keep   # a quick look
     python benchmarks/scale.py --rows 1000000 --work W --reuse --methods hdbscan   # again, same store
+    python benchmarks/scale.py --rows 1000000 --work W --reuse-source --methods bgmm   # import again, same source
 
 For each size a seeded Gaussian mixture (``CLUSTERS`` components, so the clusters can be found
 again: the table gives each clustering's ARI against them) is written as a Parquet file of
@@ -178,7 +179,7 @@ def assign(store_path: Path, work: Path, variant: str, actors: int = 0) -> dict:
     from stylecluster.io import save_csv_batches
     from stylecluster.store import load_store
 
-    clustering = StyleClustering.load(model_path_for(work / f"clusters-{variant}.csv"))
+    clustering = StyleClustering.load(model_path_for(work / f"clusters-{variant}.csv"), per_image=False)  # as `assign` loads it
     store = load_store(store_path)
     engine = None
     if actors:
@@ -201,11 +202,9 @@ def assign(store_path: Path, work: Path, variant: str, actors: int = 0) -> dict:
     running = times[-1] - times[0] if len(times) > 1 else total
     # rows of the first batch are not in ``running``: rate over the others
     rate = (rows - counts[0]) / running if len(times) > 1 and running > 0 else rows / total
-    same, offset = 0, 0  # read back a column at a time: the step's peak RSS stays the assignment's
-    for frame in pd.read_csv(out, usecols=["cluster"], chunksize=1_000_000):
-        labels = frame["cluster"].to_numpy()
-        same += int(np.sum(labels == clustering.labels_[offset : offset + len(labels)]))
-        offset += len(labels)
+    same = 0  # both CSVs read back a column at a time: the step's peak RSS stays the assignment's
+    for assigned, fitted in zip(*(pd.read_csv(f, usecols=["cluster"], chunksize=1_000_000) for f in (out, work / f"clusters-{variant}.csv"))):
+        same += int(np.sum(assigned["cluster"].to_numpy() == fitted["cluster"].to_numpy()))
     return {"assign_s": total, "running_s": running, "rows_per_s_running": rate, "same_as_fit": same / max(rows, 1), "actors": actors}
 
 
@@ -295,6 +294,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="folder for the stores (default: a temporary one, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--reuse", action="store_true", help="with --work: keep the source and store made by an earlier run")
+    parser.add_argument("--reuse-source", action="store_true", help="with --work: keep the source made by an earlier run, import it again")
     parser.add_argument("--no-similar", dest="similar", action="store_false", help="skip the similar step (benchmarks/similar_scale.py measures search at 10M)")
     parser.add_argument("--no-fuse", dest="fuse", action="store_false", help="skip the fuse-only step (cluster fuses anyway)")
     parser.add_argument("--ray", action="store_true", help="also assign the bgmm clustering on Ray with 1 and 2 actors")
@@ -318,7 +318,8 @@ def main() -> int:
         try:
             load.append({"rows": rows, "loadavg_before": os.getloadavg()})
             if not (args.reuse and (work / "synthetic.store").is_dir()):
-                results.append(step(work, rows, "source"))
+                if not (args.reuse_source and (work / "source.parquet").is_file()):
+                    results.append(step(work, rows, "source"))
                 results.append(step(work, rows, "import"))
                 results.append(step(work, rows, "layout"))
             if args.fuse:

@@ -187,6 +187,23 @@ def test_a_path_embedded_twice_is_one_row_the_later_one(tmp_path):
     assert [(start, table.column("path").to_pylist()) for start, table in store.iter_chunks(["path"])] == [(0, ["c", "a"]), (2, ["d", "b"]), (4, ["e"])]
 
 
+def test_repeated_paths_are_found_by_hash_and_told_apart_by_text(monkeypatch):
+    """store.later_rows: FNV-1a hashes (published values: "" is the offset basis, "a" is
+    0xaf63dc4c8601ec8c) pick the candidates; only their text decides, so colliding hashes of
+    different paths keep every row."""
+    from stylecluster import store as store_module
+
+    assert store_module.path_hashes(pa.array(["", "a", "xa"]).slice(1, 1)).tolist() == [0xAF63DC4C8601EC8C]
+    assert store_module.path_hashes(pa.array(["", "a"])).tolist() == [0xCBF29CE484222325, 0xAF63DC4C8601EC8C]
+    assert store_module.path_hashes(pa.array(["é/ab", "é/ba"], pa.large_string())).tolist()[0] != store_module.path_hashes(pa.array(["é/ba"]))[0]
+    columns = [pa.array(["a", "b"]), pa.array(["c", "a", "d"]), pa.array(["b"])]
+    assert store_module.later_rows(columns).tolist() == [2, 3, 4, 5]
+    assert store_module.later_rows([pa.array(["a", "b"]), pa.array(["c"])]) is None
+    monkeypatch.setattr(store_module, "path_hashes", lambda column: np.zeros(len(column), np.uint64))  # every hash collides
+    assert store_module.later_rows([pa.array(["a", "b"]), pa.array(["c"])]) is None
+    assert store_module.later_rows(columns).tolist() == [2, 3, 4, 5]
+
+
 def test_a_saved_clustering_keeps_its_paths_packed(tmp_path, big_store):
     store, _, _ = big_store
     clustering = StyleClustering(ClusterConfig(method="kmeans", k=CLUSTERS)).fit(store)
@@ -227,6 +244,28 @@ def test_csv_text_made_elsewhere_writes_the_bytes_of_the_frames(tmp_path):
     assert save_csv_batches(tmp_path / "none.csv", iter([CsvText("", 0)]), header) == 0
     assert (tmp_path / "none.csv").read_text() == header + "\n"
     assert list(pd.read_csv(tmp_path / "text.csv")["path"]) == ["a,b.jpg", "c.jpg", "d.jpg"]
+
+
+def test_a_model_loaded_without_its_images_results_places_images_the_same(tmp_path, big_store, monkeypatch):
+    """assign and the map load a clustering with per_image=False: the fitted store's paths,
+    labels and probabilities are not read from the file, and the images are placed alike."""
+    from stylecluster.cluster import persist
+    from stylecluster.errors import InputError
+
+    store, _, _ = big_store
+    clustering = StyleClustering(ClusterConfig(method="bgmm", k=CLUSTERS, params={"max_fit_samples": FIT})).fit(store)
+    path = clustering.save(tmp_path / "m.model.npz")
+    read, original = [], persist._read_array
+    monkeypatch.setattr(persist, "_read_array", lambda archive, info, where: read.append(info.filename) or original(archive, info, where))
+    slim = StyleClustering.load(path, per_image=False)
+    assert not {"labels_.npy", "probabilities_.npy", "_paths.utf8.npy", "_paths.ends.npy", "fit_rows_.npy"} & set(read)
+    assert "method_.mixture_.means_.npy" in read and not hasattr(slim, "labels_") and not hasattr(slim, "_paths")
+    pd_testing = __import__("pandas").testing
+    pd_testing.assert_frame_equal(slim.predict_store(store), clustering.predict_store(store))
+    with pytest.raises(InputError, match="m.model.npz: loaded without the fitted images' results.*per_image=True"):
+        slim.to_frame()
+    read.clear()
+    assert StyleClustering.load(path).paths_ == store.paths and "labels_.npy" in read
 
 
 def test_the_explorer_maps_a_big_fused_matrix_from_the_cache(big_store):

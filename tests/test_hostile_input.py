@@ -298,7 +298,8 @@ def test_an_array_header_claiming_10_to_12_values_is_not_allocated(fitted, tmp_p
 def test_a_zip_bomb_model_is_refused_before_unpacking(tmp_path):
     bomb = tmp_path / "bomb.model.npz"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("state.json", json.dumps({"format": "stylecluster.clustering", "format_version": 1, "root": None}))
+        # the document refers to the array: arrays nothing refers to are never unpacked at all
+        archive.writestr("state.json", json.dumps({"format": "stylecluster.clustering", "format_version": 1, "root": {"__array__": "x"}}))
         buffer = io.BytesIO()
         np.lib.format.write_array(buffer, np.zeros(40_000_000, np.float64))  # 320 MB of zeros, ~0.3 MB packed
         archive.writestr("x.npy", buffer.getvalue())

@@ -152,7 +152,7 @@ def run_assign(args: argparse.Namespace) -> int:
     model = model_path_for(model) if model.suffix == ".csv" else model
     out = check_output(args.out, args.overwrite, [*inputs_of(args, "model", "store"), model])
     engine = _engine(args)
-    clustering = StyleClustering.load(model)
+    clustering = StyleClustering.load(model, per_image=False)
     store = load_store(args.store)
     with engine or contextlib.nullcontext():
         assigned = save_csv_batches(out, clustering.predict_csv(store, engine=engine), "path,cluster,probability")

@@ -31,7 +31,7 @@ import zipfile
 import zlib
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Iterator
 
 import numpy as np
 
@@ -166,6 +166,19 @@ class _Decoder:
         return {k: self(v) for k, v in value.items()}
 
 
+def _array_names(value: Any) -> Iterator[str]:
+    """The arrays an encoded document refers to."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _array_names(item)
+    elif isinstance(value, dict):
+        if isinstance(value.get("__array__"), str):
+            yield value["__array__"]
+        else:
+            for item in value.values():
+                yield from _array_names(item)
+
+
 def _write_model(obj: Any, target) -> None:
     """The model file's bytes, into ``target`` (a path or a binary file object)."""
     encode = _Encoder()
@@ -225,9 +238,12 @@ def _read_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> 
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def load_model(path: str | Path, expected: type | None = None, data: bytes | None = None) -> Any:
+def load_model(path: str | Path, expected: type | None = None, data: bytes | None = None, leave_out: Collection[str] = ()) -> Any:
     """Read a model file written by :func:`save_model` (or its bytes, ``data``, from
     :func:`model_bytes`; ``path`` then only names it); nothing in it is executed.
+
+    ``leave_out``: attributes of the saved object not to read, nor the arrays only they use
+    (a clustering's per-image results when only its model is needed).
 
     Raises :class:`ModelFileError` (one line naming the file and what to do) for an old pickled
     model, a foreign or damaged file, or one of another format version.
@@ -245,12 +261,17 @@ def load_model(path: str | Path, expected: type | None = None, data: bytes | Non
                 raise ModelFileError(f"{printable(path)}: not a stylecluster model file; {rerun}")
             if document.get("format_version") != FORMAT_VERSION:
                 raise ModelFileError(f"{printable(path)}: model format {document.get('format_version')!r}, this stylecluster reads {FORMAT_VERSION}; {rerun}")
+            state = document["root"].get("state") if isinstance(document.get("root"), dict) else None
+            for name in leave_out if isinstance(state, dict) else ():
+                state.pop(name, None)
+            wanted = set(_array_names(document["root"]))
             arrays = {}
             entries = [info for info in archive.infolist() if info.filename.endswith(".npy")]
             if sum(info.file_size for info in entries) > MAX_MODEL_BYTES:
                 raise ModelFileError(f"{printable(path)}: its arrays unpack to more than {MAX_MODEL_BYTES >> 30} GB; not a model this tool wrote; {rerun}")
             for info in entries:
-                arrays[info.filename[: -len(".npy")]] = _read_array(archive, info, path)
+                if info.filename[: -len(".npy")] in wanted:
+                    arrays[info.filename[: -len(".npy")]] = _read_array(archive, info, path)
         obj = _Decoder(arrays)(document["root"])
     except ModelFileError:
         raise

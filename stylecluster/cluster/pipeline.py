@@ -104,6 +104,12 @@ class StyleClustering:
         if not hasattr(self, "method_"):
             raise NotFittedError(self)
 
+    def _check_per_image(self) -> None:
+        self._check_fitted()
+        if not hasattr(self, "labels_"):
+            raise InputError(f"{printable(getattr(self, '_loaded_from', 'this clustering'))}: loaded without the fitted images' results "
+                             "(StyleClustering.load(..., per_image=False)); load it with per_image=True")
+
     def _fit_fuser(self, store) -> np.ndarray:
         """Fit the fuser on (a seeded subsample of at most ``fuse.max_fit_samples`` of) the store's
         images and return the fused coordinates of all of them, fused a batch at a time."""
@@ -210,12 +216,12 @@ class StyleClustering:
 
     def to_frame(self) -> pd.DataFrame:
         """path, cluster, probability, then any per-image columns the method adds (e.g. outlier_score)."""
-        self._check_fitted()
+        self._check_per_image()
         return pd.concat(list(self.frames(batch_rows=max(1, len(self.labels_)))), ignore_index=True)
 
     def frames(self, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
         """:meth:`to_frame` ``batch_rows`` rows at a time (what :meth:`write` writes)."""
-        self._check_fitted()
+        self._check_per_image()
         details = {}
         for name, values in self.method_.point_details().items():
             values = np.asarray(values, dtype=np.float64)
@@ -234,7 +240,7 @@ class StyleClustering:
     def tables(self) -> dict[str, pd.DataFrame]:
         """The method's extra tables (e.g. ``merge_tree``) by name, to write next to CLUSTERS.csv;
         a ``row`` column (row of the fitted matrix) becomes the image ``path``."""
-        self._check_fitted()
+        self._check_per_image()
         out = {}
         for name, table in self.method_.tables().items():
             if "row" in table.columns:
@@ -249,7 +255,7 @@ class StyleClustering:
         """Write the fitted clustering to ``path`` (``CLUSTERS.model.npz``; arrays + JSON, no code)."""
         from .persist import save_model
 
-        self._check_fitted()
+        self._check_per_image()
         return save_model(self, path)
 
     def write(self, out: str | Path) -> list[Path]:
@@ -266,19 +272,25 @@ class StyleClustering:
         return written
 
     @staticmethod
-    def load(path: str | Path) -> "StyleClustering":
+    def load(path: str | Path, per_image: bool = True) -> "StyleClustering":
         """Read a clustering saved by :meth:`save`; an old pickled model is refused with one line,
-        and so is one whose arrays do not fit together (a row of zeros is fused as a probe)."""
+        and so is one whose arrays do not fit together (a row of zeros is fused as a probe).
+
+        ``per_image=False`` leaves out the fitted store's paths, labels and probabilities
+        (:data:`PER_IMAGE`), which placing images (``assign``) and fusing them (the map) do not
+        use: ~0.5 GB at ten million images. Such a clustering assigns and embeds; :meth:`frames`
+        and the like need ``per_image=True``.
+        """
         from .persist import load_model
 
-        model = load_model(path, expected=StyleClustering)
+        model = load_model(path, expected=StyleClustering, leave_out=() if per_image else PER_IMAGE)
         model._loaded_from = str(path)
         model._check_fitted()
         width = getattr(model, "n_features_in_", None)
         if width is None:  # model files saved before it existed
             width = max((int(b.stop) for b in getattr(model.fuser_, "blocks", [])), default=0)
         model._probe(lambda: model.fuser_.transform(np.zeros((1, int(width)), np.float32)), printable(path))
-        if not len(model._paths) == len(model.labels_) == len(model.probabilities_):
+        if per_image and not len(model._paths) == len(model.labels_) == len(model.probabilities_):
             raise ModelFileError(f"{printable(path)}: its paths, labels and probabilities differ in length; {RERUN}")
         return model
 
@@ -312,13 +324,16 @@ class StyleClustering:
             raise ModelFileError(f"{where}: it maps a probe to non-finite values; {RERUN}")
 
     def summary(self) -> dict[str, Any]:
-        self._check_fitted()
+        self._check_per_image()
         outliers = float(np.mean(self.labels_ < 0)) if len(self.labels_) else 0.0
         summary = {"method": self.cluster.method, "n_clusters": self.n_clusters_, "n_images": len(self.labels_), "outlier_share": outliers}
         if self.k_selection_ is not None:
             summary["k_selection"] = self.k_selection_.to_dict()
         return summary
 
+
+#: A fitted clustering's results for the images of the store it was fitted on (the rest is the model).
+PER_IMAGE = ("_paths", "paths_", "labels_", "probabilities_", "fit_rows_")
 
 #: Store metadata that decides what a vector means; stores that differ here are not comparable.
 PROVENANCE_KEYS = ("branches", "dims", "parts")
@@ -340,9 +355,9 @@ def _packed_paths(paths: pa.Array) -> dict[str, np.ndarray]:
     of the bytes, no Python object per path)."""
     width = np.int64 if pa.types.is_large_string(paths.type) else np.int32
     _, offsets, data = paths.buffers()
-    offsets = np.frombuffer(offsets, dtype=width)[paths.offset : paths.offset + len(paths) + 1].astype(np.int64)
+    offsets = np.frombuffer(offsets, dtype=width)[paths.offset : paths.offset + len(paths) + 1]
     utf8 = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None and len(paths) else np.zeros(0, np.uint8)
-    return {"utf8": utf8, "ends": offsets[1:] - offsets[0]}
+    return {"utf8": utf8, "ends": offsets[1:] - offsets[0]}  # the offsets' own width: no 8-byte copy of ten million
 
 
 def _unpacked_paths(packed: Any) -> pa.Array:

@@ -24,11 +24,6 @@ from ..ray_session import RaySession
 
 log = logging.getLogger("stylecluster")
 
-#: What the actors do not need of a fitted clustering: the per-image results of its own store
-#: (ten million paths alone are ~0.3 GB that every actor would receive).
-PER_IMAGE = ("_paths", "labels_", "probabilities_", "fit_rows_", "_loaded_from")
-
-
 class AssignActor:
     """One Ray actor: the fitted clustering loaded once from its bytes, then chunk after chunk.
 
@@ -129,6 +124,7 @@ class RayAssigner(RaySession):
         """The actors' output batches in store order: one task per chunk of the store."""
         from .fuse import store_layout
         from .persist import model_bytes
+        from .pipeline import PER_IMAGE
 
         ray = self.ray
         columns, _ = store_layout(store, local_weight=clustering.fuse.local_weight)
@@ -136,7 +132,7 @@ class RayAssigner(RaySession):
         if not chunks:
             return
         slim = copy.copy(clustering)
-        for name in PER_IMAGE:
+        for name in (*PER_IMAGE, "_loaded_from"):  # ten million paths alone are ~0.3 GB each actor would receive
             slim.__dict__.pop(name, None)
         model = model_bytes(slim)  # kilobytes to a few MB: travels with each actor's creation
         actors = self.actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // self.threads)

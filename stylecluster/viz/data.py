@@ -93,7 +93,7 @@ def load_fusion(store, clusters_csv: str | Path | None = None, fuse: FuseConfig 
     if clusters_csv is not None:
         model = model_path_for(clusters_csv)
         if model.is_file():
-            return StyleClustering.load(model)
+            return StyleClustering.load(model, per_image=False)
         old = Path(clusters_csv).with_name(Path(clusters_csv).stem + OLD_MODEL_SUFFIX)
         if old.is_file():
             log.warning("%s: a model pickled by an earlier stylecluster is never loaded (pickles can run code); using the default "
