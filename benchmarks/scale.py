@@ -106,6 +106,7 @@ def layout_store(source: Path, out: Path, rows: int) -> dict:
     from stylecluster.store import StoreWriter, resolve_dtype
 
     start = time.perf_counter()
+    shutil.rmtree(out, ignore_errors=True)  # a writer resumes a store that is there: a second layout would add every row again
     dtype = resolve_dtype("auto", rows)
     writer = StoreWriter(
         out,
