@@ -55,6 +55,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._version import __version__
@@ -244,31 +245,44 @@ def path_hashes(paths: pa.Array) -> np.ndarray:
     return hashes
 
 
-def later_rows(columns: list[pa.Array]) -> np.ndarray | None:
-    """The rows (over ``columns`` in order) to keep so that a path that repeats is its later row;
-    None when every path is unique.
+def later_rows(paths: pa.Array, hashes: np.ndarray, batch_rows: int = 1_000_000) -> np.ndarray | None:
+    """The rows of ``paths`` to keep so that a path that repeats is its later row; None when
+    every path is unique. ``hashes``: :func:`path_hashes` of ``paths``.
 
-    Rows are candidates when their :func:`path_hashes` repeat, and only those are compared as
-    strings: 8 bytes a row. Arrow's ``count_distinct`` over all the paths kept ~0.8 GB resident
-    at ten million rows (the store opened in 1.5 GB; with the hashes, 0.74 GB).
+    Rows whose hash repeats are candidates; each is compared as text, ``batch_rows`` at a time,
+    with the last row of its hash, which it is when the path repeats (the only case but for a
+    64-bit collision, settled by grouping those few rows' text). 8 bytes a row and a batch of
+    text: Arrow's ``count_distinct`` and ``group_by`` over every path kept ~0.8 GB resident at
+    ten million rows (the store opened in 1.5 GB, in 0.74 GB with the hashes), and a store of
+    ten million paths each embedded twice took 4.4 GB to open when every candidate was grouped.
     """
-    if not columns:
+    order = np.argsort(hashes, kind="stable")  # one hash's rows stay in row order
+    ordered = hashes[order]
+    first = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+    last = np.concatenate([first[1:], [True]])
+    del ordered
+    shared = ~(first & last)
+    if not shared.any():
         return None
-    hashes = np.concatenate([path_hashes(column) for column in columns])
-    order = np.argsort(hashes, kind="stable")
-    equal = hashes[order[1:]] == hashes[order[:-1]]
-    if not equal.any():
-        return None
-    shared = np.zeros(len(hashes), dtype=bool)
-    shared[1:] |= equal
-    shared[:-1] |= equal
-    candidates = np.sort(order[shared])
-    paths = pa.chunked_array(columns, type=columns[0].type).take(pa.array(candidates))
-    last = pa.table({"path": paths, "row": pa.array(candidates)}).group_by("path").aggregate([("row", "max")])
-    superseded = np.setdiff1d(candidates, last.column("row_max").to_numpy())
+    candidates, ends = order[shared], last[shared]
+    del order, first, last, shared
+    group = np.cumsum(np.concatenate([[False], ends[:-1]]))  # each candidate's hash group, 0, 1, ...
+    survivor = candidates[np.flatnonzero(ends)][group]  # the last row of that group
+    same = np.empty(len(candidates), dtype=bool)
+    for start in range(0, len(candidates), batch_rows):
+        rows = slice(start, start + batch_rows)
+        same[rows] = pc.equal(paths.take(pa.array(candidates[rows])), paths.take(pa.array(survivor[rows]))).to_numpy(zero_copy_only=False)
+    superseded = candidates[same & (candidates != survivor)]
+    collided = np.isin(group, np.unique(group[~same]))
+    if collided.any():  # hashes shared by different paths: their rows grouped by text
+        rows = candidates[collided]
+        kept = pa.table({"path": paths.take(pa.array(rows)), "row": pa.array(rows)}).group_by("path").aggregate([("row", "max")])
+        superseded = np.concatenate([superseded, np.setdiff1d(rows, kept.column("row_max").to_numpy())])
     if not len(superseded):
-        return None  # hashes that collided, paths that differ
-    return np.setdiff1d(np.arange(len(hashes)), superseded, assume_unique=True)
+        return None
+    keep = np.ones(len(paths), dtype=bool)
+    keep[superseded] = False
+    return np.flatnonzero(keep)
 
 
 def concat_strings(columns: list[pa.Array]) -> pa.Array:
@@ -310,9 +324,11 @@ class EmbeddingStore:
             log.warning("%s: skipped an unreadable chunk (%s); `stylecluster embed` into this store sets it aside and embeds its images again",
                         printable(f), reason)
         sizes = np.array([len(column) for column in path_columns], dtype=np.int64)
-        keep = later_rows(path_columns)
+        hashes = np.concatenate([path_hashes(column) for column in path_columns]) if path_columns else np.zeros(0, np.uint64)
         self._paths = concat_strings(path_columns)
         del path_columns
+        keep = later_rows(self._paths, hashes)
+        del hashes
         if keep is not None:
             self._paths = self._paths.take(pa.array(keep))
         pa.default_memory_pool().release_unused()  # the chunks' path columns, freed: ~0.25 GB at ten million rows

@@ -187,7 +187,7 @@ def test_a_path_embedded_twice_is_one_row_the_later_one(tmp_path):
     assert [(start, table.column("path").to_pylist()) for start, table in store.iter_chunks(["path"])] == [(0, ["c", "a"]), (2, ["d", "b"]), (4, ["e"])]
 
 
-def test_repeated_paths_are_found_by_hash_and_told_apart_by_text(monkeypatch):
+def test_repeated_paths_are_found_by_hash_and_told_apart_by_text():
     """store.later_rows: FNV-1a hashes (published values: "" is the offset basis, "a" is
     0xaf63dc4c8601ec8c) pick the candidates; only their text decides, so colliding hashes of
     different paths keep every row."""
@@ -196,12 +196,17 @@ def test_repeated_paths_are_found_by_hash_and_told_apart_by_text(monkeypatch):
     assert store_module.path_hashes(pa.array(["", "a", "xa"]).slice(1, 1)).tolist() == [0xAF63DC4C8601EC8C]
     assert store_module.path_hashes(pa.array(["", "a"])).tolist() == [0xCBF29CE484222325, 0xAF63DC4C8601EC8C]
     assert store_module.path_hashes(pa.array(["é/ab", "é/ba"], pa.large_string())).tolist()[0] != store_module.path_hashes(pa.array(["é/ba"]))[0]
-    columns = [pa.array(["a", "b"]), pa.array(["c", "a", "d"]), pa.array(["b"])]
-    assert store_module.later_rows(columns).tolist() == [2, 3, 4, 5]
-    assert store_module.later_rows([pa.array(["a", "b"]), pa.array(["c"])]) is None
-    monkeypatch.setattr(store_module, "path_hashes", lambda column: np.zeros(len(column), np.uint64))  # every hash collides
-    assert store_module.later_rows([pa.array(["a", "b"]), pa.array(["c"])]) is None
-    assert store_module.later_rows(columns).tolist() == [2, 3, 4, 5]
+    def later(values, hashes=None, batch_rows=2):  # batches of 2 candidates: several batches
+        paths = pa.array(values)
+        return store_module.later_rows(paths, store_module.path_hashes(paths) if hashes is None else np.asarray(hashes, np.uint64), batch_rows)
+
+    assert later(["a", "b", "c", "a", "d", "b"]).tolist() == [2, 3, 4, 5]
+    assert later(["a", "b", "a", "a"]).tolist() == [1, 3]
+    assert later(["a", "b", "c"]) is None
+    # every hash collides: the text decides, also where a colliding path sits between two repeats
+    assert later(["a", "b", "c"], hashes=[7, 7, 7]) is None
+    assert later(["a", "b", "c", "a", "d", "b"], hashes=[7] * 6).tolist() == [2, 3, 4, 5]
+    assert later(["a", "b", "a", "c", "c"], hashes=[1, 1, 1, 2, 2]).tolist() == [1, 2, 4]
 
 
 def test_a_saved_clustering_keeps_its_paths_packed(tmp_path, big_store):
