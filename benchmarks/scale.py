@@ -25,6 +25,9 @@ on a busy machine), ``step_s`` the step's own work:
                (fusion included; ``fit_s`` is the method alone); k-means also with scikit-learn,
                to keep the measurement behind the faiss choice;
 * ``assign``   load the saved model and assign every image of the store (``stylecluster assign``);
+               for cluster and assign ``own_peak_mb`` is the process's peak before the step scores
+               its result (ARI against the planted truth, labels against the fit's), which at 10M
+               holds memory of its own (~0.1 GB), so it is the figure for the product's memory;
 * ``similar``  ``StyleIndex`` build time and per-query latency (median, p95 of 50 queries);
 * ``map``, ``ray``: measured by benchmarks/scale_map.py and benchmarks/ray_scaling.py; their rows
                here run those scripts (defaults) with ``--with-others`` when they exist.
@@ -144,6 +147,16 @@ def fuse(store_path: Path) -> dict:
     return {"read_s": read_s, "fused_dim": int(fuser.n_features_out_), "rows_fused": rows}
 
 
+def own_peak_mb() -> float | None:
+    """This process's peak RSS so far (Linux's VmHWM): the product's work alone, before a step
+    scores it; None where /proc is not there."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return None
+
+
 def cluster(store_path: Path, work: Path, variant: str) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
@@ -162,8 +175,9 @@ def cluster(store_path: Path, work: Path, variant: str) -> dict:
     start = time.perf_counter()
     clustering.write(work / f"clusters-{variant}.csv")
     write_s = time.perf_counter() - start
+    peak = own_peak_mb()  # before the scoring below: ten million truth labels and ARI's contingency are the benchmark's
     truth = np.load(work / "truth.npy")
-    return {"open_s": open_s, "fit_s": fit_s, "write_s": write_s, "n_clusters": clustering.n_clusters_, "ari": adjusted_rand_score(truth, clustering.labels_),
+    return {"open_s": open_s, "fit_s": fit_s, "write_s": write_s, "own_peak_mb": peak, "n_clusters": clustering.n_clusters_, "ari": adjusted_rand_score(truth, clustering.labels_),
             "outlier_share": float(np.mean(clustering.labels_ < 0)), "fits_subsample": type(clustering.method_).fits_subsample,
             "engine": getattr(clustering.method_, "engine_", None)}
 
@@ -203,10 +217,11 @@ def assign(store_path: Path, work: Path, variant: str, actors: int = 0) -> dict:
     running = times[-1] - times[0] if len(times) > 1 else total
     # rows of the first batch are not in ``running``: rate over the others
     rate = (rows - counts[0]) / running if len(times) > 1 and running > 0 else rows / total
+    peak = own_peak_mb()  # before the comparison below, which is the benchmark's
     same = 0  # both CSVs read back a column at a time: the step's peak RSS stays the assignment's
     for assigned, fitted in zip(*(pd.read_csv(f, usecols=["cluster"], chunksize=1_000_000) for f in (out, work / f"clusters-{variant}.csv"))):
         same += int(np.sum(assigned["cluster"].to_numpy() == fitted["cluster"].to_numpy()))
-    return {"assign_s": total, "running_s": running, "rows_per_s_running": rate, "same_as_fit": same / max(rows, 1), "actors": actors}
+    return {"assign_s": total, "running_s": running, "rows_per_s_running": rate, "same_as_fit": same / max(rows, 1), "actors": actors, "own_peak_mb": peak}
 
 
 def similar(store_path: Path, work: Path, queries: int = 50) -> dict:
@@ -345,7 +360,7 @@ def main() -> int:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
 
-    columns = ["rows", "step", "seconds", "step_s", "peak_rss_mb", "import_s", "fit_s", "write_s", "n_clusters", "ari", "same_as_fit", "rows_per_s_running",
+    columns = ["rows", "step", "seconds", "step_s", "peak_rss_mb", "own_peak_mb", "import_s", "fit_s", "write_s", "n_clusters", "ari", "same_as_fit", "rows_per_s_running",
                "index_build_s", "query_ms_median", "status"]
     print_table(results, columns)
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
