@@ -99,7 +99,13 @@ def imported_from(store) -> dict | None:
 
 def path_key(path: str) -> str:
     """What an imported row holds in the ``sha256`` column: the sha256 of its path."""
-    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
+    return _path_digest(path).hex()
+
+
+def _path_digest(path: str) -> bytes:
+    # surrogatepass: any str encodes, so a batch's bad rows are hashed before they are judged
+    # (the rows stored are UTF-8, for which every error handler gives the same bytes)
+    return hashlib.sha256(path.encode("utf-8", "surrogatepass")).digest()
 
 
 @dataclass
@@ -274,9 +280,10 @@ class _SeenPaths:
         self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (first 64 bits sorted, next 64 bits, row)
 
     @staticmethod
-    def keys(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        digests = np.frombuffer(b"".join(hashlib.sha256(p.encode("utf-8", "surrogatepass")).digest()[:16] for p in paths), dtype="<u8")
-        return digests[0::2].copy(), digests[1::2].copy()
+    def keys(digests: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """(first, next 64 bits) of each path's sha256 (:func:`_path_digest`)."""
+        words = np.frombuffer(b"".join(digest[:16] for digest in digests), dtype="<u8")
+        return words[0::2].copy(), words[1::2].copy()
 
     def first_rows(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
         """The row each key was imported from, or -1."""
@@ -330,10 +337,11 @@ class _RowChecker:
                 problem = str(exc)
         return problem
 
-    def keep(self, batch: _Batch) -> tuple[list[int], np.ndarray]:
-        """(positions in the batch of the rows to store, their vectors)."""
+    def keep(self, batch: _Batch) -> tuple[list[int], np.ndarray, list[str]]:
+        """(positions in the batch of the rows to store, their vectors, their :func:`path_key`)."""
         finite = np.isfinite(batch.vectors).all(axis=1) if batch.vectors.size else np.zeros(len(batch.vectors), bool)
-        high, low = _SeenPaths.keys([path or "" for path in batch.paths])
+        digests = [_path_digest(path or "") for path in batch.paths]  # once a path: its duplicates key and its sha256 column
+        high, low = _SeenPaths.keys(digests)
         earlier = self.seen.first_rows(high, low)
         in_batch: dict[tuple[int, int], int] = {}  # key -> row, for paths twice in this batch
         kept, kept_vectors, v = [], [], 0
@@ -360,15 +368,16 @@ class _RowChecker:
                 kept.append(i)
                 kept_vectors.append(v - 1)
         self.seen.add(high[kept], low[kept], batch.start + np.asarray(kept, dtype=np.int64))
-        return kept, batch.vectors[kept_vectors] if kept_vectors else np.empty((0, self.dim), np.float32)
+        vectors = batch.vectors[kept_vectors] if kept_vectors else np.empty((0, self.dim), np.float32)
+        return kept, vectors, [digests[i].hex() for i in kept]
 
 
-def _table(paths: list[str], vectors: np.ndarray) -> pa.Table:
+def _table(paths: list[str], vectors: np.ndarray, keys: list[str]) -> pa.Table:
     n, dim = vectors.shape
     nothing = pa.nulls(n, pa.int32())
     return pa.table({
         "path": pa.array(paths, pa.string()),
-        "sha256": pa.array([path_key(p) for p in paths], pa.string()),
+        "sha256": pa.array(keys, pa.string()),  # path_key of each path
         "width": nothing,
         "height": nothing,
         "duplicate_of": pa.nulls(n, pa.string()),
@@ -460,7 +469,7 @@ def _import(reader: _Source, source, out: Path, images_root, batch_rows: int, ch
         chunks = None  # opened at the first usable row, when the dimension is known
         try:
             for batch in reader.batches(max(1, int(batch_rows)), checker.dim_of):
-                kept, vectors = checker.keep(batch)
+                kept, vectors, keys = checker.keep(batch)
                 progress.update(len(batch.paths))
                 if kept and chunks is None:
                     dim = checker.dim
@@ -468,7 +477,7 @@ def _import(reader: _Source, source, out: Path, images_root, batch_rows: int, ch
                                                         images_root=None if root is None else str(root), chunk_size=chunk_rows, extra_metadata={"imported": {**record, "dim": dim}},
                                                         vector_dtype=vector_dtype))
                 if kept:
-                    chunks.add(_table([batch.paths[i] for i in kept], vectors))
+                    chunks.add(_table([batch.paths[i] for i in kept], vectors, keys))
                     stored += len(kept)
             if chunks is None:
                 raise InputError(f"{printable(source)}: no usable row among {reader.rows:,} (see the lines above)")

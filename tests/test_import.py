@@ -73,12 +73,15 @@ def test_duplicates_are_found_across_many_batches_by_their_path_hashes(tmp_path)
     report = import_vectors(source, tmp_path / "s.store", batch_rows=7, chunk_rows=16)
     assert load_store(tmp_path / "s.store").paths == paths[:60]
     assert [(row, problem) for row, _, problem in report.skipped] == [(row, f"path already imported from row {row - 60}") for row in range(60, 100)]
+    def keys(names):
+        return seen.keys([bytes.fromhex(path_key(name)) for name in names])
+
     seen = _SeenPaths()
     for start in range(0, 60, 7):
-        high, low = seen.keys(paths[start : min(start + 7, 60)])
+        high, low = keys(paths[start : min(start + 7, 60)])
         seen.add(high, low, np.arange(start, min(start + 7, 60)))
     assert [len(run[0]) for run in seen._runs] == [56, 4]  # 8 runs of 7 merged into one; the last batch alone
-    high, low = seen.keys(["p3.jpg", "new.jpg", "p59.jpg"])
+    high, low = keys(["p3.jpg", "new.jpg", "p59.jpg"])
     assert seen.first_rows(high, low).tolist() == [3, -1, 59]
     # a key whose first 64 bits match but the next 64 do not is not a repeat
     assert seen.first_rows(high[:1], low[:1] + np.uint64(1)).tolist() == [-1]
