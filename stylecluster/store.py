@@ -229,14 +229,20 @@ class Chunk:
 _FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
 
 
+def string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Arrow's own layout of a string array, without a copy: the offsets of its strings (their
+    ``len + 1`` bounds, int32 or int64 as stored) into its UTF-8 bytes (uint8)."""
+    width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    _, offsets, data = strings.buffers()
+    offsets = np.frombuffer(offsets, dtype=width)[strings.offset : strings.offset + len(strings) + 1]
+    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+
+
 def path_hashes(paths: pa.Array) -> np.ndarray:
     """64-bit FNV-1a of each string's UTF-8 bytes, computed on Arrow's buffers (no Python object
     per path): one pass per character position over the strings at least that long."""
-    width = np.int64 if pa.types.is_large_string(paths.type) else np.int32
-    _, offsets, data = paths.buffers()
-    offsets = np.frombuffer(offsets, dtype=width)[paths.offset : paths.offset + len(paths) + 1].astype(np.int64)
-    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    starts, lengths = offsets[:-1], np.diff(offsets)
+    offsets, data = string_buffers(paths)
+    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
     hashes = np.full(len(paths), _FNV_OFFSET, dtype=np.uint64)
     rows = np.arange(len(paths))
     for position in range(int(lengths.max(initial=0))):
@@ -253,8 +259,9 @@ def later_rows(paths: pa.Array, hashes: np.ndarray, batch_rows: int = 1_000_000)
     with the last row of its hash, which it is when the path repeats (the only case but for a
     64-bit collision, settled by grouping those few rows' text). 8 bytes a row and a batch of
     text: Arrow's ``count_distinct`` and ``group_by`` over every path kept ~0.8 GB resident at
-    ten million rows (the store opened in 1.5 GB, in 0.74 GB with the hashes), and a store of
-    ten million paths each embedded twice took 4.4 GB to open when every candidate was grouped.
+    ten million rows (the store opened with a 1.4-1.5 GB peak, 1.0 GB with the hashes), and a
+    store of ten million paths each embedded twice took 4.4 GB to open when every candidate was
+    grouped (benchmarks/RESULTS.md, "Ten million rows").
     """
     order = np.argsort(hashes, kind="stable")  # one hash's rows stay in row order
     ordered = hashes[order]

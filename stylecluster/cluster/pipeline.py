@@ -353,11 +353,10 @@ def _path_array(store) -> pa.Array:
 def _packed_paths(paths: pa.Array) -> dict[str, np.ndarray]:
     """Arrow's own layout of a string array: the UTF-8 bytes and where each path ends (no copy
     of the bytes, no Python object per path)."""
-    width = np.int64 if pa.types.is_large_string(paths.type) else np.int32
-    _, offsets, data = paths.buffers()
-    offsets = np.frombuffer(offsets, dtype=width)[paths.offset : paths.offset + len(paths) + 1]
-    utf8 = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None and len(paths) else np.zeros(0, np.uint8)
-    return {"utf8": utf8, "ends": offsets[1:] - offsets[0]}  # the offsets' own width: no 8-byte copy of ten million
+    from ..store import string_buffers
+
+    offsets, data = string_buffers(paths)
+    return {"utf8": data[offsets[0] : offsets[-1]], "ends": offsets[1:] - offsets[0]}  # the offsets' own width: no 8-byte copy of ten million
 
 
 def _unpacked_paths(packed: Any) -> pa.Array:
